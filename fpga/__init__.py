@@ -1,0 +1,1 @@
+"""Yosys / nextpnr flows and board definitions."""

@@ -1,0 +1,1 @@
+"""Amaranth HDL of the spikeforge core (FP, BP and WG engines); see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""cocotb testbenches, the Verilator runner and host drivers for the generated RTL."""

@@ -1,0 +1,149 @@
+"""``spikeforge`` command line: train, bench, config.
+
+Every user error (bad config, bad option, missing file) ends in one line on stderr and exit code 2;
+a traceback means a bug in spikeforge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from spikeforge.config import ConfigError, SpikeforgeConfig, load_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "digits.toml"
+
+
+class UsageError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _load(args: argparse.Namespace) -> SpikeforgeConfig:
+    path = Path(args.config) if args.config else DEFAULT_CONFIG
+    if not args.config and not path.is_file():
+        raise UsageError(f"no --config given and the default {path} is missing")
+    cfg = load_config(path)
+    if getattr(args, "seed", None) is not None:
+        cfg = cfg.replace(training={"seed": args.seed})
+    return cfg
+
+
+def _write(report: dict, path: str | None) -> None:
+    if path:
+        from spikeforge.train import write_report
+
+        write_report(report, path)
+        print(f"report written to {path}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from spikeforge.train import train
+
+    cfg = _load(args)
+    result = train(
+        cfg,
+        backend_name=args.backend,
+        dataset=args.dataset,
+        samples=args.samples,
+        epochs=args.epochs,
+        progress=not args.quiet,
+    )
+    r = result.report
+    _write(r, args.report)
+    print(_train_summary(r))
+    return 0
+
+
+def _train_summary(r: dict) -> str:
+    c = r["config"]
+    rows = [
+        ("backend", r["backend"]),
+        ("dataset", f"{r['dataset']} ({r['samples']} train / {r['test_samples']} test samples)"),
+        ("network", f"{'-'.join(map(str, c['network']['layers']))}, T={c['network']['timesteps']}"),
+        ("formats", f"weights {c['formats']['weight_bits']} b, membrane {c['formats']['membrane_bits']} b, "
+                    f"errors {c['formats']['error_bits']} b"),
+        ("epochs", str(r["epochs"])),
+        ("train accuracy", f"{r['train_accuracy']:.4f}"),
+        ("test accuracy", f"{r['test_accuracy']:.4f}"),
+        ("weights sha256", r["weights_sha256"][:16] + "…"),
+        ("time", f"{r['train_seconds']:.1f} s"),
+    ]
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(["spikeforge training summary"] + [f"  {k:<{w}}  {v}" for k, v in rows])
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from spikeforge import bench
+
+    cfg = _load(args)
+    if args.what != "golden":
+        raise UsageError(f"unknown benchmark {args.what!r}; available: golden")
+    report = bench.bench_golden(cfg, samples=args.samples, repeats=args.repeats, progress=not args.quiet)
+    _write(report, args.report)
+    print(bench.summary(report))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    cfg = load_config(args.file)
+    if args.json:
+        print(json.dumps(cfg.to_dict(), indent=2))
+    else:
+        print(f"{args.file}: ok ({cfg.name}, layers {list(cfg.network.layers)}, digest {cfg.digest()})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spikeforge", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a network on a backend and write a JSON report")
+    t.add_argument("--backend", default="golden", choices=["golden"], help="where the arithmetic runs")
+    t.add_argument("--dataset", default="digits", choices=["digits"])
+    t.add_argument("--config", help=f"TOML config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
+    t.add_argument("--epochs", type=int, help="override training.epochs")
+    t.add_argument("--samples", type=int, help="use only the first N training samples")
+    t.add_argument("--seed", type=int, help="override training.seed")
+    t.add_argument("--report", help="write the JSON report here")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    b = sub.add_parser("bench", help="benchmarks that print measured figures")
+    b.add_argument("what", choices=["golden"], help="golden: golden model vs snnTorch float BPTT training speed")
+    b.add_argument("--config", help=f"TOML config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
+    b.add_argument("--samples", type=int, default=512, help="training samples per measurement")
+    b.add_argument("--repeats", type=int, default=3, help="measurements per side; the best is reported")
+    b.add_argument("--seed", type=int, help="override training.seed")
+    b.add_argument("--report", help="write the JSON report here")
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=cmd_bench)
+
+    c = sub.add_parser("config", help="validate a config file")
+    c.add_argument("file")
+    c.add_argument("--json", action="store_true", help="print every value, defaults filled in")
+    c.set_defaults(func=cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for opt in ("epochs", "samples", "repeats"):
+        v = getattr(args, opt, None)
+        if v is not None and v < 1:
+            parser.error(f"--{opt} must be >= 1, got {v}")
+    try:
+        return args.func(args)
+    except (ConfigError, UsageError, ValueError, FileNotFoundError) as e:
+        print(f"spikeforge: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spikeforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Config loading: every bad value stops with one message naming the field, value and range."""
+
+import pytest
+
+from spikeforge.config import ConfigError, SpikeforgeConfig, load_config, to_toml
+
+DIGITS = "configs/digits.toml"
+
+
+def test_digits_config_loads_and_matches_issue_shape():
+    cfg = load_config(DIGITS)
+    assert list(cfg.network.layers) == [64, 128, 10]
+    assert cfg.network.timesteps <= 16
+    assert cfg.neuron.beta_q == 7 and cfg.neuron.beta_bits == 3
+
+
+def test_toml_round_trip(tmp_path):
+    cfg = load_config(DIGITS)
+    p = tmp_path / "x.toml"
+    p.write_text(to_toml(cfg))
+    assert load_config(p) == cfg
+
+
+@pytest.mark.parametrize(
+    "section, values, needle",
+    [
+        ("network", {"layers": [64, 0, 10]}, "network.layers[1]"),
+        ("network", {"layers": [64]}, "network.layers"),
+        ("network", {"timesteps": 0}, "network.timesteps"),
+        ("network", {"timesteps": "16"}, "network.timesteps"),
+        ("neuron", {"threshold": 0}, "neuron.threshold"),
+        ("neuron", {"threshold": 40000}, "neuron.threshold"),
+        ("neuron", {"beta": 0.9}, "neuron.beta"),
+        ("neuron", {"beta": 1.5}, "neuron.beta"),
+        ("neuron", {"reset": "bounce"}, "neuron.reset"),
+        ("neuron", {"leak_rounding": "stochastic"}, "neuron.leak_rounding"),
+        ("neuron", {"leak_rounding": "nearest"}, "neuron.leak_rounding"),
+        ("neuron", {"membrane_floor": 5}, "neuron.membrane_floor"),
+        ("formats", {"weight_bits": 1}, "formats.weight_bits"),
+        ("formats", {"weight_bits": True}, "formats.weight_bits"),
+        ("formats", {"input_acc_bits": 8}, "formats.input_acc_bits"),
+        ("formats", {"grad_bits": 16}, "formats.grad_bits"),
+        ("surrogate", {"kind": "atan"}, "surrogate.kind"),
+        ("surrogate", {"kind": "triangle", "width": 100, "bits": 3}, "surrogate.width"),
+        ("training", {"batch_size": 0}, "training.batch_size"),
+        ("training", {"target_true": 20}, "training.target_true"),
+        ("training", {"target_false": 13}, "training.target_false"),
+        ("training", {"update_rounding": "up"}, "training.update_rounding"),
+        ("training", {"lr_decay_epochs": [5, 3]}, "training.lr_decay_epochs"),
+        ("hardware", {"lanes": 6}, "hardware.lanes"),
+        ("hardware", {"cores": 21}, "hardware.cores"),
+    ],
+)
+def test_bad_value_names_field(section, values, needle):
+    with pytest.raises(ConfigError) as e:
+        SpikeforgeConfig().replace(**{section: values})
+    msg = str(e.value)
+    assert f"'{needle}'" in msg
+    assert msg.startswith(f"config field '{needle}' = ")
+
+
+def test_width_too_small_for_fan_in_says_how_many_bits():
+    with pytest.raises(ConfigError, match=r"fan-in 512 .* at least 17 bits"):
+        SpikeforgeConfig().replace(network={"layers": [512, 10]})
+
+
+def test_unknown_key_and_section(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("[neuron]\nthresh = 3\n")
+    with pytest.raises(ConfigError, match=r"neuron\.thresh"):
+        load_config(p)
+    p.write_text("[nueron]\nthreshold = 3\n")
+    with pytest.raises(ConfigError, match="nueron"):
+        load_config(p)
+
+
+def test_message_shows_value_and_allowed_range():
+    with pytest.raises(ConfigError) as e:
+        SpikeforgeConfig().replace(neuron={"threshold": 40000})
+    assert str(e.value) == "config field 'neuron.threshold' = 40000: out of range, allowed in [1, 32766]"
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("[network\nlayers = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
