@@ -93,6 +93,11 @@ def _output_rows(n_bits: int) -> torch.Tensor:
     return torch.from_numpy(rows.astype(np.int32))
 
 
+@lru_cache(maxsize=64)
+def _output_rows_t(n_bits: int) -> torch.Tensor:
+    return _output_rows(n_bits).T.contiguous()
+
+
 def _state_bits(states: torch.Tensor) -> torch.Tensor:
     shifts = torch.arange(WIDTH, dtype=torch.int64)
     return ((states.to(torch.int64).unsqueeze(-1) >> shifts) & 1).to(torch.int32)
@@ -110,9 +115,14 @@ def draw_stream(states: torch.Tensor, count: int, bits: int) -> tuple[torch.Tens
     """
     n = count * bits
     sb = _state_bits(states)  # (B, 32)
-    out = (sb @ _output_rows(n).T) & 1  # (B, n)
-    weights = 1 << torch.arange(bits, dtype=torch.int64)
-    draws = (out.to(torch.int64).view(-1, count, bits) * weights).sum(-1)
+    rows_t = _output_rows_t(n)  # (32, n): row j = how state bit j feeds each output bit
+    # output bit k = XOR over the set state bits j of rows_t[j, k]: sum the selected rows, keep
+    # the parity (an integer sum of at most 32 ones; much faster than a skinny int matmul)
+    out = (torch.stack([rows_t[b.to(torch.bool)].sum(0, dtype=torch.int32) for b in sb]) & 1)  # (B, n)
+    if not 1 <= bits <= 30:
+        raise ValueError(f"draw width must be 1..30 bits, got {bits}")
+    place = (1 << torch.arange(bits, dtype=torch.int32)).unsqueeze(1)  # packs bits as one small matmul
+    draws = (out.view(-1, count, bits) @ place).squeeze(-1).to(torch.int64)
     adv = torch.from_numpy(advance_matrix(n).astype(np.int32))
     nxt = _pack((sb @ adv.T) & 1)
     return draws, nxt
