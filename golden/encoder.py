@@ -32,6 +32,8 @@ def sample_seed(seed: int, stream: int, index: int) -> int:
 
 def encode(pixels: torch.Tensor, seeds: torch.Tensor, timesteps: int, pixel_bits: int) -> torch.Tensor:
     """Spike trains ``(T, B, N)`` (int64 0/1) for pixels ``(B, N)`` in ``[0, 2**pixel_bits)``."""
+    if pixels.dtype.is_floating_point or pixels.dtype == torch.bool:
+        raise TypeError(f"pixels must be an integer tensor, got {pixels.dtype}")
     if pixels.dim() != 2:
         raise ValueError(f"pixels must be (batch, inputs), got shape {tuple(pixels.shape)}")
     if int(pixels.min()) < 0 or int(pixels.max()) >= (1 << pixel_bits):

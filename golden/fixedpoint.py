@@ -59,6 +59,8 @@ def stochastic_round_shift(x: torch.Tensor, shift: int, draws: torch.Tensor, dra
     """
     if shift == 0:
         return x
+    if not 1 <= draw_bits <= shift:
+        raise ValueError(f"draw_bits must be in [1, shift={shift}] (the contract draws min(shift, 16) bits), got {draw_bits}")
     if draws.shape != x.shape:
         raise ValueError(f"need one draw per element: draws {tuple(draws.shape)} vs x {tuple(x.shape)}")
     q = x >> shift

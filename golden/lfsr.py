@@ -113,6 +113,10 @@ def draw_stream(states: torch.Tensor, count: int, bits: int) -> tuple[torch.Tens
     Returns ``(draws, next_states)``: ``draws`` has shape ``(B, count)``; ``next_states`` is where
     each LFSR stands after ``count * bits`` steps. Exactly what :func:`draw` gives in a loop.
     """
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    if count == 0:
+        return torch.zeros(states.shape[0], 0, dtype=torch.int64), states.to(torch.int64).clone()
     n = count * bits
     sb = _state_bits(states)  # (B, 32)
     rows_t = _output_rows_t(n)  # (32, n): row j = how state bit j feeds each output bit

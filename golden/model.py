@@ -160,13 +160,12 @@ def predict(counts: torch.Tensor, membrane_sum: torch.Tensor) -> torch.Tensor:
     """Class = largest output spike count; equal counts are decided by the larger membrane sum
     (sum over t of the pre-reset output membrane), and what is still equal by the lowest index.
     With T <= 16 steps counts tie often; the membrane sum is one accumulator per output neuron."""
-    n = counts.shape[1]
-    c = counts.to(torch.int64)
-    m = membrane_sum.to(torch.int64)
-    # lexicographic (count, membrane sum, -index) as one integer key; the sum is offset to be >= 0
-    span = int(m.abs().max()) * 2 + 1 if m.numel() else 1
-    key = (c * span + (m + span // 2)) * n + (n - 1 - torch.arange(n))
-    return key.argmax(dim=1)
+    best = counts == counts.max(dim=1, keepdim=True).values
+    # among the neurons with the top count, the largest membrane sum; argmax returns the first
+    # (lowest) index of equal maxima. Staged compares: no packed key that could overflow.
+    floor = torch.iinfo(torch.int64).min
+    m = torch.where(best, membrane_sum.to(torch.int64), floor)
+    return m.argmax(dim=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,6 +238,10 @@ def layer_backward(
 def backward(cfg: SpikeforgeConfig, weights: list[torch.Tensor], trace: StepTrace, labels: torch.Tensor) -> StepTrace:
     """BP and WG for every layer, last layer first; fills ``trace.backward`` (in layer order)."""
     T = cfg.network.timesteps
+    B = trace.counts.shape[0]
+    if B > cfg.training.batch_size:
+        # grad_bits is validated for batch_size samples; a larger batch could overflow the accumulator
+        raise ValueError(f"batch of {B} samples exceeds training.batch_size = {cfg.training.batch_size}")
     eps = output_error(cfg, trace.counts, labels).unsqueeze(0).expand(T, -1, -1)
     out: list[LayerBackward] = []
     for l in range(len(weights) - 1, -1, -1):
