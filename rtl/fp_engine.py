@@ -1,0 +1,236 @@
+"""FP engine: event-driven forward pass of one LIF layer, P neurons per cycle.
+
+Per timestep (docs/arithmetic.md §5) the engine
+
+1. **integrates**: for every input spike event ``i`` it walks the layer's neuron groups
+   ``g = 0..G-1`` (G = ceil(N/P)), reading the P weights W[gP..gP+P-1, i] and adding them to the
+   P synaptic accumulators of group g — one group per cycle, so the work is nnz(x[t]) * G cycles,
+   independent of how many inputs did *not* spike;
+2. on the end-of-timestep event, runs the **LIF step** over the G groups, one per cycle: leak,
+   delayed reset, the single clamp, strict compare, surrogate; it writes the membrane and spike
+   back, clears the accumulators, and emits one ``neuron_out`` payload per group (membranes,
+   spike mask, surrogates) for the spike/BP memories and for the testbench.
+
+Weights come from the core's weight memory through a read port with one cycle of latency
+(``weight_addr``/``weight_en`` → ``weight_data`` in lane order); the engine owns its state
+memories (membrane + last spike, and the accumulators).
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .params import CoreParams
+
+__all__ = ["FpEngine", "spike_event_layout", "neuron_group_layout"]
+
+
+def spike_event_layout(index_bits: int) -> data.StructLayout:
+    """An input spike, or (``eot``) the end of a timestep; ``fresh`` on an eot starts a new sample."""
+    return data.StructLayout({"index": unsigned(index_bits), "eot": 1, "fresh": 1})
+
+
+def neuron_group_layout(p: CoreParams) -> data.StructLayout:
+    return data.StructLayout(
+        {
+            "group": unsigned(p.group_bits),
+            "membrane": data.ArrayLayout(signed(p.membrane_bits), p.lanes),
+            "spikes": unsigned(p.lanes),
+            "surrogate": data.ArrayLayout(unsigned(p.surrogate_bits), p.lanes),
+        }
+    )
+
+
+class FpEngine(wiring.Component):
+    def __init__(self, params: CoreParams):
+        if not isinstance(params, CoreParams):
+            raise TypeError(f"FpEngine needs CoreParams, got {type(params).__name__}")
+        self.p = params
+        P = params.lanes
+        super().__init__(
+            {
+                "spikes_in": In(stream.Signature(spike_event_layout(params.input_index_bits))),
+                "neuron_out": Out(stream.Signature(neuron_group_layout(params))),
+                # layer geometry, held stable while the engine runs
+                "groups": In(params.group_bits),
+                "neurons": In(max(1, (params.max_neurons).bit_length())),
+                # weight read port: data arrives the cycle after weight_en
+                "weight_en": Out(1),
+                "weight_input": Out(params.input_index_bits),
+                "weight_group": Out(params.group_bits),
+                "weight_data": In(data.ArrayLayout(signed(params.weight_bits), P)),
+                # status for the performance counters
+                "busy": Out(1),
+                "stalled": Out(1),
+                "event": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.p
+        P = p.lanes
+        G = p.max_groups
+
+        state_layout = data.StructLayout(
+            {"membrane": data.ArrayLayout(signed(p.membrane_bits), P), "spikes": unsigned(P)}
+        )
+        acc_layout = data.ArrayLayout(signed(p.input_acc_bits), P)
+        m.submodules.state_mem = state_mem = Memory(shape=state_layout, depth=G, init=[])
+        m.submodules.acc_mem = acc_mem = Memory(shape=acc_layout, depth=G, init=[])
+        state_wr = state_mem.write_port()
+        state_rd = state_mem.read_port()
+        acc_wr = acc_mem.write_port()
+        # the accumulator is read-modified-written one cycle apart; transparency makes the read of
+        # the same group in the next cycle see the value being written
+        acc_rd = acc_mem.read_port(transparent_for=(acc_wr,))
+
+        group = Signal(p.group_bits)  # group being issued
+        fresh = Signal()
+        # stage 1 of the integrate pipeline: the weight and accumulator words are on the ports
+        int_valid = Signal()
+        int_group = Signal(p.group_bits)
+        # stage 1 of the LIF pipeline
+        lif_valid = Signal()
+        lif_group = Signal(p.group_bits)
+
+        last_group = Signal()
+        m.d.comb += last_group.eq(group == self.groups - 1)
+
+        # ---- integrate: accumulator += weights, committed the cycle after the read -------------
+        with m.If(int_valid):
+            m.d.comb += [acc_wr.en.eq(1), acc_wr.addr.eq(int_group)]
+            for k in range(P):
+                m.d.comb += acc_wr.data[k].eq(acc_rd.data[k] + self.weight_data[k])
+        m.d.sync += int_valid.eq(0)
+
+        # ---- LIF step datapath (combinational on the stage-1 words) ---------------------------
+        out = self.neuron_out
+        advance = Signal()
+        m.d.comb += advance.eq(~out.valid | out.ready)
+        lane_v = [Signal(signed(p.membrane_bits), name=f"v_{k}") for k in range(P)]
+        lane_s = [Signal(name=f"s_{k}") for k in range(P)]
+        lane_g = [Signal(p.surrogate_bits, name=f"g_{k}") for k in range(P)]
+        for k in range(P):
+            self._lif_lane(m, k, state_rd.data.membrane[k], state_rd.data.spikes[k], acc_rd.data[k],
+                           fresh, lif_group, lane_v[k], lane_s[k], lane_g[k])
+
+        with m.If(lif_valid & advance):
+            m.d.sync += [
+                out.valid.eq(1),
+                out.payload.group.eq(lif_group),
+                out.payload.spikes.eq(Cat(*lane_s)),
+            ]
+            for k in range(P):
+                m.d.sync += [out.payload.membrane[k].eq(lane_v[k]), out.payload.surrogate[k].eq(lane_g[k])]
+            m.d.comb += [
+                state_wr.en.eq(1),
+                state_wr.addr.eq(lif_group),
+                state_wr.data.spikes.eq(Cat(*lane_s)),
+                acc_wr.en.eq(1),  # clear for the next timestep (never overlaps integration)
+                acc_wr.addr.eq(lif_group),
+                acc_wr.data.eq(0),
+            ]
+            for k in range(P):
+                m.d.comb += state_wr.data.membrane[k].eq(lane_v[k])
+        with m.Elif(advance):
+            m.d.sync += out.valid.eq(0)
+
+        # ---- control ---------------------------------------------------------------------------
+        ev = self.spikes_in
+        m.d.comb += [
+            acc_rd.addr.eq(group),
+            state_rd.addr.eq(group),
+            self.weight_input.eq(ev.payload.index),
+            self.weight_group.eq(group),
+        ]
+        with m.FSM():
+            with m.State("INTEGRATE"):
+                with m.If(ev.valid & ~ev.payload.eot):
+                    # one group per cycle; the event is consumed with its last group
+                    m.d.comb += [self.weight_en.eq(1), self.busy.eq(1)]
+                    m.d.sync += [int_valid.eq(1), int_group.eq(group)]
+                    with m.If(last_group):
+                        m.d.comb += [ev.ready.eq(1), self.event.eq(1)]
+                        m.d.sync += group.eq(0)
+                    with m.Else():
+                        m.d.sync += group.eq(group + 1)
+                with m.Elif(ev.valid & ev.payload.eot):
+                    m.d.comb += self.busy.eq(1)
+                    # wait one cycle for the last accumulator write to land, then sweep the groups
+                    with m.If(~int_valid):
+                        m.d.comb += ev.ready.eq(1)
+                        m.d.sync += fresh.eq(ev.payload.fresh)
+                        m.next = "LIF"
+            with m.State("LIF"):
+                m.d.comb += self.busy.eq(1)
+                m.d.comb += [state_rd.en.eq(advance), acc_rd.en.eq(advance)]
+                with m.If(advance):
+                    m.d.sync += [lif_valid.eq(1), lif_group.eq(group)]
+                    with m.If(last_group):
+                        m.d.sync += group.eq(0)
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.d.sync += group.eq(group + 1)
+                with m.Else():
+                    m.d.comb += self.stalled.eq(1)
+            with m.State("DRAIN"):
+                m.d.comb += self.busy.eq(1)
+                m.d.comb += [state_rd.en.eq(advance), acc_rd.en.eq(advance)]
+                with m.If(advance):
+                    m.d.sync += lif_valid.eq(0)
+                    m.next = "INTEGRATE"
+                with m.Else():
+                    m.d.comb += self.stalled.eq(1)
+        return m
+
+    def _lif_lane(self, m, k, v_prev_mem, s_prev_mem, acc, fresh, group, v_out, s_out, g_out):
+        """One lane of the LIF step, exactly docs/arithmetic.md §5 steps 2-5."""
+        p = self.p
+        v_prev = Signal(signed(p.membrane_bits), name=f"vprev_{k}")
+        s_prev = Signal(name=f"sprev_{k}")
+        m.d.comb += [v_prev.eq(Mux(fresh, 0, v_prev_mem)), s_prev.eq(~fresh & s_prev_mem)]
+
+        prod = Signal(signed(p.leak_product_bits + 1), name=f"leakprod_{k}")
+        m.d.comb += prod.eq(v_prev * p.beta_q)
+        leak = Signal(signed(p.membrane_bits + 1), name=f"leak_{k}")
+        if p.beta_bits == 0:
+            m.d.comb += leak.eq(prod)
+        elif p.leak_rounding == "half_up":
+            m.d.comb += leak.eq((prod + (1 << (p.beta_bits - 1))) >> p.beta_bits)
+        else:
+            m.d.comb += leak.eq(prod >> p.beta_bits)
+
+        base = Signal(signed(p.membrane_bits + 2), name=f"base_{k}")
+        if p.reset == "subtract":
+            m.d.comb += base.eq(Mux(s_prev, leak - p.threshold, leak))
+        else:
+            m.d.comb += base.eq(Mux(s_prev, 0, leak))
+
+        wide = Signal(signed(max(p.membrane_bits, p.input_acc_bits + p.membrane_frac_bits) + 3), name=f"sum_{k}")
+        m.d.comb += wide.eq(base + (acc << p.membrane_frac_bits))
+        with m.If(wide > p.membrane_max):
+            m.d.comb += v_out.eq(p.membrane_max)
+        with m.Elif(wide < p.membrane_min):
+            m.d.comb += v_out.eq(p.membrane_min)
+        with m.Else():
+            m.d.comb += v_out.eq(wide)
+
+        # lanes past the layer's last neuron never fire (their weights are zero anyway)
+        lane_exists = Signal(name=f"exists_{k}")
+        m.d.comb += lane_exists.eq(group * p.lanes + k < self.neurons)
+        m.d.comb += s_out.eq(lane_exists & (v_out > p.threshold))
+
+        dist = Signal(unsigned(p.membrane_bits + 1), name=f"dist_{k}")
+        m.d.comb += dist.eq(Mux(v_out > p.threshold, v_out - p.threshold, p.threshold - v_out))
+        if p.surrogate == "rect":
+            m.d.comb += g_out.eq(dist < p.surrogate_width)
+        else:
+            shift = p.surrogate_width.bit_length() - 1 - p.surrogate_bits
+            gmax = (1 << p.surrogate_bits) - 1
+            raw = Signal(unsigned(p.membrane_bits + 1), name=f"graw_{k}")
+            m.d.comb += raw.eq(Mux(dist < p.surrogate_width, (p.surrogate_width - dist) >> shift, 0))
+            m.d.comb += g_out.eq(Mux(raw > gmax, gmax, raw))

@@ -1,0 +1,84 @@
+"""Hardware parameters derived from the one config object (spikeforge.config).
+
+The RTL never reads TOML itself: generators take a :class:`CoreParams`, built from a validated
+:class:`~spikeforge.config.SpikeforgeConfig` by :meth:`CoreParams.from_config`, so the golden
+model, the RTL and the testbenches all see the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.utils import ceil_log2
+
+from spikeforge.config import SpikeforgeConfig, bits_for_range
+
+__all__ = ["CoreParams"]
+
+
+@dataclass(frozen=True)
+class CoreParams:
+    lanes: int
+    max_inputs: int  # largest fan-in of any layer
+    max_neurons: int  # largest layer
+    timesteps: int
+    weight_bits: int
+    membrane_bits: int
+    membrane_frac_bits: int
+    input_acc_bits: int
+    threshold: int
+    beta_q: int
+    beta_bits: int
+    leak_rounding: str
+    reset: str
+    membrane_min: int
+    membrane_max: int
+    surrogate: str
+    surrogate_width: int
+    surrogate_bits: int
+
+    @classmethod
+    def from_config(cls, cfg: SpikeforgeConfig) -> "CoreParams":
+        n = cfg.neuron
+        lo, hi = n.membrane_range(cfg.formats)
+        return cls(
+            lanes=cfg.hardware.lanes,
+            max_inputs=max(cfg.network.layers[:-1]),
+            max_neurons=max(cfg.network.layers[1:]),
+            timesteps=cfg.network.timesteps,
+            weight_bits=cfg.formats.weight_bits,
+            membrane_bits=cfg.formats.membrane_bits,
+            membrane_frac_bits=cfg.formats.membrane_frac_bits,
+            input_acc_bits=cfg.formats.input_acc_bits,
+            threshold=n.threshold,
+            beta_q=n.beta_q,
+            beta_bits=n.beta_bits,
+            leak_rounding=n.leak_rounding,
+            reset=n.reset,
+            membrane_min=lo,
+            membrane_max=hi,
+            surrogate=cfg.surrogate.kind,
+            surrogate_width=cfg.surrogate.width,
+            surrogate_bits=cfg.surrogate.bits,
+        )
+
+    @property
+    def max_groups(self) -> int:
+        """Groups of ``lanes`` neurons in the largest layer."""
+        return -(-self.max_neurons // self.lanes)
+
+    @property
+    def input_index_bits(self) -> int:
+        return max(1, ceil_log2(self.max_inputs))
+
+    @property
+    def group_bits(self) -> int:
+        """Wide enough for every group index and for the group count itself."""
+        return max(1, ceil_log2(self.max_groups + 1))
+
+    @property
+    def leak_product_bits(self) -> int:
+        """Width of v * beta_q before the rounding shift."""
+        return bits_for_range(
+            self.membrane_min * self.beta_q if self.membrane_min < 0 else 0, self.membrane_max * self.beta_q
+        )
