@@ -36,6 +36,12 @@ class CoreParams:
     surrogate: str
     surrogate_width: int
     surrogate_bits: int
+    error_bits: int
+    grad_bits: int
+    error_shift: int
+    error_rounding: str
+    update_rounding: str
+    max_batch: int
 
     @classmethod
     def from_config(cls, cfg: SpikeforgeConfig) -> "CoreParams":
@@ -60,6 +66,12 @@ class CoreParams:
             surrogate=cfg.surrogate.kind,
             surrogate_width=cfg.surrogate.width,
             surrogate_bits=cfg.surrogate.bits,
+            error_bits=cfg.formats.error_bits,
+            grad_bits=cfg.formats.grad_bits,
+            error_shift=cfg.training.error_shift,
+            error_rounding=cfg.training.error_rounding,
+            update_rounding=cfg.training.update_rounding,
+            max_batch=cfg.training.batch_size,
         )
 
     @property

@@ -1,0 +1,122 @@
+"""A P-bank matrix memory that reads and writes P elements per cycle along a row *or* a column.
+
+The engines need a layer's matrix (weights, or weight gradients) in two directions:
+
+* **column** access — fixed input ``i``, output neurons ``gP .. gP+P-1``: FP integration and WG
+  accumulation walk the input spikes this way;
+* **row** access — fixed output neuron ``j``, inputs ``hP .. hP+P-1``: BP's Wᵀδ and the row-major
+  weight update walk the non-zero deltas / the rows this way.
+
+Element (j, i) is stored in bank ``(i + j) mod P`` at address ``(j // P) * max_inputs + i``. In
+either direction the P elements fall in P different banks, so one cycle serves them all; a barrel
+rotation by ``i mod P`` (column) or ``j mod P`` (row) puts them in lane order. One copy of the
+matrix, no transposed duplicate.
+"""
+
+from __future__ import annotations
+
+from amaranth import Const, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+__all__ = ["SkewedMemory", "skew_address"]
+
+
+def skew_address(j: int, i: int, lanes: int, max_inputs: int) -> tuple[int, int]:
+    """(bank, address) of element (j, i): the layout, for host loaders and tests."""
+    return (i + j) % lanes, (j // lanes) * max_inputs + i
+
+
+class SkewedMemory(wiring.Component):
+    """Ports (both 1-cycle read latency; read and write may run in different directions):
+
+    ``rd_en``, ``rd_row`` (0 = column, 1 = row), ``rd_major`` (i for column, j for row),
+    ``rd_group`` (g or h) → ``rd_data`` (P lanes, lane k = element gP+k / hP+k) next cycle;
+    lanes past the matrix edge read as 0.
+    ``wr_en``, ``wr_row``, ``wr_major``, ``wr_group``, ``wr_data``, ``wr_mask`` (per lane).
+    """
+
+    def __init__(self, *, lanes: int, width: int, max_outputs: int, max_inputs: int, init=None):
+        for name, v in (("lanes", lanes), ("width", width), ("max_outputs", max_outputs), ("max_inputs", max_inputs)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"SkewedMemory: {name} must be a positive integer, got {v!r}")
+        self.lanes, self.width = lanes, width
+        self.max_outputs, self.max_inputs = max_outputs, max_inputs
+        self.groups_out = -(-max_outputs // lanes)
+        self.depth = self.groups_out * max_inputs
+        self._init = init  # optional {(j, i): value}
+        major_bits = max(1, ceil_log2(max(max_inputs, max_outputs)))
+        group_bits = max(1, ceil_log2(max(self.groups_out, -(-max_inputs // lanes))))
+        lanes_t = data.ArrayLayout(signed(width), lanes)
+        super().__init__(
+            {
+                "rd_en": In(1), "rd_row": In(1), "rd_major": In(major_bits), "rd_group": In(group_bits),
+                "rd_data": Out(lanes_t),
+                "wr_en": In(1), "wr_row": In(1), "wr_major": In(major_bits), "wr_group": In(group_bits),
+                "wr_data": In(lanes_t), "wr_mask": In(lanes),
+            }
+        )
+
+    def _bank_init(self, b: int) -> list[int]:
+        words = [0] * self.depth
+        if self._init:
+            for (j, i), v in self._init.items():
+                bank, addr = skew_address(j, i, self.lanes, self.max_inputs)
+                if bank == b:
+                    words[addr] = v
+        return words
+
+    def _lane_map(self, m, prefix, row, major, group):
+        """Per bank: the lane it serves, its address, and whether that element exists."""
+        P = self.lanes
+        rot = Signal(range(P), name=f"{prefix}_rot")
+        m.d.comb += rot.eq(major % P if P > 1 else 0)
+        out = []
+        for b in range(P):
+            lane = Signal(range(P), name=f"{prefix}_lane{b}")
+            addr = Signal(range(self.depth), name=f"{prefix}_addr{b}")
+            ok = Signal(name=f"{prefix}_ok{b}")
+            m.d.comb += lane.eq((b - rot + P) % P if P > 1 else 0)
+            j_row, i_row = major, group * P + lane  # row: fixed j, inputs hP + lane
+            j_col, i_col = group * P + lane, major  # column: fixed i, outputs gP + lane
+            with m.If(row):
+                m.d.comb += [addr.eq((j_row // P) * self.max_inputs + i_row),
+                             ok.eq((i_row < self.max_inputs) & (j_row < self.max_outputs))]
+            with m.Else():
+                m.d.comb += [addr.eq(group * self.max_inputs + i_col),
+                             ok.eq((j_col < self.max_outputs) & (i_col < self.max_inputs))]
+            out.append((lane, addr, ok))
+        return out
+
+    def elaborate(self, platform):
+        m = Module()
+        P = self.lanes
+        rd_map = self._lane_map(m, "rd", self.rd_row, self.rd_major, self.rd_group)
+        wr_map = self._lane_map(m, "wr", self.wr_row, self.wr_major, self.wr_group)
+        bank_data = []
+        for b in range(P):
+            mem = Memory(shape=signed(self.width), depth=self.depth, init=self._bank_init(b))
+            m.submodules[f"bank{b}"] = mem
+            rp, wp = mem.read_port(), mem.write_port()
+            lane, addr, ok = rd_map[b]
+            m.d.comb += [rp.en.eq(self.rd_en), rp.addr.eq(addr)]
+            ok_d = Signal(name=f"rd_ok_d{b}")
+            lane_d = Signal(range(P), name=f"rd_lane_d{b}")
+            with m.If(self.rd_en):
+                m.d.sync += [ok_d.eq(ok), lane_d.eq(lane)]
+            bank_data.append((Mux(ok_d, rp.data, 0), lane_d))
+            wl, waddr, wok = wr_map[b]
+            wsel = Signal(signed(self.width), name=f"wr_sel{b}")
+            wmask = Signal(name=f"wr_mask_sel{b}")
+            for k in range(P):
+                with m.If(wl == k):
+                    m.d.comb += [wsel.eq(self.wr_data[k]), wmask.eq(self.wr_mask[k])]
+            m.d.comb += [wp.en.eq(self.wr_en & wok & wmask), wp.addr.eq(waddr), wp.data.eq(wsel)]
+        # lane k takes the bank whose delayed lane index is k (a rotation)
+        for k in range(P):
+            for value, lane_d in bank_data:
+                with m.If(lane_d == k):
+                    m.d.comb += self.rd_data[k].eq(value)
+        return m
