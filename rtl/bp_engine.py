@@ -1,0 +1,254 @@
+"""BP engine: backprop through time for one LIF layer, one timestep per call, t = T-1 down to 0.
+
+Per timestep (docs/arithmetic.md §6.2):
+
+A. **delta step**, one group of P neurons per cycle, fed by ``error_in`` (ε[t], the stored
+   surrogate g[t] and spike s[t] of each group, in group order):
+   δ[t] = sat_error(ε·g (rounded for triangle) + leak(δ[t+1]) [masked by s under zero reset]).
+   δ[t] leaves on ``delta_out`` (to the WG engine and for comparison); the engine keeps δ[t]
+   for the next (earlier) timestep, and remembers which groups hold a non-zero δ.
+B. **propagation** (only when ``propagate`` is set, i.e. not the first layer): for every non-zero
+   δ_j — zero entries cost no cycles — walk the input groups h, reading the weight row
+   W[j, hP..hP+P-1] from the weight SkewedMemory and accumulating W·δ_j wide, one group a cycle.
+C. **error out**: for each input group, ε'[t] = sat_error(round(acc >> error_shift)) leaves on
+   ``error_out`` and the accumulator is cleared.
+
+Cycles per timestep: G (A) + nnz(δ[t])·H (B) + H (C) plus a few cycles of pipeline fill.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from spikeforge.config import bits_for_range
+
+from . import arith
+from .params import CoreParams
+
+__all__ = ["BpEngine", "error_group_layout", "delta_group_layout"]
+
+
+def error_group_layout(p: CoreParams) -> data.StructLayout:
+    return data.StructLayout(
+        {
+            "error": data.ArrayLayout(signed(p.error_bits), p.lanes),
+            "surrogate": data.ArrayLayout(unsigned(p.surrogate_bits), p.lanes),
+            "spikes": unsigned(p.lanes),
+        }
+    )
+
+
+def delta_group_layout(p: CoreParams, group_bits: int) -> data.StructLayout:
+    return data.StructLayout({"group": unsigned(group_bits), "delta": data.ArrayLayout(signed(p.error_bits), p.lanes)})
+
+
+class BpEngine(wiring.Component):
+    def __init__(self, params: CoreParams):
+        if not isinstance(params, CoreParams):
+            raise TypeError(f"BpEngine needs CoreParams, got {type(params).__name__}")
+        self.p = p = params
+        self.in_groups_max = -(-p.max_inputs // p.lanes)
+        self.gbits = max(1, ceil_log2(max(p.max_groups, self.in_groups_max) + 1))
+        emin, emax = -(1 << (p.error_bits - 1)), (1 << (p.error_bits - 1)) - 1
+        wmin, wmax = -(1 << (p.weight_bits - 1)), (1 << (p.weight_bits - 1)) - 1
+        # |sum_j W_ji δ_j| over a whole layer: exact, no overflow possible
+        self.acc_bits = bits_for_range(p.max_neurons * emin * wmax, p.max_neurons * emin * wmin)
+        super().__init__(
+            {
+                "error_in": In(stream.Signature(error_group_layout(p))),
+                "delta_out": Out(stream.Signature(delta_group_layout(p, self.gbits))),
+                "error_out": Out(stream.Signature(delta_group_layout(p, self.gbits))),
+                "start": In(1),  # pulse: begin one timestep
+                "first": In(1),  # with start: this is t = T-1, so δ[t+1] = 0
+                "propagate": In(1),  # with start: compute ε' for the previous layer
+                "groups": In(self.gbits),
+                "in_groups": In(self.gbits),
+                "neurons": In(max(1, p.max_neurons.bit_length())),
+                # weight memory, row access: W[j, hP+k] in lane k the cycle after w_rd_en
+                "w_rd_en": Out(1),
+                "w_rd_major": Out(max(1, ceil_log2(max(p.max_inputs, p.max_neurons)))),
+                "w_rd_group": Out(self.gbits),
+                "w_rd_data": In(data.ArrayLayout(signed(p.weight_bits), p.lanes)),
+                "done": Out(1),  # idle, ready for the next start
+                "busy": Out(1),
+                "stalled": Out(1),
+                "event": Out(1),  # one non-zero δ propagated
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.p
+        P = p.lanes
+        G = p.max_groups
+        H = self.in_groups_max
+        emin, emax = -(1 << (p.error_bits - 1)), (1 << (p.error_bits - 1)) - 1
+
+        m.submodules.delta_mem = delta_mem = Memory(shape=data.ArrayLayout(signed(p.error_bits), P), depth=G, init=[])
+        d_wr = delta_mem.write_port()
+        d_rd = delta_mem.read_port(transparent_for=(d_wr,))
+        m.submodules.acc_mem = acc_mem = Memory(shape=data.ArrayLayout(signed(self.acc_bits), P), depth=H, init=[])
+        a_wr = acc_mem.write_port()
+        a_rd = acc_mem.read_port(transparent_for=(a_wr,))
+        # groups with a non-zero δ, in order: the propagation walks only these
+        m.submodules.nz_mem = nz_mem = Memory(shape=unsigned(self.gbits), depth=G, init=[])
+        nz_wr, nz_rd = nz_mem.write_port(), nz_mem.read_port(transparent_for=())
+        nz_count = Signal(range(G + 1))
+
+        first = Signal()
+        propagate = Signal()
+        group = Signal(self.gbits)
+
+        # ---------------- A: delta step (stage 0 accepts, stage 1 computes) ----------------------
+        out = self.delta_out
+        advance = Signal()
+        m.d.comb += advance.eq(~out.valid | out.ready)
+        s1_valid = Signal()
+        s1_group = Signal(self.gbits)
+        s1 = Signal(error_group_layout(p))
+        lanes_d = []
+        for k in range(P):
+            eps = s1.error[k]
+            g = s1.surrogate[k]
+            if p.surrogate == "rect":
+                a = Signal(signed(p.error_bits), name=f"a_{k}")
+                m.d.comb += a.eq(Mux(g, eps, 0))
+            else:
+                prod = Signal(signed(p.error_bits + p.surrogate_bits + 1), name=f"eg_{k}")
+                m.d.comb += prod.eq(eps * g)
+                a = arith.round_shift(m, prod, p.surrogate_bits, p.error_rounding, f"a_{k}")
+            prev = Signal(signed(p.error_bits), name=f"dprev_{k}")
+            m.d.comb += prev.eq(Mux(first, 0, d_rd.data[k]))
+            c = arith.leak(m, prev, p.beta_q, p.beta_bits, p.leak_rounding, f"c_{k}")
+            if p.reset == "zero":
+                c_eff = Signal(signed(len(c)), name=f"cz_{k}")
+                m.d.comb += c_eff.eq(Mux(s1.spikes[k], 0, c))
+                c = c_eff
+            total = Signal(signed(max(len(a), len(c)) + 1), name=f"dsum_{k}")
+            m.d.comb += total.eq(a + c)
+            lanes_d.append(arith.saturate(m, total, emin, emax, p.error_bits, f"delta_{k}"))
+        nonzero = Signal()
+        m.d.comb += nonzero.eq(Cat(*[d != 0 for d in lanes_d]).any())
+
+        with m.If(s1_valid & advance):
+            m.d.sync += [out.valid.eq(1), out.payload.group.eq(s1_group)]
+            m.d.sync += [out.payload.delta[k].eq(lanes_d[k]) for k in range(P)]
+            m.d.comb += [d_wr.en.eq(1), d_wr.addr.eq(s1_group)]
+            m.d.comb += [d_wr.data[k].eq(lanes_d[k]) for k in range(P)]
+            with m.If(nonzero):
+                m.d.comb += [nz_wr.en.eq(1), nz_wr.addr.eq(nz_count), nz_wr.data.eq(s1_group)]
+                m.d.sync += nz_count.eq(nz_count + 1)
+        with m.Elif(advance):
+            m.d.sync += out.valid.eq(0)
+
+        # ---------------- B: propagation --------------------------------------------------------
+        nz_index = Signal(range(G + 1))
+        cur_group = Signal(self.gbits)
+        lane_mask = Signal(P)  # non-zero lanes of the current δ group still to propagate
+        cur_delta = Signal(data.ArrayLayout(signed(p.error_bits), P))
+        lane = Signal(range(P))
+        # lowest set lane of lane_mask
+        for k in reversed(range(P)):
+            with m.If(lane_mask[k]):
+                m.d.comb += lane.eq(k)
+        dj = Signal(signed(p.error_bits))
+        m.d.comb += dj.eq(cur_delta[lane])
+        h = Signal(self.gbits)
+        b_valid = Signal()  # stage 1 of the accumulate pipeline
+        b_group = Signal(self.gbits)
+        b_delta = Signal(signed(p.error_bits))
+        with m.If(b_valid):
+            m.d.comb += [a_wr.en.eq(1), a_wr.addr.eq(b_group)]
+            for k in range(P):
+                m.d.comb += a_wr.data[k].eq(a_rd.data[k] + self.w_rd_data[k] * b_delta)
+        m.d.sync += b_valid.eq(0)
+
+        # ---------------- C: error out ---------------------------------------------------------
+        eo = self.error_out
+        eo_adv = Signal()
+        m.d.comb += eo_adv.eq(~eo.valid | eo.ready)
+        c_valid = Signal()
+        c_group = Signal(self.gbits)
+        with m.If(c_valid & eo_adv):
+            m.d.sync += [eo.valid.eq(1), eo.payload.group.eq(c_group)]
+            for k in range(P):
+                r = arith.round_shift(m, a_rd.data[k], p.error_shift, p.error_rounding, f"eps_r_{k}")
+                m.d.sync += eo.payload.delta[k].eq(arith.saturate(m, r, emin, emax, p.error_bits, f"eps_s_{k}"))
+            m.d.comb += [a_wr.en.eq(1), a_wr.addr.eq(c_group), a_wr.data.eq(0)]
+        with m.Elif(eo_adv):
+            m.d.sync += eo.valid.eq(0)
+
+        # ---------------- control ---------------------------------------------------------------
+        m.d.comb += [self.w_rd_major.eq(cur_group * P + lane), self.w_rd_group.eq(h)]
+        m.d.comb += [d_rd.addr.eq(group), a_rd.addr.eq(h), nz_rd.addr.eq(nz_index)]
+        ein = self.error_in
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.done.eq(~out.valid & ~eo.valid)
+                with m.If(self.start):
+                    m.d.sync += [first.eq(self.first), propagate.eq(self.propagate), group.eq(0),
+                                 nz_count.eq(0), nz_index.eq(0)]
+                    m.next = "DELTA"
+            with m.State("DELTA"):
+                m.d.comb += self.busy.eq(1)
+                m.d.comb += d_rd.en.eq(advance)
+                with m.If(advance):
+                    m.d.sync += s1_valid.eq(0)
+                    with m.If(group < self.groups):
+                        m.d.comb += ein.ready.eq(1)
+                        with m.If(ein.valid):
+                            m.d.sync += [s1_valid.eq(1), s1_group.eq(group), s1.eq(ein.payload), group.eq(group + 1)]
+                        with m.Else():
+                            m.d.comb += self.stalled.eq(1)
+                    with m.Elif(~s1_valid):
+                        m.d.sync += h.eq(0)
+                        m.next = "DELTA_DONE"
+                with m.Else():
+                    m.d.comb += self.stalled.eq(1)
+            with m.State("DELTA_DONE"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(propagate):
+                    m.next = "FETCH"
+                with m.Else():
+                    m.next = "IDLE"
+            with m.State("FETCH"):
+                # the nz memory read for nz_index is on its port now; the δ word needs one more cycle
+                m.d.comb += self.busy.eq(1)
+                with m.If(nz_index == nz_count):
+                    m.d.sync += h.eq(0)
+                    m.next = "ROUND"
+                with m.Else():
+                    m.d.comb += [d_rd.addr.eq(nz_rd.data), d_rd.en.eq(1)]
+                    m.d.sync += [cur_group.eq(nz_rd.data), nz_index.eq(nz_index + 1)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [cur_delta.eq(d_rd.data), lane_mask.eq(Cat(*[d_rd.data[k] != 0 for k in range(P)])), h.eq(0)]
+                m.next = "PROPAGATE"
+            with m.State("PROPAGATE"):
+                m.d.comb += [self.busy.eq(1), self.w_rd_en.eq(1)]
+                m.d.sync += [b_valid.eq(1), b_group.eq(h), b_delta.eq(dj)]
+                with m.If(h == self.in_groups - 1):
+                    m.d.comb += self.event.eq(1)
+                    # clear the lowest set lane: the one just propagated
+                    m.d.sync += [h.eq(0), lane_mask.eq(lane_mask & (lane_mask - 1))]
+                    with m.If((lane_mask & (lane_mask - 1)) == 0):
+                        m.next = "FETCH"
+                with m.Else():
+                    m.d.sync += h.eq(h + 1)
+            with m.State("ROUND"):
+                m.d.comb += self.busy.eq(1)
+                m.d.comb += a_rd.en.eq(eo_adv)
+                with m.If(eo_adv):
+                    m.d.sync += c_valid.eq(0)
+                    with m.If(~b_valid & (h < self.in_groups)):
+                        m.d.sync += [c_valid.eq(1), c_group.eq(h), h.eq(h + 1)]
+                    with m.Elif(~b_valid & ~c_valid):
+                        m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += self.stalled.eq(1)
+        return m
