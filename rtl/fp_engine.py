@@ -23,6 +23,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from . import arith
 from .params import CoreParams
 
 __all__ = ["FpEngine", "spike_event_layout", "neuron_group_layout"]
@@ -194,15 +195,7 @@ class FpEngine(wiring.Component):
         s_prev = Signal(name=f"sprev_{k}")
         m.d.comb += [v_prev.eq(Mux(fresh, 0, v_prev_mem)), s_prev.eq(~fresh & s_prev_mem)]
 
-        prod = Signal(signed(p.leak_product_bits + 1), name=f"leakprod_{k}")
-        m.d.comb += prod.eq(v_prev * p.beta_q)
-        leak = Signal(signed(p.membrane_bits + 1), name=f"leak_{k}")
-        if p.beta_bits == 0:
-            m.d.comb += leak.eq(prod)
-        elif p.leak_rounding == "half_up":
-            m.d.comb += leak.eq((prod + (1 << (p.beta_bits - 1))) >> p.beta_bits)
-        else:
-            m.d.comb += leak.eq(prod >> p.beta_bits)
+        leak = arith.leak(m, v_prev, p.beta_q, p.beta_bits, p.leak_rounding, f"leak_{k}")
 
         base = Signal(signed(p.membrane_bits + 2), name=f"base_{k}")
         if p.reset == "subtract":
@@ -212,12 +205,7 @@ class FpEngine(wiring.Component):
 
         wide = Signal(signed(max(p.membrane_bits, p.input_acc_bits + p.membrane_frac_bits) + 3), name=f"sum_{k}")
         m.d.comb += wide.eq(base + (acc << p.membrane_frac_bits))
-        with m.If(wide > p.membrane_max):
-            m.d.comb += v_out.eq(p.membrane_max)
-        with m.Elif(wide < p.membrane_min):
-            m.d.comb += v_out.eq(p.membrane_min)
-        with m.Else():
-            m.d.comb += v_out.eq(wide)
+        m.d.comb += v_out.eq(arith.saturate(m, wide, p.membrane_min, p.membrane_max, p.membrane_bits, f"vsat_{k}"))
 
         # lanes past the layer's last neuron never fire (their weights are zero anyway)
         lane_exists = Signal(name=f"exists_{k}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from amaranth.utils import ceil_log2
 
-from spikeforge.config import SpikeforgeConfig, bits_for_range
+from spikeforge.config import SpikeforgeConfig
 
 __all__ = ["CoreParams"]
 
@@ -87,10 +87,3 @@ class CoreParams:
     def group_bits(self) -> int:
         """Wide enough for every group index and for the group count itself."""
         return max(1, ceil_log2(self.max_groups + 1))
-
-    @property
-    def leak_product_bits(self) -> int:
-        """Width of v * beta_q before the rounding shift."""
-        return bits_for_range(
-            self.membrane_min * self.beta_q if self.membrane_min < 0 else 0, self.membrane_max * self.beta_q
-        )
