@@ -173,3 +173,22 @@ def test_random_configs_exact(case, seed):
     # saturate toward both rails now and then: scale some weights up
     compare(cfg, weights, inputs, seed,
             f"pytest 'tests/test_fp_engine.py::test_random_configs_exact[{seed}-{case}]'")
+
+
+@pytest.mark.parametrize("density", [0.1, 0.5, 1.0])
+def test_busy_cycles_follow_the_work_bound(density):
+    """Busy cycles (no stalls) within 1.25x of the bound sum_t nnz(x[t])*G + T*G, and falling
+    with input density: the engine never pays for inputs that did not spike."""
+    cfg = SpikeforgeConfig().replace(network={"layers": [64, 128], "timesteps": 8},
+                                     neuron={"threshold": 300}, hardware={"lanes": 8},
+                                     training={"target_true": 4, "target_false": 1})
+    weights, inputs = random_layer(cfg, 7, density)
+    p = CoreParams.from_config(cfg)
+    G = p.max_groups
+    golden = model.lif_forward(cfg, weights, inputs.unsqueeze(1))
+    v, s, g, cycles = run_fp(cfg, weights, inputs, 7, stall=0.0)
+    assert torch.equal(v, golden.membrane[:, 0])
+    bound = int(inputs.sum()) * G + cfg.network.timesteps * G
+    ratio = cycles["busy"] / bound
+    print(f"\n  FP density {density}: busy {cycles['busy']} bound {bound} ratio {ratio:.3f}")
+    assert ratio <= 1.25
