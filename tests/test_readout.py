@@ -26,6 +26,14 @@ def test_readout_matches_golden(lanes, n_out, loss, seed):
     # few distinct values so that ties in count and in membrane sum happen
     spikes = torch.tensor([[rng.random() < 0.5 for _ in range(n_out)] for _ in range(T)], dtype=torch.int64)
     mem = torch.tensor([[rng.choice([-3, 0, 7, 21]) for _ in range(n_out)] for _ in range(T)], dtype=torch.int64)
+    if n_out >= 3 and seed % 2 == 0:
+        # exact (count, sum) tie between the first and last neuron at the top: lowest index wins
+        spikes[:, 0] = spikes[:, -1] = 1
+        mem[:, -1] = mem[:, 0]
+    elif n_out >= 3:
+        # equal top counts, the membrane sum decides
+        spikes[:, 1] = spikes[:, 2] = 1
+        mem[:, 1], mem[:, 2] = 0, 7
     label = rng.randrange(n_out)
     counts, msum = spikes.sum(0, keepdim=True), mem.sum(0, keepdim=True)
     want_pred = int(model.predict(counts, msum)[0])
