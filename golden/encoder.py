@@ -42,6 +42,8 @@ def encode(pixels: torch.Tensor, seeds: torch.Tensor, timesteps: int, pixel_bits
             f"got [{int(pixels.min())}, {int(pixels.max())}]"
         )
     b, n = pixels.shape
-    draws, _ = lfsr.draw_stream(seeds, timesteps * n, pixel_bits)  # (B, T*N), t-major
+    # the seed is loaded like the hardware loads it: seed 0 would be the LFSR's lock-up state
+    states = torch.tensor([lfsr.seed_state(int(s)) for s in seeds], dtype=torch.int64)
+    draws, _ = lfsr.draw_stream(states, timesteps * n, pixel_bits)  # (B, T*N), t-major
     draws = draws.view(b, timesteps, n).transpose(0, 1)
     return (draws < pixels.to(torch.int64).unsqueeze(0)).to(torch.int64)
