@@ -29,7 +29,12 @@ from spikeforge.config import bits_for_range
 from . import arith
 from .params import CoreParams
 
-__all__ = ["BpEngine", "error_group_layout", "delta_group_layout"]
+__all__ = ["BpEngine", "error_group_layout", "delta_group_layout", "group_bits"]
+
+
+def group_bits(p: CoreParams) -> int:
+    """Width of the BP engine's group indices and counts (neuron groups and input groups)."""
+    return max(1, ceil_log2(max(p.max_groups, -(-p.max_inputs // p.lanes)) + 1))
 
 
 def error_group_layout(p: CoreParams) -> data.StructLayout:
@@ -52,7 +57,7 @@ class BpEngine(wiring.Component):
             raise TypeError(f"BpEngine needs CoreParams, got {type(params).__name__}")
         self.p = p = params
         self.in_groups_max = -(-p.max_inputs // p.lanes)
-        self.gbits = max(1, ceil_log2(max(p.max_groups, self.in_groups_max) + 1))
+        self.gbits = group_bits(p)
         emin, emax = -(1 << (p.error_bits - 1)), (1 << (p.error_bits - 1)) - 1
         wmin, wmax = -(1 << (p.weight_bits - 1)), (1 << (p.weight_bits - 1)) - 1
         # |sum_j W_ji δ_j| over a whole layer: exact, no overflow possible

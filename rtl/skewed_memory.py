@@ -21,7 +21,19 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-__all__ = ["SkewedMemory", "skew_address"]
+__all__ = ["SkewedMemory", "skew_address", "read_matrix"]
+
+
+def read_matrix(ctx, smem: "SkewedMemory", rows: int, cols: int) -> list[list[int]]:
+    """Simulation helper: the stored matrix, element (j, i) at [j][i] (after elaboration)."""
+    out = []
+    for j in range(rows):
+        row = []
+        for i in range(cols):
+            bank, addr = skew_address(j, i, smem.lanes, smem.max_inputs)
+            row.append(ctx.get(smem.banks[bank].data[addr]))
+        out.append(row)
+    return out
 
 
 def skew_address(j: int, i: int, lanes: int, max_inputs: int) -> tuple[int, int]:
@@ -96,8 +108,10 @@ class SkewedMemory(wiring.Component):
         rd_map = self._lane_map(m, "rd", self.rd_row, self.rd_major, self.rd_group)
         wr_map = self._lane_map(m, "wr", self.wr_row, self.wr_major, self.wr_group)
         bank_data = []
+        self.banks = []  # kept for simulation-time inspection (tests read the stored matrix)
         for b in range(P):
             mem = Memory(shape=signed(self.width), depth=self.depth, init=self._bank_init(b))
+            self.banks.append(mem)
             m.submodules[f"bank{b}"] = mem
             rp, wp = mem.read_port(), mem.write_port()
             lane, addr, ok = rd_map[b]

@@ -1,0 +1,409 @@
+"""WG engine: weight-gradient accumulation and the weight update of one layer, P lanes per cycle.
+
+**Accumulate** (docs/arithmetic.md §6.3). The input spikes of the layer arrive timestep by
+timestep on ``spikes_in`` (``eot`` closes a timestep). At the first spike of a timestep the engine
+*scans* the G = ceil(rows/P) delta groups of that timestep once through the delta read port
+(``delta_en``/``delta_group`` → ``delta_data`` the next cycle) and keeps only the non-zero groups,
+with their deltas, in a small list memory. Every input spike ``i`` then costs one cycle per
+non-zero group: a read-modify-write of the gradient column ``(i, gP..gP+P-1)`` in the skewed
+gradient memory, ``grad += delta``. The work of a batch is therefore
+
+    Σ_t nnz(x[t]) × (groups of δ[t] that are not all zero)  +  (G + 2) per timestep with spikes,
+
+and a timestep without a single non-zero delta costs one cycle per spike. Which timestep's
+deltas the port returns is the sequencer's business: it switches at each ``eot`` handshake (the
+engine never reads deltas of a timestep after accepting its ``eot``, nor before accepting the
+previous one).
+
+**Update** (§6.4). An ``update`` pulse walks the matrix row-major (j = 0..rows-1, then h =
+0..ceil(cols/P)-1) with row accesses of the gradient memory and of the external weight memory,
+writes ``W' = sat_weight(W - round(grad / 2**lr_shift))`` and clears the gradient. Stochastic
+rounding takes exactly one ``min(lr_shift, 16)``-bit draw per weight from the update LFSR, P per
+cycle and ``cols mod P`` for the last group of a row, so the stream position is independent of P.
+
+``lr_shift`` is latched with the ``update`` pulse. Floor, half-up and half-even work for any value
+0..48 (the config's range). For stochastic rounding the draw width must be exactly
+``min(lr_shift, 16)`` (the contract takes the *next* k output bits per draw, so narrower draws
+cannot be cut from wider ones): the LFSR has draw and advance networks for the widths of the
+``lr_shifts`` given at elaboration (by default the config's ``lr_shift`` and each decayed value).
+``shift_ok`` tells whether the current ``lr_shift`` is supported; an ``update`` pulse while it is
+low is ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from spikeforge.config import SpikeforgeConfig
+from spikeforge.golden.backend import update_seed
+from spikeforge.golden.model import update_draw_bits
+
+from . import arith
+from .fp_engine import spike_event_layout
+from .lfsr import LfsrDraws
+from .params import CoreParams
+from .skewed_memory import SkewedMemory
+
+__all__ = ["WgEngine", "MAX_LR_SHIFT"]
+
+#: the largest lr_shift a config can reach (spikeforge.config: lr_shift + decays <= 48)
+MAX_LR_SHIFT = 48
+
+
+class WgEngine(wiring.Component):
+    """Ports:
+
+    * ``spikes_in`` -- input spike events {index, eot, fresh} (``fresh`` is ignored: the gradient
+      accumulates over the whole batch);
+    * ``rows``, ``cols`` -- the layer's fan_out and fan_in, held stable while ``busy``;
+    * ``delta_en``, ``delta_group`` → ``delta_data`` -- read port of the current timestep's deltas;
+    * ``update``, ``lr_shift`` → ``shift_ok`` -- start the update (a one-cycle pulse);
+    * ``w_rd_*`` / ``w_wr_*`` -- a read and a write port of the layer's weight
+      :class:`SkewedMemory`, same names and meaning as its ``rd_*`` / ``wr_*`` ports;
+    * ``grad_rd_*`` -- a host read port of the gradient memory (multi-core reduction, debug),
+      served while the engine is idle;
+    * ``lfsr_load``, ``lfsr_seed``, ``lfsr_state`` -- the update LFSR (to chain it across engines);
+    * ``busy``, ``stalled`` (an offered input event waits: delta scan, update, pipeline drain),
+      ``event`` (an input spike consumed).
+
+    Parameters: ``lr_shifts`` -- lr_shift values stochastic rounding must support (ignored for
+    the other modes); ``fan_ins`` -- the fan-ins of the layers this engine will update, to build
+    LFSR advance networks only for the partial-group sizes ``fan_in mod P`` that occur (``None``:
+    all of 1..P-1); ``lfsr_init_seed`` -- the update LFSR's state after reset is
+    ``seed_state(lfsr_init_seed)``.
+    """
+
+    def __init__(self, params: CoreParams, *, lr_shifts: Iterable[int] = (), fan_ins: Iterable[int] | None = None,
+                 lfsr_init_seed: int = 1):
+        if not isinstance(params, CoreParams):
+            raise TypeError(f"WgEngine needs CoreParams, got {type(params).__name__}")
+        P = params.lanes
+        if P < 1 or P & (P - 1):
+            raise ValueError(f"WgEngine: lanes must be a power of two, got {P}")
+        shifts = tuple(lr_shifts)
+        for s in shifts:
+            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_LR_SHIFT:
+                raise ValueError(f"WgEngine: lr_shifts entries must be integers in [0, {MAX_LR_SHIFT}], got {s!r}")
+        self.stochastic = params.update_rounding == "stochastic"
+        if self.stochastic and not shifts:
+            raise ValueError("WgEngine: stochastic update rounding needs the lr_shift values to support (lr_shifts)")
+        if fan_ins is None:
+            short = tuple(range(1, P))
+        else:
+            fan_ins = tuple(fan_ins)
+            for f in fan_ins:
+                if isinstance(f, bool) or not isinstance(f, int) or not 1 <= f <= params.max_inputs:
+                    raise ValueError(f"WgEngine: fan_ins entries must be integers in [1, {params.max_inputs}], got {f!r}")
+            short = tuple(sorted({f % P for f in fan_ins} - {0}))
+        if isinstance(lfsr_init_seed, bool) or not isinstance(lfsr_init_seed, int) or not 0 <= lfsr_init_seed < 1 << 32:
+            raise ValueError(f"WgEngine: lfsr_init_seed must be a 32-bit unsigned integer, got {lfsr_init_seed!r}")
+        self.p = params
+        self.lr_shifts = shifts
+        self.draw_widths = tuple(sorted({update_draw_bits(s) for s in shifts if s > 0}))
+        self.short_counts = short
+        self.lfsr_init_seed = lfsr_init_seed
+        self.grad = SkewedMemory(lanes=P, width=params.grad_bits, max_outputs=params.max_neurons,
+                                 max_inputs=params.max_inputs)
+        major_bits, group_bits = len(self.grad.rd_major), len(self.grad.rd_group)
+        w_lanes = data.ArrayLayout(signed(params.weight_bits), P)
+        super().__init__(
+            {
+                "spikes_in": In(stream.Signature(spike_event_layout(params.input_index_bits))),
+                "rows": In(range(params.max_neurons + 1)),
+                "cols": In(range(params.max_inputs + 1)),
+                "delta_en": Out(1),
+                "delta_group": Out(params.group_bits),
+                "delta_data": In(data.ArrayLayout(signed(params.error_bits), P)),
+                "update": In(1),
+                "lr_shift": In(range(MAX_LR_SHIFT + 1)),
+                "shift_ok": Out(1),
+                "w_rd_en": Out(1), "w_rd_row": Out(1), "w_rd_major": Out(major_bits), "w_rd_group": Out(group_bits),
+                "w_rd_data": In(w_lanes),
+                "w_wr_en": Out(1), "w_wr_row": Out(1), "w_wr_major": Out(major_bits), "w_wr_group": Out(group_bits),
+                "w_wr_data": Out(w_lanes), "w_wr_mask": Out(P),
+                "grad_rd_en": In(1), "grad_rd_row": In(1), "grad_rd_major": In(major_bits),
+                "grad_rd_group": In(group_bits),
+                "grad_rd_data": Out(data.ArrayLayout(signed(params.grad_bits), P)),
+                "lfsr_load": In(1),
+                "lfsr_seed": In(32),
+                "lfsr_state": Out(32),
+                "busy": Out(1),
+                "stalled": Out(1),
+                "event": Out(1),
+            }
+        )
+
+    @classmethod
+    def from_config(cls, cfg: SpikeforgeConfig) -> "WgEngine":
+        """The engine for a config: every lr_shift the decay schedule reaches, the config's fan-ins,
+        and the update LFSR seeded as docs/arithmetic.md §3 says."""
+        tr = cfg.training
+        return cls(
+            CoreParams.from_config(cfg),
+            lr_shifts=tuple(tr.lr_shift + n for n in range(len(tr.lr_decay_epochs) + 1)),
+            fan_ins=tuple(n_in for _, n_in in cfg.layer_shapes),
+            lfsr_init_seed=update_seed(cfg),
+        )
+
+    # -----------------------------------------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.p
+        P = p.lanes
+        log_p = P.bit_length() - 1
+        G_max = p.max_groups
+        m.submodules.grad = grad = self.grad
+        ev = self.spikes_in
+
+        n_groups = Signal(p.group_bits)  # output groups of the layer
+        # input groups of a row; a count, so one value more than the memory's group index holds
+        n_hgroups = Signal(range(-(-p.max_inputs // P) + 1))
+        tail = Signal(range(P))  # draws in the last group of a row, 0 = a full group
+        m.d.comb += [
+            n_groups.eq((self.rows + P - 1) >> log_p),
+            n_hgroups.eq((self.cols + P - 1) >> log_p),
+            tail.eq(self.cols & (P - 1)),
+        ]
+
+        # the host port by default; the engine's own accesses below take precedence
+        m.d.comb += [
+            grad.rd_en.eq(self.grad_rd_en), grad.rd_row.eq(self.grad_rd_row),
+            grad.rd_major.eq(self.grad_rd_major), grad.rd_group.eq(self.grad_rd_group),
+            self.grad_rd_data.eq(grad.rd_data),
+        ]
+
+        # ---- non-zero delta groups of the current timestep, with their deltas ------------------
+        entry = data.StructLayout({"group": unsigned(p.group_bits), "delta": data.ArrayLayout(signed(p.error_bits), P)})
+        m.submodules.nz_list = nz_list = Memory(shape=entry, depth=G_max, init=[])
+        nz_wr = nz_list.write_port()
+        nz_rd = nz_list.read_port()
+        nz_count = Signal(range(G_max + 1))
+        scanned = Signal()  # nz_list holds the current timestep
+        scan_group = Signal(p.group_bits)
+        sc_valid = Signal()
+        sc_group = Signal(p.group_bits)
+
+        with m.If(sc_valid):
+            live = Signal(P)
+            for k in range(P):
+                # lanes past the layer's last neuron are never counted nor written
+                m.d.comb += live[k].eq((self.delta_data[k] != 0) & (sc_group * P + k < self.rows))
+            with m.If(live.any()):
+                m.d.comb += [nz_wr.en.eq(1), nz_wr.addr.eq(nz_count), nz_wr.data.group.eq(sc_group),
+                             nz_wr.data.delta.eq(self.delta_data)]
+                m.d.sync += nz_count.eq(nz_count + 1)
+        m.d.sync += sc_valid.eq(0)
+
+        # ---- accumulate pipeline: issue (list read) → s1 (gradient read) → s2 (add, write) -----
+        issue_idx = Signal(range(G_max + 1))  # list entry of the current spike
+        s1_valid = Signal()
+        s1_index = Signal(p.input_index_bits)
+        s2_valid = Signal()
+        s2_index = Signal(p.input_index_bits)
+        s2_group = Signal(p.group_bits)
+        s2_delta = Signal(data.ArrayLayout(signed(p.error_bits), P))
+        # the write committed in the same cycle as s2's gradient read: the memory returned the
+        # value from before it, so s2 takes the written one instead (same word on consecutive
+        # cycles: one non-zero group and a repeated input index)
+        fw_valid = Signal()
+        fw_index = Signal(p.input_index_bits)
+        fw_group = Signal(p.group_bits)
+        fw_data = Signal(data.ArrayLayout(signed(p.grad_bits), P))
+
+        with m.If(s1_valid):
+            m.d.comb += [grad.rd_en.eq(1), grad.rd_row.eq(0), grad.rd_major.eq(s1_index),
+                         grad.rd_group.eq(nz_rd.data.group)]
+        m.d.sync += [s2_valid.eq(s1_valid), s2_index.eq(s1_index), s2_group.eq(nz_rd.data.group),
+                     s2_delta.eq(nz_rd.data.delta)]
+
+        acc_new = Signal(data.ArrayLayout(signed(p.grad_bits), P))
+        hazard = Signal()
+        m.d.comb += hazard.eq(fw_valid & (fw_index == s2_index) & (fw_group == s2_group))
+        for k in range(P):
+            old = Mux(hazard, fw_data[k], grad.rd_data[k])
+            # exact: grad_bits is validated wide enough for error_bits x T x B
+            m.d.comb += acc_new[k].eq(old + s2_delta[k])
+        acc_mask = Signal(P)
+        for k in range(P):
+            m.d.comb += acc_mask[k].eq(s2_group * P + k < self.rows)
+        m.d.sync += [fw_valid.eq(s2_valid), fw_index.eq(s2_index), fw_group.eq(s2_group), fw_data.eq(acc_new)]
+
+        # ---- update datapath -------------------------------------------------------------------
+        shift = Signal(range(MAX_LR_SHIFT + 1))  # latched with the update pulse
+        u1_valid = Signal()
+        u1_row = Signal(len(grad.rd_major))
+        u1_group = Signal(len(grad.rd_group))
+        u1_last = Signal()  # last group of its row
+        draw_bits = Signal(range(17))
+        m.d.comb += draw_bits.eq(Mux(shift > 16, 16, shift))
+
+        lfsr = None
+        if self.stochastic and self.draw_widths:
+            lfsr = LfsrDraws(self.draw_widths, P, short_counts=self.short_counts, init_seed=self.lfsr_init_seed)
+            m.submodules.lfsr = lfsr
+            m.d.comb += [lfsr.load.eq(self.lfsr_load), lfsr.seed.eq(self.lfsr_seed), self.lfsr_state.eq(lfsr.state)]
+            if len(self.draw_widths) > 1:
+                m.d.comb += lfsr.width.eq(draw_bits)
+            if self.short_counts:
+                m.d.comb += lfsr.take.eq(Mux(u1_last & (tail != 0), tail, P))
+            # one draw per weight, zero gradient or not (shift 0 takes no draws, as in the golden model)
+            m.d.comb += lfsr.next.eq(u1_valid & (shift != 0))
+
+        if not self.stochastic:
+            m.d.comb += self.shift_ok.eq(1)
+        else:
+            ok = self.lr_shift == 0
+            for k in self.draw_widths:
+                ok = ok | ((self.lr_shift >= 16) if k == 16 else (self.lr_shift == k))
+            m.d.comb += self.shift_ok.eq(ok)
+
+        new_w = Signal(data.ArrayLayout(signed(p.weight_bits), P))
+        for k in range(P):
+            step = self._rounded_step(m, k, grad.rd_data[k], shift, draw_bits, lfsr.draws[k] if lfsr is not None else 0)
+            diff = Signal(signed(max(p.weight_bits, p.grad_bits) + 2), name=f"upd_diff_{k}")
+            m.d.comb += diff.eq(self.w_rd_data[k] - step)
+            w_max, w_min = (1 << (p.weight_bits - 1)) - 1, -(1 << (p.weight_bits - 1))
+            m.d.comb += new_w[k].eq(arith.saturate(m, diff, w_min, w_max, p.weight_bits, f"upd_w_{k}"))
+        upd_mask = Signal(P)
+        for k in range(P):
+            # the weight memory may be wider than this layer: lanes past fan_in are not ours
+            m.d.comb += upd_mask[k].eq(u1_group * P + k < self.cols)
+
+        m.d.comb += [self.w_wr_row.eq(1), self.w_wr_major.eq(u1_row), self.w_wr_group.eq(u1_group),
+                     self.w_wr_data.eq(new_w), self.w_wr_mask.eq(upd_mask), self.w_rd_row.eq(1)]
+        with m.If(u1_valid):
+            m.d.comb += [self.w_wr_en.eq(1),
+                         grad.wr_en.eq(1), grad.wr_row.eq(1), grad.wr_major.eq(u1_row), grad.wr_group.eq(u1_group),
+                         grad.wr_data.eq(0), grad.wr_mask.eq(upd_mask)]
+        with m.Elif(s2_valid):
+            m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(0), grad.wr_major.eq(s2_index), grad.wr_group.eq(s2_group),
+                         grad.wr_data.eq(acc_new), grad.wr_mask.eq(acc_mask)]
+        m.d.sync += u1_valid.eq(0)
+
+        # ---- control ---------------------------------------------------------------------------
+        pending = Signal()  # an update was requested and has not started
+        upd_row = Signal(len(grad.rd_major))
+        upd_group = Signal(len(grad.rd_group))
+        working = Signal()  # the offered event is being served this cycle
+        m.d.comb += [
+            self.delta_group.eq(scan_group),
+            nz_rd.addr.eq(issue_idx),
+            self.w_rd_major.eq(upd_row),
+            self.w_rd_group.eq(upd_group),
+        ]
+        m.d.sync += s1_valid.eq(0)
+        with m.FSM() as fsm:
+            with m.State("RUN"):
+                with m.If(pending & (issue_idx == 0)):
+                    # the last gradient write must land before the update reads the matrix
+                    with m.If(~s1_valid & ~s2_valid):
+                        m.d.sync += [pending.eq(0), upd_row.eq(0), upd_group.eq(0)]
+                        with m.If((self.rows != 0) & (self.cols != 0)):
+                            m.next = "UPDATE"
+                with m.Elif(ev.valid & ~ev.payload.eot):
+                    with m.If(~scanned):
+                        m.d.sync += [scan_group.eq(0), nz_count.eq(0)]
+                        with m.If(self.rows == 0):
+                            m.d.sync += scanned.eq(1)
+                        with m.Else():
+                            m.next = "SCAN"
+                    with m.Elif(nz_count == 0):
+                        m.d.comb += [ev.ready.eq(1), working.eq(1)]
+                    with m.Else():
+                        m.d.comb += [nz_rd.en.eq(1), working.eq(1)]
+                        m.d.sync += [s1_valid.eq(1), s1_index.eq(ev.payload.index)]
+                        with m.If(issue_idx == nz_count - 1):
+                            m.d.comb += ev.ready.eq(1)
+                            m.d.sync += issue_idx.eq(0)
+                        with m.Else():
+                            m.d.sync += issue_idx.eq(issue_idx + 1)
+                with m.Elif(ev.valid & ev.payload.eot):
+                    # no drain needed: in-flight spikes have read their list entries already and a
+                    # new scan rewrites the list no earlier than three cycles from now
+                    m.d.comb += [ev.ready.eq(1), working.eq(1)]
+                    m.d.sync += scanned.eq(0)
+            with m.State("SCAN"):
+                m.d.comb += self.delta_en.eq(1)
+                m.d.sync += [sc_valid.eq(1), sc_group.eq(scan_group)]
+                with m.If(scan_group == n_groups - 1):
+                    m.next = "SCAN_LAST"
+                with m.Else():
+                    m.d.sync += scan_group.eq(scan_group + 1)
+            with m.State("SCAN_LAST"):
+                # the last group's deltas are being filed this cycle
+                m.d.sync += scanned.eq(1)
+                m.next = "RUN"
+            with m.State("UPDATE"):
+                m.d.comb += [self.w_rd_en.eq(1),
+                             grad.rd_en.eq(1), grad.rd_row.eq(1), grad.rd_major.eq(upd_row), grad.rd_group.eq(upd_group)]
+                last_group = upd_group == n_hgroups - 1
+                m.d.sync += [u1_valid.eq(1), u1_row.eq(upd_row), u1_group.eq(upd_group), u1_last.eq(last_group)]
+                with m.If(last_group):
+                    m.d.sync += [upd_group.eq(0), upd_row.eq(upd_row + 1)]
+                    with m.If(upd_row == self.rows - 1):
+                        m.next = "UPDATE_LAST"
+                with m.Else():
+                    m.d.sync += upd_group.eq(upd_group + 1)
+            with m.State("UPDATE_LAST"):
+                m.next = "RUN"
+
+        with m.If(self.update & self.shift_ok):
+            m.d.sync += [pending.eq(1), shift.eq(self.lr_shift)]
+
+        m.d.comb += [
+            self.event.eq(ev.valid & ev.ready & ~ev.payload.eot),
+            self.stalled.eq(ev.valid & ~working),
+            self.busy.eq(pending | ev.valid | s1_valid | s2_valid | sc_valid | u1_valid | ~fsm.ongoing("RUN")),
+        ]
+        return m
+
+    def _rounded_step(self, m, k, x, s, draw_bits, draw):
+        """round(x / 2**s) by the config's update rounding (docs/arithmetic.md §2), s a runtime shift.
+
+        Written with shifts of x only, no 2**s constants, so nothing is wider than the gradient:
+        half_up: (x + 2^(s-1)) >> s == ((x >> (s-1)) + 1) >> 1;
+        stochastic: r' = (x mod 2^s) >> (s-k) == (x >> (s-k)) mod 2^k.
+        """
+        p = self.p
+        mode = p.update_rounding
+        gb = p.grad_bits
+        step = Signal(signed(gb + 1), name=f"upd_step_{k}")
+        q = Signal(signed(gb), name=f"upd_q_{k}")
+        m.d.comb += q.eq(x >> s)
+        if mode == "floor":
+            m.d.comb += step.eq(q)
+            return step
+        if mode in ("half_up", "half_even"):
+            t = Signal(signed(gb), name=f"upd_t_{k}")  # x >> (s-1): q and the half bit
+            m.d.comb += t.eq(x >> (s - 1)[:len(s)])
+            if mode == "half_up":
+                m.d.comb += step.eq(Mux(s == 0, x, (t + 1) >> 1))
+            else:
+                # bits below the half bit: ones at positions < s-1 (all of x once s-1 >= gb)
+                below = Signal(gb, name=f"upd_below_{k}")
+                m.d.comb += below.eq(~(Const((1 << gb) - 1, gb) << (s - 1)[:len(s)])[:gb])
+                sticky = (x.as_unsigned() & below) != 0
+                q_up = t >> 1
+                up = t[0] & (sticky | q_up[0])
+                m.d.comb += step.eq(Mux(s == 0, x, q_up + up))
+            return step
+        # stochastic: shift 0 is exact and takes no draw
+        xe = Signal(signed(max(gb, 17)), name=f"upd_xe_{k}")
+        m.d.comb += xe.eq(x)
+        cut = Signal(range(MAX_LR_SHIFT + 1), name=f"upd_cut_{k}")
+        m.d.comb += cut.eq(Mux(s > 16, s - 16, 0))
+        kmask = Signal(16, name=f"upd_kmask_{k}")
+        with m.Switch(draw_bits):
+            for w in self.draw_widths:
+                with m.Case(w):
+                    m.d.comb += kmask.eq((1 << w) - 1)
+        r_top = Signal(16, name=f"upd_rtop_{k}")
+        m.d.comb += r_top.eq((xe >> cut)[:16] & kmask)
+        m.d.comb += step.eq(q + (draw < r_top))
+        return step
