@@ -53,6 +53,7 @@ class SkewedMemory(wiring.Component):
     def __init__(self, *, lanes: int, width: int, max_outputs: int, max_inputs: int, init=None):
         for name, v in (("lanes", lanes), ("width", width), ("max_outputs", max_outputs), ("max_inputs", max_inputs)):
             if not isinstance(v, int) or v < 1:
+                self._MustUse__silence = True  # a refused construction is not an unused design
                 raise ValueError(f"SkewedMemory: {name} must be a positive integer, got {v!r}")
         self.lanes, self.width = lanes, width
         self.max_outputs, self.max_inputs = max_outputs, max_inputs
