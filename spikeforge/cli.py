@@ -87,6 +87,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from spikeforge.generate import generate
+
+    cfg = _load(args)
+    s = generate(cfg, args.out)
+    print(f"wrote {s['verilog']} ({s['verilog_bytes']:,} bytes) in {s['generate_seconds']} s")
+    print(f"memories: {s['memory_bits_total']:,} bits in {len(s['memories'])} memories; "
+          f"summary in {args.out}/summary.md and summary.json")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
     if args.json:
@@ -120,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--report", help="write the JSON report here")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_bench)
+
+    g = sub.add_parser("generate", help="write the core's Verilog and a summary (memories, lanes, formats)")
+    g.add_argument("--config", help=f"TOML config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
+    g.add_argument("--out", required=True, help="output directory")
+    g.set_defaults(func=cmd_generate)
 
     c = sub.add_parser("config", help="validate a config file")
     c.add_argument("file")
