@@ -58,7 +58,7 @@ class BpEngine(wiring.Component):
         self.p = p = params
         self.in_groups_max = -(-p.max_inputs // p.lanes)
         self.gbits = group_bits(p)
-        emin, emax = -(1 << (p.error_bits - 1)), (1 << (p.error_bits - 1)) - 1
+        emin = -(1 << (p.error_bits - 1))
         wmin, wmax = -(1 << (p.weight_bits - 1)), (1 << (p.weight_bits - 1)) - 1
         # |sum_j W_ji δ_j| over a whole layer: exact, no overflow possible
         self.acc_bits = bits_for_range(p.max_neurons * emin * wmax, p.max_neurons * emin * wmin)

@@ -18,7 +18,7 @@ harness.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -27,7 +27,7 @@ from amaranth.utils import ceil_log2
 from spikeforge.config import SpikeforgeConfig
 from spikeforge.golden.backend import update_seed
 
-from .bp_engine import BpEngine, delta_group_layout, error_group_layout
+from .bp_engine import BpEngine, delta_group_layout
 from .bp_engine import group_bits as bp_group_bits
 from .encoder import Encoder
 from .fp_engine import FpEngine, neuron_group_layout

@@ -19,7 +19,7 @@ import torch
 
 from spikeforge.config import SpikeforgeConfig
 from spikeforge.data import Dataset, load_dataset
-from spikeforge.golden import encoder, model
+from spikeforge.golden import encoder
 
 __all__ = ["Backend", "TrainResult", "train", "evaluate", "weights_sha256", "make_backend", "BACKENDS"]
 

@@ -8,13 +8,13 @@ import random
 import pytest
 import torch
 from amaranth import Elaboratable, Module
-from amaranth.sim import Simulator
 
 from spikeforge.config import SpikeforgeConfig
 from spikeforge.golden import model
 from spikeforge.rtl.bp_engine import BpEngine
 from spikeforge.rtl.params import CoreParams
 from spikeforge.rtl.skewed_memory import SkewedMemory
+from spikeforge.sim.amaranth_bench import assert_same, send, simulate
 
 
 class BpHarness(Elaboratable):
@@ -66,18 +66,11 @@ def run_bp(cfg, weights, error_in, surr, spikes, seed, stall=0.3):
             await ctx.tick()
             ctx.set(bp.start, 0)
             for g in range(G):
-                while rng.random() < stall:
-                    await ctx.tick()
-                ctx.set(bp.error_in.payload, {"error": lanes(error_in, t, g), "surrogate": lanes(surr, t, g),
+                await send(ctx, bp.error_in, {"error": lanes(error_in, t, g), "surrogate": lanes(surr, t, g),
                                               "spikes": sum(int(spikes[t, g * P + k]) << k
-                                                            for k in range(P) if g * P + k < n_out)})
-                ctx.set(bp.error_in.valid, 1)
-                await ctx.tick().until(bp.error_in.ready)
-                ctx.set(bp.error_in.valid, 0)
+                                                            for k in range(P) if g * P + k < n_out)}, rng, stall)
 
     async def sink(ctx):
-        t_d = T - 1
-        t_e = T - 1
         n_d = n_e = 0
         while len(errors) < T * H or len(deltas) < T * G:
             ctx.set(bp.delta_out.ready, int(rng.random() >= stall))
@@ -94,11 +87,7 @@ def run_bp(cfg, weights, error_in, surr, spikes, seed, stall=0.3):
                 errors[(T - 1 - n_e // H, ep.group)] = [ep.delta[k] for k in range(P)]
                 n_e += 1
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(driver)
-    sim.add_testbench(sink)
-    sim.run()
+    simulate(dut, driver, sink)
     d = torch.zeros(T, G * P, dtype=torch.int64)
     e = torch.zeros(T, H * P, dtype=torch.int64)
     for (t, g), v in deltas.items():
@@ -121,12 +110,7 @@ def check(cfg, seed, density, replay):
     err = err * (torch.rand(T, 1, n_out, generator=g) < density)  # sparse errors: zero δ costs nothing
     lb = model.layer_backward(cfg, weights, fw, x, err, need_error_out=True)
     d, e, stats = run_bp(cfg, weights, err[:, 0], fw.surr[:, 0], fw.spikes[:, 0], seed)
-    for name, rtl, ref in (("delta", d, lb.delta[:, 0]), ("error_out", e, lb.error_out[:, 0])):
-        bad = torch.nonzero(rtl != ref)
-        if len(bad):
-            t, j = bad[0].tolist()
-            pytest.fail(f"seed {seed}: first mismatch in {name} at timestep {t}, index {j}: "
-                        f"rtl {int(rtl[t, j])} != golden {int(ref[t, j])}\n  replay: {replay}")
+    assert_same((("delta", d, lb.delta[:, 0]), ("error_out", e, lb.error_out[:, 0])), seed, replay)
     assert stats["events"] == int((lb.delta != 0).sum()), "one propagation event per non-zero δ"
     return stats
 

@@ -3,12 +3,12 @@ and timestep, and the predicted class, for real digits samples through the on-ch
 
 import pytest
 import torch
-from amaranth.sim import Simulator
 
-from spikeforge.config import SpikeforgeConfig, load_config
+from spikeforge.config import load_config
 from spikeforge.data import load_dataset
 from spikeforge.golden import encoder, model
 from spikeforge.rtl.core import Core
+from spikeforge.sim.amaranth_bench import simulate
 
 
 def run_core(cfg, weights, pixels, seed):
@@ -42,10 +42,7 @@ def run_core(cfg, weights, pixels, seed):
                 break
         seen["prediction"] = ctx.get(dut.prediction)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return seen
 
 

@@ -3,13 +3,13 @@ every δ of every layer and timestep, and the updated weights, exactly."""
 
 import pytest
 import torch
-from amaranth.sim import Simulator
 
 from spikeforge.config import load_config
 from spikeforge.data import load_dataset
 from spikeforge.golden import GoldenBackend, encoder
 from spikeforge.rtl.core import Core
 from spikeforge.rtl.skewed_memory import read_matrix
+from spikeforge.sim.amaranth_bench import simulate
 
 
 def small_cfg(**training):
@@ -77,10 +77,7 @@ def test_one_minibatch_matches_golden(rounding):
         for l in range(len(L) - 1):
             got_w[l] = torch.tensor(read_matrix(ctx, dut.weights[l], L[l + 1], L[l]))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     T = cfg.network.timesteps
     for b in range(2):
         for l, lb in enumerate(traces[b].backward):

@@ -6,10 +6,10 @@ import pytest
 import torch
 from amaranth import Elaboratable, Module
 from amaranth.lib.memory import Memory
-from amaranth.sim import Simulator
 
 from spikeforge.golden import encoder as golden_encoder
 from spikeforge.rtl.encoder import Encoder
+from spikeforge.sim.amaranth_bench import simulate
 
 
 class Harness(Elaboratable):
@@ -54,10 +54,7 @@ def test_encoder_matches_golden(lanes, inputs, pixel_bits, seed):
             if done and len(got) == T * enc.groups:
                 break
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     rtl = torch.zeros(T, enc.groups * lanes, dtype=torch.int64)
     for addr, word in got.items():
         t, h = divmod(addr, enc.groups)

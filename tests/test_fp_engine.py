@@ -11,14 +11,13 @@ import random
 import pytest
 import torch
 from amaranth import Elaboratable, Module
-from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.sim import Simulator
 
 from spikeforge.config import SpikeforgeConfig
 from spikeforge.golden import model
 from spikeforge.rtl.fp_engine import FpEngine
 from spikeforge.rtl.params import CoreParams
+from spikeforge.sim.amaranth_bench import assert_same, fp_weight_words, send, simulate
 
 
 class FpHarness(Elaboratable):
@@ -27,19 +26,7 @@ class FpHarness(Elaboratable):
     def __init__(self, params: CoreParams, weights: torch.Tensor):
         self.p = params
         self.fp = FpEngine(params)
-        P, G = params.lanes, params.max_groups
-        n_out, n_in = weights.shape
-        mask = (1 << params.weight_bits) - 1
-        words = []
-        for i in range(params.max_inputs):
-            for g in range(G):
-                word = 0
-                for k in range(P):
-                    j = g * P + k
-                    w = int(weights[j, i]) if (j < n_out and i < n_in) else 0
-                    word |= (w & mask) << (k * params.weight_bits)
-                words.append(word)
-        self.words = words
+        self.words = fp_weight_words(params, weights)
 
     def elaborate(self, platform):
         m = Module()
@@ -73,12 +60,7 @@ def run_fp(cfg: SpikeforgeConfig, weights: torch.Tensor, inputs: torch.Tensor, s
         for t in range(T):
             events = [(int(i), 0, 0) for i in torch.nonzero(inputs[t]).flatten()] + [(0, 1, int(t == 0))]
             for idx, eot, fresh in events:
-                while rng.random() < stall:
-                    await ctx.tick()
-                ctx.set(fp.spikes_in.payload, {"index": idx, "eot": eot, "fresh": fresh})
-                ctx.set(fp.spikes_in.valid, 1)
-                await ctx.tick().until(fp.spikes_in.ready)
-                ctx.set(fp.spikes_in.valid, 0)
+                await send(ctx, fp.spikes_in, {"index": idx, "eot": eot, "fresh": fresh}, rng, stall)
 
     async def consumer(ctx):
         got = 0
@@ -98,11 +80,7 @@ def run_fp(cfg: SpikeforgeConfig, weights: torch.Tensor, inputs: torch.Tensor, s
                 )
                 got += 1
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run()
+    simulate(dut, producer, consumer)
     v = torch.zeros(T, G * p.lanes, dtype=torch.int64)
     s = torch.zeros_like(v)
     gg = torch.zeros_like(v)
@@ -116,13 +94,8 @@ def run_fp(cfg: SpikeforgeConfig, weights: torch.Tensor, inputs: torch.Tensor, s
 def compare(cfg, weights, inputs, seed, replay):
     golden = model.lif_forward(cfg, weights, inputs.unsqueeze(1))
     v, s, g, cycles = run_fp(cfg, weights, inputs, seed)
-    for name, rtl, ref in (("membrane", v, golden.membrane[:, 0]), ("spikes", s, golden.spikes[:, 0]),
-                           ("surrogate", g, golden.surr[:, 0])):
-        bad = torch.nonzero(rtl != ref)
-        if len(bad):
-            t, j = bad[0].tolist()
-            pytest.fail(f"seed {seed}: first mismatch in {name} at timestep {t}, neuron {j}: "
-                        f"rtl {int(rtl[t, j])} != golden {int(ref[t, j])}\n  replay: {replay}")
+    assert_same((("membrane", v, golden.membrane[:, 0]), ("spikes", s, golden.spikes[:, 0]),
+                 ("surrogate", g, golden.surr[:, 0])), seed, replay, ("timestep", "neuron"))
     return cycles
 
 

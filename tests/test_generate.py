@@ -3,7 +3,7 @@
 import json
 
 from spikeforge.cli import main
-from spikeforge.config import SpikeforgeConfig, load_config, to_toml
+from spikeforge.config import load_config, to_toml
 from spikeforge.generate import memory_map
 
 

@@ -15,10 +15,10 @@ import warnings
 import pytest
 import torch
 from amaranth.hdl import UnusedElaboratable
-from amaranth.sim import Simulator
 
 from spikeforge.golden import lfsr as golden_lfsr
 from spikeforge.rtl.lfsr import LfsrDraws
+from spikeforge.sim.amaranth_bench import simulate
 
 CASES = [
     # (bits, count, short_counts)
@@ -77,10 +77,7 @@ def test_draws_and_state_match_golden(case, seed):
                     _, state = golden_lfsr.draw(state, k)
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
 
 
 def test_seed_zero_loads_state_one_and_long_run_matches_stream():
@@ -102,10 +99,7 @@ def test_seed_zero_loads_state_one_and_long_run_matches_stream():
             await ctx.tick()
         assert ctx.get(dut.state) == stream.state
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
 
 
 @pytest.mark.parametrize(

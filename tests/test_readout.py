@@ -4,11 +4,11 @@ import random
 
 import pytest
 import torch
-from amaranth.sim import Simulator
 
 from spikeforge.config import SpikeforgeConfig
 from spikeforge.golden import model
 from spikeforge.rtl.readout import Readout
+from spikeforge.sim.amaranth_bench import simulate
 
 
 @pytest.mark.parametrize("lanes, n_out, loss", [(1, 3, "count_hinge"), (4, 10, "count_mse"), (8, 10, "count_hinge"),
@@ -72,7 +72,4 @@ def test_readout_matches_golden(lanes, n_out, loss, seed):
                 if j < n_out:
                     assert ctx.get(dut.err_data[k]) == int(want_err[j]), (j, counts, label)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)

@@ -3,9 +3,9 @@
 import random
 
 import pytest
-from amaranth.sim import Simulator
 
 from spikeforge.rtl.skewed_memory import SkewedMemory
+from spikeforge.sim.amaranth_bench import simulate
 
 
 @pytest.mark.parametrize("lanes, n_out, n_in", [(1, 3, 4), (2, 5, 3), (4, 10, 7), (8, 16, 64), (4, 3, 9)])
@@ -57,10 +57,7 @@ def test_row_and_column_reads_and_writes(lanes, n_out, n_in):
                 if (mask >> k) & 1 and key[0] < n_out and key[1] < n_in:
                     mat[key] = vals[k]
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
 
 
 def test_bad_parameters_are_refused():

@@ -5,9 +5,9 @@ import random
 import pytest
 from amaranth import Elaboratable, Module
 from amaranth.lib.memory import Memory
-from amaranth.sim import Simulator
 
 from spikeforge.rtl.spike_scanner import SpikeScanner
+from spikeforge.sim.amaranth_bench import simulate
 
 
 class Harness(Elaboratable):
@@ -54,7 +54,4 @@ def test_events_match_bitmap(lanes, density):
                     got.append(payload.index)
             assert got == expected
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)

@@ -28,6 +28,8 @@ from spikeforge.golden.fixedpoint import exact_matmul
 from spikeforge.rtl.params import CoreParams
 from spikeforge.rtl.skewed_memory import SkewedMemory
 from spikeforge.rtl.wg_engine import WgEngine
+from spikeforge.sim.amaranth_bench import simulate
+from spikeforge.sim.amaranth_bench import send
 
 
 class WgHarness(Elaboratable):
@@ -179,12 +181,7 @@ def run_phases(engine: WgEngine, weights, phases, seed: int, gap: float = 0.3):
             ctx.set(wg.cols, cols)
             if kind == "acc":
                 for idx, eot, fresh in ph[2]:
-                    while rng.random() < gap:
-                        await ctx.tick()
-                    ctx.set(wg.spikes_in.payload, {"index": idx, "eot": eot, "fresh": fresh})
-                    ctx.set(wg.spikes_in.valid, 1)
-                    await ctx.tick().until(wg.spikes_in.ready)
-                    ctx.set(wg.spikes_in.valid, 0)
+                    await send(ctx, wg.spikes_in, {"index": idx, "eot": eot, "fresh": fresh}, rng, gap)
                 await wait_idle(ctx)
                 results.append({"grad": await read_matrix(ctx, rows, cols, "grad", layer)})
             else:
@@ -481,10 +478,7 @@ def test_unsupported_lr_shift_is_refused():
     m = Module()
     m.submodules.wg = engine
     m.submodules.wm = wm
-    sim = Simulator(m)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(m, bench)
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ from spikeforge.config import SpikeforgeConfig
 from spikeforge.golden import model
 from spikeforge.rtl.fp_engine import FpEngine, neuron_group_layout, spike_event_layout
 from spikeforge.rtl.params import CoreParams
+from spikeforge.sim.amaranth_bench import fp_weight_words
 
 CLOCK_NS = 10
 
@@ -101,21 +102,9 @@ class FpEngineTop(wiring.Component):
         return m
 
 
-def weight_words(params: CoreParams, weights: torch.Tensor) -> list[int]:
-    """The weight memory image of one layer, in address order (zero outside the layer)."""
-    P, G = params.lanes, params.max_groups
-    n_out, n_in = weights.shape
-    mask = (1 << params.weight_bits) - 1
-    words = []
-    for i in range(params.max_inputs):
-        for g in range(G):
-            word = 0
-            for k in range(P):
-                j = g * P + k
-                if j < n_out and i < n_in:
-                    word |= (int(weights[j, i]) & mask) << (k * params.weight_bits)
-            words.append(word)
-    return words
+def _stream_port(dut, name: str):
+    """(valid, ready, payload) handles of a flattened Amaranth stream port."""
+    return tuple(getattr(dut, f"{name}__{part}") for part in ("valid", "ready", "payload"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,9 +121,7 @@ class StreamSource:
 
     def __init__(self, dut, name: str, layout, rng: random.Random, gap: float):
         self.clk = dut.clk
-        self.valid = getattr(dut, f"{name}__valid")
-        self.ready = getattr(dut, f"{name}__ready")
-        self.payload = getattr(dut, f"{name}__payload")
+        self.valid, self.ready, self.payload = _stream_port(dut, name)
         self.layout = layout
         self.rng = rng
         self.gap = gap
@@ -165,9 +152,7 @@ class StreamSink:
     def __init__(self, dut, name: str, layout, rng: random.Random, stall: float):
         self.dut = dut
         self.clk = dut.clk
-        self.valid = getattr(dut, f"{name}__valid")
-        self.ready = getattr(dut, f"{name}__ready")
-        self.payload = getattr(dut, f"{name}__payload")
+        self.valid, self.ready, self.payload = _stream_port(dut, name)
         self.layout = layout
         self.rng = rng
         self.stall = stall
@@ -249,7 +234,7 @@ class TB:
 
     async def load_weights(self, weights: torch.Tensor) -> None:
         d = self.dut
-        for addr, word in enumerate(weight_words(self.p, weights)):
+        for addr, word in enumerate(fp_weight_words(self.p, weights)):
             d.wload_en.value = 1
             d.wload_addr.value = addr
             d.wload_data.value = word
