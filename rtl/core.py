@@ -12,13 +12,18 @@ delta buffer and ε'[t] to the error memory of layer l-1; then the scanner repla
 input spikes at t into the layer's WG engine, which accumulates δ x. ``update`` runs the WG
 engines' row-major updates layer after layer, handing the update LFSR's state from one to the next.
 
-Status: no host interface yet; weights and pixels are loaded through ports driven by the test
-harness.
+Host side: the core's control and element-access ports are the core side of
+:class:`~spikeforge.rtl.host.HostInterface` (same names); :class:`~spikeforge.rtl.top.Top` joins
+the two. The access ports reach every region of docs/host-protocol.md while the core is idle:
+registers (info, config, status, performance counters) and memories (pixels, weights, gradients,
+spike bitmaps, the output layer's membranes).
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Signal, signed, unsigned
+from types import SimpleNamespace
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -31,11 +36,14 @@ from .bp_engine import BpEngine, delta_group_layout
 from .bp_engine import group_bits as bp_group_bits
 from .encoder import Encoder
 from .fp_engine import FpEngine, neuron_group_layout
+from .counters import PerfCounters
+from .host import READ_LATENCY
 from .params import CoreParams
+from .protocol import COUNTERS, CONFIG_FIELDS, Error, Op, RegionId, info_words
 from .readout import Readout
 from .skewed_memory import SkewedMemory
 from .spike_scanner import SpikeScanner
-from .wg_engine import WgEngine
+from .wg_engine import MAX_LR_SHIFT, WgEngine
 
 __all__ = ["Core"]
 
@@ -56,23 +64,20 @@ class Core(wiring.Component):
         ]
         super().__init__(
             {
-                "start": In(1),  # run inference on the loaded pixels
-                "seed": In(32),  # encoder seed of the sample
-                "px_wr_en": In(1),
-                "px_wr_group": In(max(1, ceil_log2(self.groups[0]))),
-                "px_wr_data": In(data.ArrayLayout(unsigned(cfg.formats.pixel_bits), P)),
-                "done": Out(1),
-                "prediction": Out(max(1, ceil_log2(L[-1]))),
-                # observation port for tests: every neuron_out payload, with its layer
+                # control, from the host interface
+                "run": In(1), "run_train": In(1), "run_spikes": In(1), "run_update": In(1),
+                "sample_set": In(1), "label": In(8), "seed": In(32), "clear_counters": In(1),
+                "core_idle": Out(1), "prediction": Out(8),
+                # element access (READ_LATENCY cycles from acc_rd to acc_rdata), idle only
+                "acc_region": In(8), "acc_row": In(16), "acc_col": In(16),
+                "acc_rd": In(1), "acc_wr": In(1), "acc_wdata": In(32), "acc_rdata": Out(32),
+                "chk_op": In(8), "chk_region": In(8), "chk_error": Out(8),
+                "error_code": In(8), "error_opcode": In(8), "error_count": In(16),
+                # trace ports (testbenches): every neuron_out payload and every δ group, with the layer
                 "obs_valid": Out(1),
                 "obs_layer": Out(max(1, ceil_log2(self.n_layers))),
                 "obs": Out(neuron_group_layout(p)),
-                "fp_busy": Out(1),
-                "train": In(1),  # with start: run BP and WG after the forward pass
-                "label": In(max(1, ceil_log2(L[-1]))),
-                "update": In(1),  # apply the accumulated gradients
-                "lr_shift": In(range(49)),
-                "bp_obs_valid": Out(1),  # every δ group, with its layer
+                "bp_obs_valid": Out(1),
                 "bp_obs_layer": Out(max(1, ceil_log2(self.n_layers))),
                 "bp_obs": Out(delta_group_layout(p, bp_group_bits(p))),
             }
@@ -82,6 +87,7 @@ class Core(wiring.Component):
         m = Module()
         cfg, p = self.cfg, self.p
         P, T, L = p.lanes, self.T, cfg.network.layers
+        log_p = P.bit_length() - 1
         m.submodules.fp = fp = FpEngine(p)
         m.submodules.readout = readout = Readout(cfg)
         for l, w in enumerate(self.weights):
@@ -89,9 +95,8 @@ class Core(wiring.Component):
         enc = Encoder(lanes=P, inputs=L[0], timesteps=T, pixel_bits=cfg.formats.pixel_bits)
         m.submodules.encoder = enc
         m.submodules.pixels = pixels = Memory(shape=enc.px_data.shape(), depth=self.groups[0], init=[])
-        px_wr, px_rd = pixels.write_port(), pixels.read_port()
-        m.d.comb += [px_wr.en.eq(self.px_wr_en), px_wr.addr.eq(self.px_wr_group), px_wr.data.eq(self.px_wr_data),
-                     px_rd.en.eq(enc.px_en), px_rd.addr.eq(enc.px_group), enc.px_data.eq(px_rd.data),
+        px_wr, px_rd = pixels.write_port(granularity=1), pixels.read_port()
+        m.d.comb += [px_rd.en.eq(enc.px_en), px_rd.addr.eq(enc.px_group), enc.px_data.eq(px_rd.data),
                      enc.seed.eq(self.seed)]
 
         # spike bitmaps: index 0 = encoder output, index l+1 = output of LIF layer l
@@ -101,10 +106,17 @@ class Core(wiring.Component):
             m.submodules[f"spikes{k}"] = mem
         for k, mem in enumerate(surr_mems):
             m.submodules[f"surrogates{k + 1}"] = mem
-        spike_wr = [mem.write_port() for mem in spike_mems]
+        # bit-granular on the input bitmap: the host may write single input spikes
+        spike_wr = [spike_mems[0].write_port(granularity=1)] + [mem.write_port() for mem in spike_mems[1:]]
         spike_rd = [mem.read_port() for mem in spike_mems]
         surr_wr = [mem.write_port() for mem in surr_mems]
-        m.d.comb += [spike_wr[0].en.eq(enc.spk_en), spike_wr[0].addr.eq(enc.spk_addr), spike_wr[0].data.eq(enc.spk_data)]
+        m.d.comb += [spike_wr[0].en.eq(Cat(enc.spk_en for _ in range(P))), spike_wr[0].addr.eq(enc.spk_addr),
+                     spike_wr[0].data.eq(enc.spk_data)]
+        # the output layer's membranes of every timestep, for the host (the FP engine keeps only
+        # the latest timestep)
+        m.submodules.membranes = mem_trace = Memory(shape=data.ArrayLayout(signed(p.membrane_bits), P),
+                                                    depth=T * self.groups[-1], init=[])
+        mt_wr, mt_rd = mem_trace.write_port(), mem_trace.read_port()
 
         depth_max = max(T * g for g in self.groups)
         m.submodules.scanner = scan = SpikeScanner(lanes=P, max_words=max(self.groups), depth=depth_max,
@@ -144,9 +156,10 @@ class Core(wiring.Component):
                                  spike_wr[l + 1].data.eq(out.payload.spikes),
                                  surr_wr[l].en.eq(1), surr_wr[l].addr.eq(addr),
                                  surr_wr[l].data.eq(out.payload.surrogate.as_value())]
+            m.d.comb += [mt_wr.en.eq(last_layer), mt_wr.addr.eq(out_t * self.groups[-1] + out.payload.group),
+                         mt_wr.data.eq(out.payload.membrane)]
         m.d.comb += [readout.neuron_in.valid.eq(out.valid & last_layer), readout.neuron_in.payload.eq(out.payload),
-                     self.obs_valid.eq(out.valid), self.obs_layer.eq(layer), self.obs.eq(out.payload),
-                     self.fp_busy.eq(fp.busy)]
+                     self.obs_valid.eq(out.valid), self.obs_layer.eq(layer), self.obs.eq(out.payload)]
         layer_groups = Signal(range(max(self.groups) + 1))
         for l in range(self.n_layers):
             with m.If(layer == l):
@@ -164,25 +177,39 @@ class Core(wiring.Component):
         m.d.comb += [scan.base.eq(t * in_groups), scan.words.eq(in_groups), scan.fresh.eq(t == 0)]
 
         training = Signal()
-        label = Signal.like(self.label)
+        label = Signal.like(readout.label)
         m.d.comb += readout.label.eq(label)
-        bwd = self._backward(m, readout, scan, spike_mems, surr_mems, layer, backward, t)
+        lr_shift = Signal(32, init=cfg.training.lr_shift)  # CONFIG.lr_shift, checked at UPDATE
+        bwd = self._backward(m, readout, scan, spike_mems, surr_mems, layer, backward, t, lr_shift)
 
+        # ---- sequencer ------------------------------------------------------------------------
+        sample_loaded = Signal()
+        spikes_loaded = Signal()
+        batch_samples = Signal(range(p.max_batch + 1))
+        decided_now = Signal()
+        phase = {name: Signal(name=f"phase_{name}") for name in ("encode", "fp", "bp", "wg", "update")}
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.done.eq(1)
-                with m.If(self.update):
-                    m.d.sync += layer.eq(0)
+                m.d.comb += self.core_idle.eq(1)
+                with m.If(self.run_update):
+                    m.d.sync += [layer.eq(0), batch_samples.eq(0)]
                     m.next = "UPDATE"
-                with m.Elif(self.start):
-                    m.d.comb += [enc.start.eq(1), readout.clear.eq(1)]
-                    m.d.sync += [training.eq(self.train), label.eq(self.label)]
-                    m.next = "ENCODE"
+                with m.Elif(self.run):
+                    m.d.comb += readout.clear.eq(1)
+                    m.d.sync += [training.eq(self.run_train), label.eq(self.label)]
+                    with m.If(self.run_spikes):
+                        m.d.sync += [layer.eq(0), t.eq(0), out_t.eq(0), out_g.eq(0)]
+                        m.next = "SCAN"
+                    with m.Else():
+                        m.d.comb += enc.start.eq(1)
+                        m.next = "ENCODE"
             with m.State("ENCODE"):
+                m.d.comb += phase["encode"].eq(1)
                 with m.If(enc.done):
                     m.d.sync += [layer.eq(0), t.eq(0), out_t.eq(0), out_g.eq(0)]
                     m.next = "SCAN"
             with m.State("SCAN"):
+                m.d.comb += phase["fp"].eq(1)
                 with m.If(t == T):
                     # every timestep scanned: wait for the FP engine to finish the layer
                     with m.If(out_t == T):
@@ -195,22 +222,27 @@ class Core(wiring.Component):
                     m.d.comb += scan.start.eq(1)
                     m.d.sync += t.eq(t + 1)
             with m.State("DECIDE"):
+                m.d.comb += phase["fp"].eq(1)
                 with m.If(readout.decided):
+                    m.d.comb += decided_now.eq(1)
                     m.d.sync += self.prediction.eq(readout.prediction)
                     with m.If(training):
-                        m.d.sync += [backward.eq(1), layer.eq(self.n_layers - 1), t.eq(T - 1)]
+                        m.d.sync += [backward.eq(1), layer.eq(self.n_layers - 1), t.eq(T - 1),
+                                     batch_samples.eq(batch_samples + 1)]
                         m.next = "BP_START"
                     with m.Else():
                         m.next = "IDLE"
             with m.State("BP_START"):
-                m.d.comb += [bwd["bp"].start.eq(1), bwd["bp"].first.eq(t == T - 1),
+                m.d.comb += [phase["bp"].eq(1), bwd["bp"].start.eq(1), bwd["bp"].first.eq(t == T - 1),
                              bwd["bp"].propagate.eq(layer != 0), bwd["feed_start"].eq(1)]
                 m.next = "BP_WAIT"
             with m.State("BP_WAIT"):
+                m.d.comb += phase["bp"].eq(1)
                 with m.If(bwd["bp"].done & bwd["feed_idle"]):
                     m.d.comb += scan.start.eq(1)
                     m.next = "WG_WAIT"
             with m.State("WG_WAIT"):
+                m.d.comb += phase["wg"].eq(1)
                 with m.If(scan.done & ~bwd["wg_busy"]):
                     with m.If(t == 0):
                         with m.If(layer == 0):
@@ -223,10 +255,10 @@ class Core(wiring.Component):
                         m.d.sync += t.eq(t - 1)
                         m.next = "BP_START"
             with m.State("UPDATE"):
-                m.d.comb += [bwd["update_start"].eq(1), bwd["updating"].eq(1)]
+                m.d.comb += [phase["update"].eq(1), bwd["update_start"].eq(1), bwd["updating"].eq(1)]
                 m.next = "UPDATE_WAIT"
             with m.State("UPDATE_WAIT"):
-                m.d.comb += bwd["updating"].eq(1)
+                m.d.comb += [phase["update"].eq(1), bwd["updating"].eq(1)]
                 with m.If(~bwd["wg_busy"]):
                     m.d.comb += bwd["chain"].eq(1)
                     with m.If(layer == self.n_layers - 1):
@@ -234,9 +266,154 @@ class Core(wiring.Component):
                     with m.Else():
                         m.d.sync += layer.eq(layer + 1)
                         m.next = "UPDATE"
+
+        # ---- performance counters -------------------------------------------------------------
+        m.submodules.counters = counters = PerfCounters(COUNTERS)
+        wg_here = bwd["wg_here"]
+        accumulating = backward & ~bwd["updating"]
+        events = {
+            "cycles": 1, "encode_cycles": phase["encode"], "fp_cycles": phase["fp"], "bp_cycles": phase["bp"],
+            "wg_cycles": phase["wg"], "update_cycles": phase["update"],
+            "fp_busy": fp.busy, "fp_stalled": fp.stalled, "fp_events": fp.event,
+            "bp_busy": bwd["bp"].busy, "bp_stalled": bwd["bp"].stalled, "bp_events": bwd["bp"].event,
+            "wg_busy": accumulating & wg_here.busy, "wg_stalled": accumulating & wg_here.stalled,
+            "wg_events": accumulating & wg_here.event,
+            "samples_inferred": decided_now & ~training,
+            "samples_trained": decided_now & training,
+            "updates": self.run_update & self.core_idle,
+        }
+        m.d.comb += counters.clear.eq(self.clear_counters)
+        for name, sig in events.items():
+            m.d.comb += counters.inc[name].eq(sig)
+
+        # ---- host access: state checks, registers, memories -----------------------------------
+        self._host(m, locals())
         return m
 
-    def _backward(self, m, readout, scan, spike_mems, surr_mems, layer, backward, t):
+    def _host(self, m, v):
+        """Checks for the host interface and the element-access mux (docs/host-protocol.md)."""
+        cfg, p = self.cfg, self.p
+        P, T, L, n = p.lanes, self.T, cfg.network.layers, self.n_layers
+        log_p = P.bit_length() - 1
+        bwd, lr_shift = v["bwd"], v["lr_shift"]
+        wg0 = bwd["wgs"][0]
+        stochastic = cfg.training.update_rounding == "stochastic"
+
+        # state and argument checks of a command that passed the header checks
+        with m.Switch(self.chk_op):
+            with m.Case(Op.INFER, Op.TRAIN):
+                with m.If(self.chk_region > 1):
+                    m.d.comb += self.chk_error.eq(Error.BAD_ARG)
+                with m.Elif(self.chk_region[0] & ~v["spikes_loaded"]):
+                    m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
+                with m.Elif(~self.chk_region[0] & ~v["sample_loaded"]):
+                    m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
+                with m.Elif((self.chk_op == Op.TRAIN) & (v["batch_samples"] == p.max_batch)):
+                    m.d.comb += self.chk_error.eq(Error.WRONG_STATE)  # the gradient memory holds one batch
+            with m.Case(Op.UPDATE):
+                with m.If(v["batch_samples"] == 0):
+                    m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
+                with m.Elif((lr_shift > MAX_LR_SHIFT) | ~wg0.shift_ok | (wg0.lfsr_state == 0 if stochastic else 0)):
+                    m.d.comb += self.chk_error.eq(Error.BAD_ARG)
+            with m.Case(Op.WRITE):
+                # weights under a pending batch would make the update mix two models
+                with m.If((self.chk_region >= RegionId.WEIGHTS) & (self.chk_region < RegionId.WEIGHTS + n)
+                          & (v["batch_samples"] != 0)):
+                    m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
+        with m.If(self.sample_set):
+            m.d.sync += v["sample_loaded"].eq(1)
+
+        row, col = self.acc_row, self.acc_col
+        group = col >> log_p
+        lane = Signal(range(P))
+        m.d.comb += lane.eq(col)  # col mod P: P is a power of two
+        wr, rd = self.acc_wr, self.acc_rd
+        region = self.acc_region
+        # the read's region and lane, for the cycle the memories answer
+        r_region = Signal(8)
+        r_lane = Signal(range(P))
+        r_col = Signal(16)
+        with m.If(rd):
+            m.d.sync += [r_region.eq(region), r_lane.eq(lane), r_col.eq(col)]
+        value = Signal(32)  # the element, the cycle after acc_rd; registered into acc_rdata
+        m.d.sync += self.acc_rdata.eq(value)
+
+        def lane_of(word):
+            # lane r_lane of a P-lane word (element views or plain bits); signed elements extend
+            sel = Signal(signed(33), name="lane_sel")
+            for k in range(P):
+                with m.If(r_lane == k):
+                    m.d.comb += sel.eq(word[k])
+            return sel
+
+        def words(region_id, items):
+            with m.If(r_region == region_id):
+                for i, item in enumerate(items):
+                    with m.If(r_col == i):
+                        m.d.comb += value.eq(item)
+
+        words(RegionId.INFO, [Const(w, 32) for w in info_words(cfg)])
+        words(RegionId.CONFIG, [lr_shift, wg0.lfsr_state])
+        flags = Cat(v["sample_loaded"], v["spikes_loaded"])
+        words(RegionId.STATUS, [flags, self.error_code, self.error_opcode, self.error_count, self.prediction,
+                                v["batch_samples"]])
+        counters = v["counters"]
+        words(RegionId.COUNTERS, [counters.value[name] for name in COUNTERS])
+        with m.If(wr & (region == RegionId.CONFIG)):
+            with m.If(col == CONFIG_FIELDS.index("lr_shift")):
+                m.d.sync += lr_shift.eq(self.acc_wdata)
+            with m.Else():
+                m.d.comb += bwd["host_lfsr_load"].eq(1)
+
+        # pixels
+        px_wr, px_rd = v["px_wr"], v["px_rd"]
+        with m.If(region == RegionId.PIXELS):
+            m.d.comb += [px_wr.en.eq(Mux(wr, Const(1, P) << lane, 0)), px_wr.addr.eq(group)]
+            for k in range(P):
+                m.d.comb += px_wr.data[k].eq(self.acc_wdata)
+            with m.If(rd):
+                m.d.comb += [px_rd.en.eq(1), px_rd.addr.eq(group)]
+        with m.If(r_region == RegionId.PIXELS):
+            m.d.comb += value.eq(lane_of(px_rd.data))
+
+        # membranes of the output layer: row t, column j
+        mt_rd = v["mt_rd"]
+        m.d.comb += [mt_rd.en.eq(rd & (region == RegionId.MEMBRANES)), mt_rd.addr.eq(row * self.groups[-1] + group)]
+        with m.If(r_region == RegionId.MEMBRANES):
+            m.d.comb += value.eq(lane_of(mt_rd.data))
+
+        # spike bitmaps: row t, column neuron
+        for k, (srd, swr) in enumerate(zip(v["spike_rd"], v["spike_wr"])):
+            here = region == RegionId.SPIKES + k
+            with m.If(here & rd):
+                m.d.comb += [srd.en.eq(1), srd.addr.eq(row * self.groups[k] + group)]
+            with m.If(r_region == RegionId.SPIKES + k):
+                m.d.comb += value.eq(lane_of(srd.data))
+            if k == 0:
+                with m.If(here & wr):
+                    m.d.comb += [swr.en.eq(Const(1, P) << lane), swr.addr.eq(row * self.groups[0] + group),
+                                 swr.data.eq(Cat(self.acc_wdata[0] for _ in range(P)))]
+                    m.d.sync += v["spikes_loaded"].eq(1)
+
+        # weights (row access: fixed output j = row, inputs hP.. with h = col // P) and gradients
+        for l, (w, wg) in enumerate(zip(self.weights, bwd["wgs"])):
+            with m.If(region == RegionId.WEIGHTS + l):
+                with m.If(rd):
+                    m.d.comb += [w.rd_en.eq(1), w.rd_row.eq(1), w.rd_major.eq(row), w.rd_group.eq(group)]
+                with m.If(wr):
+                    m.d.comb += [w.wr_en.eq(1), w.wr_row.eq(1), w.wr_major.eq(row), w.wr_group.eq(group),
+                                 w.wr_mask.eq(Const(1, P) << lane)]
+                    for k in range(P):
+                        m.d.comb += w.wr_data[k].eq(self.acc_wdata)
+            with m.If(r_region == RegionId.WEIGHTS + l):
+                m.d.comb += value.eq(lane_of(w.rd_data))
+            with m.If((region == RegionId.GRADIENTS + l) & rd):
+                m.d.comb += [wg.grad_rd_en.eq(1), wg.grad_rd_row.eq(1), wg.grad_rd_major.eq(row),
+                             wg.grad_rd_group.eq(group)]
+            with m.If(r_region == RegionId.GRADIENTS + l):
+                m.d.comb += value.eq(lane_of(wg.grad_rd_data))
+
+    def _backward(self, m, readout, scan, spike_mems, surr_mems, layer, backward, t, lr_shift):
         """BP engine, feeder, error memories, delta buffer and one WG engine per layer."""
         cfg, p = self.cfg, self.p
         P, T, L, n = p.lanes, self.T, cfg.network.layers, self.n_layers
@@ -310,12 +487,18 @@ class Core(wiring.Component):
         updating = Signal()
         chain = Signal()
         wg_busy = Signal()
+        wg_here = SimpleNamespace(busy=Signal(name="wg_here_busy"), stalled=Signal(name="wg_here_stalled"),
+                                  event=Signal(name="wg_here_event"))
+        host_lfsr_load = Signal()
+        with m.If(host_lfsr_load):
+            m.d.comb += [wgs[0].lfsr_load.eq(1), wgs[0].lfsr_seed.eq(self.acc_wdata)]
         for l, (wg, w) in enumerate(zip(wgs, self.weights)):
             here = layer == l
-            m.d.comb += [wg.rows.eq(L[l + 1]), wg.cols.eq(L[l]), wg.lr_shift.eq(self.lr_shift),
+            m.d.comb += [wg.rows.eq(L[l + 1]), wg.cols.eq(L[l]), wg.lr_shift.eq(lr_shift),
                          wg.spikes_in.payload.eq(scan.events.payload), wg.delta_data.eq(d_rd.data)]
             with m.If(here):
-                m.d.comb += wg_busy.eq(wg.busy | wg.spikes_in.valid)
+                m.d.comb += [wg_busy.eq(wg.busy | wg.spikes_in.valid), wg_here.busy.eq(wg.busy),
+                             wg_here.stalled.eq(wg.stalled), wg_here.event.eq(wg.event)]
                 with m.If(backward):
                     m.d.comb += [wg.spikes_in.valid.eq(scan.events.valid), scan.events.ready.eq(wg.spikes_in.ready),
                                  d_rd.en.eq(wg.delta_en), d_rd.addr.eq(wg.delta_group),
@@ -333,4 +516,5 @@ class Core(wiring.Component):
                     with m.If(chain):
                         m.d.comb += [nxt.lfsr_load.eq(1), nxt.lfsr_seed.eq(wg.lfsr_state)]
         return {"bp": bp, "feed_start": feed_start, "feed_idle": ~active & ~fe_valid, "wg_busy": wg_busy,
-                "update_start": update_start, "updating": updating, "chain": chain, "wgs": wgs}
+                "update_start": update_start, "updating": updating, "chain": chain, "wgs": wgs,
+                "wg_here": wg_here, "host_lfsr_load": host_lfsr_load}

@@ -16,12 +16,15 @@ from spikeforge.rtl.params import CoreParams
 __all__ = ["simulate", "send", "fp_weight_words", "assert_same"]
 
 
-def simulate(dut, *testbenches) -> None:
-    """Run ``testbenches`` (async functions of ``ctx``) against ``dut`` on one clock."""
+def simulate(dut, *testbenches, background=()) -> None:
+    """Run ``testbenches`` (async functions of ``ctx``) against ``dut`` on one clock, until they
+    return; ``background`` ones (monitors that never return) run alongside."""
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     for tb in testbenches:
         sim.add_testbench(tb)
+    for tb in background:
+        sim.add_testbench(tb, background=True)
     sim.run()
 
 

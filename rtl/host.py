@@ -1,0 +1,254 @@
+"""Host interface: the command/response word streams of docs/host-protocol.md, in front of a core.
+
+The interface frames commands, checks everything that can be checked from the header alone
+(opcode, region, address range, length, write permission) against constants derived from the
+config, asks the core about the rest (``chk_error``: state and argument checks), and only then
+touches the core: a refused command has its payload drained and changes nothing but the sticky
+error registers. One command is handled at a time and the core is idle whenever the interface
+accesses its memories, because the interface itself waits for every run to finish.
+
+Core side (all driven by this block unless marked In):
+
+* ``acc_*`` -- element access: ``acc_region``, ``acc_row``, ``acc_col``; a one-cycle ``acc_wr``
+  with ``acc_wdata``, or a one-cycle ``acc_rd`` whose data is on ``acc_rdata`` (In) exactly
+  :data:`READ_LATENCY` cycles later;
+* ``run`` (pulse) with ``run_train`` / ``run_spikes``; ``run_update`` (pulse); ``sample_set``
+  (pulse, after SAMPLE's pixels, with ``label`` / ``seed``); ``clear_counters`` (pulse);
+  ``core_idle`` (In) and ``prediction`` (In);
+* ``chk_op`` / ``chk_region`` → ``chk_error`` (In, combinational): the core's own refusal;
+* ``error_code`` / ``error_opcode`` / ``error_count``: the sticky registers, for STATUS reads.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .protocol import Error, Op, Region, RegionId
+
+__all__ = ["HostInterface", "READ_LATENCY"]
+
+READ_LATENCY = 2
+
+
+class HostInterface(wiring.Component):
+    def __init__(self, regions: list[Region], n_inputs: int, n_outputs: int):
+        self.regions = list(regions)
+        self.n_inputs, self.n_outputs = n_inputs, n_outputs
+        if not any(r.id == RegionId.PIXELS for r in self.regions):
+            raise ValueError("HostInterface: the region table has no PIXELS region")
+        super().__init__(
+            {
+                "cmd": In(stream.Signature(32)),
+                "rsp": Out(stream.Signature(32)),
+                "acc_region": Out(8), "acc_row": Out(16), "acc_col": Out(16),
+                "acc_rd": Out(1), "acc_wr": Out(1), "acc_wdata": Out(32), "acc_rdata": In(32),
+                "run": Out(1), "run_train": Out(1), "run_spikes": Out(1), "run_update": Out(1),
+                "sample_set": Out(1), "label": Out(8), "seed": Out(32), "clear_counters": Out(1),
+                "core_idle": In(1), "prediction": In(8),
+                "chk_op": Out(8), "chk_region": Out(8), "chk_error": In(8),
+                "error_code": Out(8), "error_opcode": Out(8), "error_count": Out(16),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        cmd, rsp = self.cmd, self.rsp
+        op = Signal(8)
+        region = Signal(8)
+        count = Signal(16)
+        row = Signal(16)
+        col = Signal(16)
+        left = Signal(16)  # payload words still to consume / data words still to send
+        status = Signal(8)  # of the response being built
+        rsp_count = Signal(16)
+        data_word = Signal(32)
+        wait = Signal(range(READ_LATENCY + 1))
+        arg = Signal(32)
+        bad_value = Signal()  # a WRITE word did not fit its region's elements: skipped
+        m.d.comb += [self.acc_region.eq(region), self.acc_row.eq(row), self.acc_col.eq(col),
+                     self.chk_op.eq(op), self.chk_region.eq(region)]
+
+        # ---- header-only checks, against the region table -------------------------------------
+        known = Signal()
+        cols = Signal(16)
+        writable = Signal()
+        in_range = Signal()  # row/col inside the region and count elements fit from there
+        remaining = Signal(32)
+        for r in self.regions:
+            with m.If(region == r.id):
+                m.d.comb += [known.eq(1), cols.eq(r.cols), writable.eq(r.writable),
+                             in_range.eq((row < r.rows) & (col < r.cols)),
+                             remaining.eq(r.size - (row * r.cols + col))]
+        value_ok = Signal()  # the WRITE word on cmd.payload fits the region's element format
+        for r in self.regions:
+            with m.If(region == r.id):
+                word = cmd.payload.as_signed() if r.signed else cmd.payload
+                lo, hi = (-(1 << (r.bits - 1)), (1 << (r.bits - 1)) - 1) if r.signed else (0, (1 << r.bits) - 1)
+                m.d.comb += value_ok.eq((word >= lo) & (word <= hi) if r.bits < 32 else 1)
+        check = Signal(8)
+        fixed_zero = Signal()  # opcodes that carry no payload
+        m.d.comb += fixed_zero.eq((op == Op.NOP) | (op == Op.INFER) | (op == Op.TRAIN) | (op == Op.UPDATE)
+                                  | (op == Op.CLEAR_ERROR) | (op == Op.CLEAR_COUNTERS))
+        with m.Switch(op):
+            with m.Case(Op.WRITE, Op.READ):
+                with m.If(~known):
+                    m.d.comb += check.eq(Error.BAD_REGION)
+                with m.Elif(~in_range | (count > remaining)):
+                    m.d.comb += check.eq(Error.BAD_ADDRESS)
+                with m.Elif((op == Op.WRITE) & ~writable):
+                    m.d.comb += check.eq(Error.READ_ONLY)
+                with m.Else():
+                    m.d.comb += check.eq(self.chk_error)
+            with m.Case(Op.SAMPLE):
+                with m.If(count != self.n_inputs):
+                    m.d.comb += check.eq(Error.BAD_LENGTH)
+                with m.Elif(region >= self.n_outputs):  # the label travels in the region field
+                    m.d.comb += check.eq(Error.BAD_ARG)
+                with m.Else():
+                    m.d.comb += check.eq(self.chk_error)
+            with m.Case(Op.NOP, Op.INFER, Op.TRAIN, Op.UPDATE, Op.CLEAR_ERROR, Op.CLEAR_COUNTERS):
+                with m.If(count != 0):
+                    m.d.comb += check.eq(Error.BAD_LENGTH)
+                with m.Else():
+                    m.d.comb += check.eq(self.chk_error)
+            with m.Default():
+                m.d.comb += check.eq(Error.BAD_OPCODE)
+
+        def advance():
+            with m.If(col == cols - 1):
+                m.d.sync += [col.eq(0), row.eq(row + 1)]
+            with m.Else():
+                m.d.sync += col.eq(col + 1)
+
+        def record(code):
+            # first error wins; the count saturates
+            with m.If(self.error_code == 0):
+                m.d.sync += [self.error_code.eq(code), self.error_opcode.eq(op)]
+            with m.If(self.error_count != 0xFFFF):
+                m.d.sync += self.error_count.eq(self.error_count + 1)
+
+        def respond(code, n=0):
+            m.d.sync += [status.eq(code), rsp_count.eq(n)]
+            m.next = "RESPOND"
+
+        with m.FSM():
+            with m.State("HEADER"):
+                m.d.comb += cmd.ready.eq(1)
+                with m.If(cmd.valid):
+                    m.d.sync += [op.eq(cmd.payload[24:32]), region.eq(cmd.payload[16:24]),
+                                 count.eq(cmd.payload[0:16])]
+                    m.next = "ARGUMENT"
+            with m.State("ARGUMENT"):
+                m.d.comb += cmd.ready.eq(1)
+                with m.If(cmd.valid):
+                    m.d.sync += [row.eq(cmd.payload[16:32]), col.eq(cmd.payload[0:16]), arg.eq(cmd.payload)]
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.sync += left.eq(count)
+                m.d.sync += bad_value.eq(0)
+                with m.If(check != Error.OK):
+                    record(check)
+                    m.d.sync += status.eq(check)
+                    with m.If((op != Op.READ) & (count != 0)):
+                        m.next = "DRAIN"
+                    with m.Else():
+                        respond(check)
+                with m.Else():
+                    with m.Switch(op):
+                        with m.Case(Op.WRITE):
+                            with m.If(count == 0):
+                                respond(Error.OK)
+                            with m.Else():
+                                m.next = "WRITE"
+                        with m.Case(Op.SAMPLE):
+                            m.d.sync += [self.label.eq(region), self.seed.eq(arg), region.eq(RegionId.PIXELS), row.eq(0), col.eq(0)]
+                            m.next = "WRITE"
+                        with m.Case(Op.READ):
+                            m.d.sync += [status.eq(Error.OK), rsp_count.eq(count)]
+                            m.next = "READ_HEADER"
+                        with m.Case(Op.INFER, Op.TRAIN):
+                            m.d.comb += [self.run.eq(1), self.run_train.eq(op == Op.TRAIN),
+                                         self.run_spikes.eq(region[0])]
+                            m.next = "RUNNING"
+                        with m.Case(Op.UPDATE):
+                            m.d.comb += self.run_update.eq(1)
+                            m.next = "UPDATING"
+                        with m.Case(Op.CLEAR_ERROR):
+                            m.d.sync += [self.error_code.eq(0), self.error_opcode.eq(0), self.error_count.eq(0)]
+                            respond(Error.OK)
+                        with m.Case(Op.CLEAR_COUNTERS):
+                            m.d.comb += self.clear_counters.eq(1)
+                            respond(Error.OK)
+                        with m.Default():  # NOP
+                            respond(Error.OK)
+            with m.State("DRAIN"):
+                m.d.comb += cmd.ready.eq(1)
+                with m.If(cmd.valid):
+                    m.d.sync += left.eq(left - 1)
+                    with m.If(left == 1):
+                        m.next = "RESPOND"
+            with m.State("WRITE"):
+                m.d.comb += cmd.ready.eq(1)
+                with m.If(cmd.valid):
+                    m.d.comb += [self.acc_wr.eq(value_ok), self.acc_wdata.eq(cmd.payload)]
+                    with m.If(~value_ok):
+                        m.d.sync += bad_value.eq(1)
+                    m.d.sync += left.eq(left - 1)
+                    advance()
+                    with m.If(left == 1):
+                        # a refused word is recorded once per command, like any other error
+                        with m.If(bad_value | ~value_ok):
+                            record(Error.BAD_ARG)
+                            respond(Error.BAD_ARG)
+                        with m.Else():
+                            with m.If(op == Op.SAMPLE):
+                                m.d.comb += self.sample_set.eq(1)
+                            respond(Error.OK)
+            with m.State("RUNNING"):
+                # the core drops core_idle the cycle after run; wait for it to come back
+                with m.If(self.core_idle):
+                    m.d.sync += data_word.eq(self.prediction)
+                    respond(Error.OK, 1)
+            with m.State("UPDATING"):
+                with m.If(self.core_idle):
+                    respond(Error.OK)
+            with m.State("RESPOND"):
+                m.d.comb += [rsp.valid.eq(1), rsp.payload.eq((status << 24) | (op << 16) | rsp_count)]
+                with m.If(rsp.ready):
+                    m.d.sync += left.eq(rsp_count)
+                    with m.If(rsp_count != 0):
+                        m.next = "SEND"
+                    with m.Else():
+                        m.next = "HEADER"
+            with m.State("SEND"):  # the one data word of INFER/TRAIN
+                m.d.comb += [rsp.valid.eq(1), rsp.payload.eq(data_word)]
+                with m.If(rsp.ready):
+                    m.next = "HEADER"
+            with m.State("READ_HEADER"):
+                m.d.comb += [rsp.valid.eq(1), rsp.payload.eq((Error.OK << 24) | (op << 16) | rsp_count)]
+                with m.If(rsp.ready):
+                    with m.If(count == 0):
+                        m.next = "HEADER"
+                    with m.Else():
+                        m.next = "READ_ISSUE"
+            with m.State("READ_ISSUE"):
+                m.d.comb += self.acc_rd.eq(1)
+                m.d.sync += wait.eq(READ_LATENCY)
+                m.next = "READ_WAIT"
+            with m.State("READ_WAIT"):
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 1):
+                    m.d.sync += data_word.eq(self.acc_rdata)
+                    m.next = "READ_SEND"
+            with m.State("READ_SEND"):
+                m.d.comb += [rsp.valid.eq(1), rsp.payload.eq(data_word)]
+                with m.If(rsp.ready):
+                    m.d.sync += left.eq(left - 1)
+                    advance()
+                    with m.If(left == 1):
+                        m.next = "HEADER"
+                    with m.Else():
+                        m.next = "READ_ISSUE"
+        return m
