@@ -297,7 +297,6 @@ class Core(wiring.Component):
         log_p = P.bit_length() - 1
         bwd, lr_shift = v["bwd"], v["lr_shift"]
         wg0 = bwd["wgs"][0]
-        stochastic = cfg.training.update_rounding == "stochastic"
 
         # state and argument checks of a command that passed the header checks
         with m.Switch(self.chk_op):
@@ -313,7 +312,7 @@ class Core(wiring.Component):
             with m.Case(Op.UPDATE):
                 with m.If(v["batch_samples"] == 0):
                     m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
-                with m.Elif((lr_shift > MAX_LR_SHIFT) | ~wg0.shift_ok | (wg0.lfsr_state == 0 if stochastic else 0)):
+                with m.Elif((lr_shift > MAX_LR_SHIFT) | ~wg0.shift_ok):
                     m.d.comb += self.chk_error.eq(Error.BAD_ARG)
             with m.Case(Op.WRITE):
                 # weights under a pending batch would make the update mix two models

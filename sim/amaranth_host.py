@@ -19,7 +19,7 @@ from spikeforge.rtl.protocol import split_response
 
 from .amaranth_bench import send, simulate
 
-__all__ = ["run_client"]
+__all__ = ["run_client", "trace_monitor"]
 
 _DONE = object()
 
@@ -94,3 +94,20 @@ def run_client(top, fn: Callable[[Any], Any], *, seed: int = 0, gap: float = 0.0
     if "error" in result:
         raise result["error"]
     return result.get("value")
+
+
+def trace_monitor(top, trace) -> Callable:
+    """A background testbench appending the top's trace-port records to ``trace``
+    (a :class:`spikeforge.sim.scenario.Trace`)."""
+    P = top.cfg.hardware.lanes
+
+    async def monitor(ctx):
+        async for _, _, ov, ol, o, bv, bl, b in ctx.tick().sample(top.obs_valid, top.obs_layer, top.obs,
+                                                                   top.bp_obs_valid, top.bp_obs_layer, top.bp_obs):
+            if ov:
+                trace.fp.append((ol, o.group, [o.membrane[q] for q in range(P)], o.spikes,
+                                 [o.surrogate[q] for q in range(P)]))
+            if bv:
+                trace.bp.append((bl, b.group, [b.delta[q] for q in range(P)]))
+
+    return monitor

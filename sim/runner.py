@@ -99,6 +99,10 @@ def _get_runner(touch_after_verilate: list[Path] | None = None):
     class _Verilator(Verilator):
         def _build_command(self):
             cmds = super()._build_command()
+            if cmds[-1][0] == "make":
+                # the wheel's verilated.mk leaves the precompiled-header include flag empty, which
+                # breaks every design big enough for Verilator to split into several files
+                cmds[-1].append("CFG_CXXFLAGS_PCH_I=-include")
             if touch_after_verilate and len(cmds) == 2 and cmds[1][0] == "make":
                 cmds.insert(1, ["touch", *map(str, touch_after_verilate)])
             return cmds
