@@ -44,3 +44,78 @@ def run_core(cfg: SpikeforgeConfig, testcase: str, args: dict[str, Any], run_dir
     full = {"config": cfg.to_dict(), "seed": seed, "out": str(out.resolve()), **args}
     res = run(bdir, TOP, BENCH, run_dir=run_dir, args=full, seed=seed, waves=waves, testcase=testcase)
     return res, (json.loads(out.read_text()) if out.is_file() else None)
+
+
+def replay_command(name: str, seed: int, amaranth: bool = False) -> str:
+    return (f"python -m spikeforge.sim.cosim_core --scenario {name} --seed {seed}"
+            + (" --amaranth" if amaranth else ""))
+
+
+def run_scenario_verilator(name: str, seed: int, gap: float = 0.2, stall: float = 0.3, waves: bool = True,
+                           run_dir: Path | None = None) -> dict:
+    """One scenario on Verilator; raises AssertionError with the bench's report on any mismatch."""
+    from .scenario import make_scenario
+
+    sc = make_scenario(name, seed)
+    res, out = run_core(sc.cfg, "scenarios", {"scenarios": [{"name": name, "seed": seed}], "gap": gap,
+                                              "stall": stall, "replay": replay_command(name, seed)},
+                        run_dir=run_dir or BUILD_ROOT / "runs" / f"scenario-{name}-{seed}", seed=seed, waves=waves)
+    if not res.passed or out is None:
+        raise AssertionError(res.report())
+    return out["scenarios"][0]
+
+
+def run_scenario_amaranth(name: str, seed: int, gap: float = 0.2, stall: float = 0.3) -> dict:
+    """The same scenario in Amaranth's simulator (no build; slower per cycle)."""
+    from spikeforge.rtl.top import Top
+
+    from .amaranth_host import run_client, trace_monitor
+    from .driver import Client
+    from .scenario import Trace, make_scenario, run_and_check
+
+    sc = make_scenario(name, seed)
+    top = Top(sc.cfg)
+    trace = Trace()
+    return run_client(top, lambda t: run_and_check(Client(t, sc.cfg), sc, trace, replay_command(name, seed, True)),
+                      seed=seed, gap=gap, stall=stall, benches=[trace_monitor(top, trace)])
+
+
+def main(argv=None) -> int:
+    """Replay one scenario, or run the full-length regression (``make cosim-full``)."""
+    import argparse
+    import time
+
+    from .scenario import DIRECTED
+
+    ap = argparse.ArgumentParser(prog="python -m spikeforge.sim.cosim_core", description=main.__doc__)
+    ap.add_argument("--scenario", default="random", help=f"'random' or one of: {', '.join(DIRECTED)}")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--random", type=int, metavar="N", help="regression: N random seeds (from --seed) plus every directed case")
+    ap.add_argument("--gap", type=float, default=0.2)
+    ap.add_argument("--stall", type=float, default=0.3)
+    ap.add_argument("--amaranth", action="store_true", help="Amaranth's simulator instead of Verilator")
+    a = ap.parse_args(argv)
+    cases = [(a.scenario, a.seed)]
+    if a.random is not None:
+        cases = [(d, 0) for d in DIRECTED] + [("random", a.seed + k) for k in range(a.random)]
+    failed = []
+    t0 = time.perf_counter()
+    for n, (name, seed) in enumerate(cases):
+        t1 = time.perf_counter()
+        try:
+            if a.amaranth:
+                r = run_scenario_amaranth(name, seed, a.gap, a.stall)
+            else:
+                r = run_scenario_verilator(name, seed, a.gap, a.stall)
+            print(f"[{n + 1}/{len(cases)}] {name} seed {seed}: ok, {r['samples']} samples, "
+                  f"{r['elements_compared']} elements exact ({time.perf_counter() - t1:.1f} s)", flush=True)
+        except AssertionError as e:
+            failed.append((name, seed))
+            print(f"[{n + 1}/{len(cases)}] {name} seed {seed}: MISMATCH\n{e}", flush=True)
+    print(f"{len(cases)} cases run, {len(failed)} mismatches, {time.perf_counter() - t0:.0f} s"
+          + ("".join(f"\n  failed: {replay_command(n, s, a.amaranth)}" for n, s in failed)))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -37,6 +37,13 @@ class Sample:
     pixels: list[int] | None = None  # encoded on chip
     spikes: torch.Tensor | None = None  # (T, N_in) 0/1, written to SPIKES+0
 
+    def input_spikes(self, cfg: SpikeforgeConfig) -> torch.Tensor:
+        """(T, 1, N_in): the given spikes, or what the on-chip encoder makes of the pixels."""
+        T, n = cfg.network.timesteps, cfg.network.layers[0]
+        if self.spikes is not None:
+            return self.spikes.reshape(T, 1, n)
+        return encoder.encode(torch.tensor([self.pixels]), torch.tensor([self.seed]), T, cfg.formats.pixel_bits)
+
 
 @dataclass
 class Scenario:
@@ -293,12 +300,11 @@ def run_and_check(client: Client, sc: Scenario, trace: Trace, replay: str) -> di
         grads = [torch.zeros_like(w) for w in w_gold]
         for s_i, s in enumerate(batch):
             where = f"batch {b} sample {s_i}"
+            x = s.input_spikes(cfg)
             if s.spikes is not None:
-                x = s.spikes.reshape(T, 1, L[0])
                 client.sample([0] * L[0], s.label, 0)
                 client.write_spikes(s.spikes)
             else:
-                x = encoder.encode(torch.tensor([s.pixels]), torch.tensor([s.seed]), T, cfg.formats.pixel_bits)
                 client.sample(s.pixels, s.label, s.seed)
             gold = model.forward(cfg, w_gold, x)
             trace.clear()
