@@ -46,6 +46,49 @@ def run_core(cfg: SpikeforgeConfig, testcase: str, args: dict[str, Any], run_dir
     return res, (json.loads(out.read_text()) if out.is_file() else None)
 
 
+def train_rtl(cfg: SpikeforgeConfig, dataset: str = "digits", samples: int | None = None, epochs: int | None = None,
+              progress: bool = True) -> dict:
+    """``spikeforge train --backend rtl``: the training driver against the Verilator model of the
+    core, through the host protocol; returns the same JSON report as the golden backend (plus an
+    ``rtl`` section: simulated cycles, wall time, counters)."""
+    import threading
+
+    bdir = build_core(cfg, progress=progress)
+    run_dir = BUILD_ROOT / "runs" / f"train-{cfg.digest()}-{samples}-{epochs}"
+    report = run_dir / "report.json"
+    report.unlink(missing_ok=True)
+    stop = threading.Event()
+    if progress:
+        print(f"simulating the core under Verilator; log {run_dir / 'sim.log'}", file=sys.stderr)
+        threading.Thread(target=_echo_progress, args=(run_dir / "sim.log", stop), daemon=True).start()
+    try:
+        res = run(bdir, TOP, BENCH, run_dir=run_dir, waves=False, testcase="train",
+                  args={"config": cfg.to_dict(), "seed": cfg.training.seed,
+                        "train": {"dataset": dataset, "samples": samples, "epochs": epochs, "report": str(report),
+                                  "progress": progress}})
+    finally:
+        stop.set()
+    if not res.passed or not report.is_file():
+        raise RuntimeError(f"RTL training failed:\n{res.report()}")
+    return json.loads(report.read_text())
+
+
+def _echo_progress(log: Path, stop) -> None:
+    """Copy the simulation's progress lines (the driver's epoch bar and summaries) to stderr."""
+    pos = 0
+    while not stop.wait(1.0):
+        if not log.is_file():
+            continue
+        with log.open("rb") as f:
+            f.seek(pos)
+            chunk = f.read()
+            pos += len(chunk)
+        for part in chunk.decode(errors="replace").replace("\r", "\n").splitlines():
+            if part.startswith("epoch "):
+                print(f"\r  rtl {part.strip()[:100]}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+
+
 def replay_command(name: str, seed: int, amaranth: bool = False) -> str:
     return (f"python -m spikeforge.sim.cosim_core --scenario {name} --seed {seed}"
             + (" --amaranth" if amaranth else ""))

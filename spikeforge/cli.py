@@ -43,15 +43,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from spikeforge.train import train
 
     cfg = _load(args)
-    result = train(
-        cfg,
-        backend_name=args.backend,
-        dataset=args.dataset,
-        samples=args.samples,
-        epochs=args.epochs,
-        progress=not args.quiet,
-    )
-    r = result.report
+    if args.backend == "rtl":
+        from spikeforge.sim.cosim_core import train_rtl
+
+        r = train_rtl(cfg, dataset=args.dataset, samples=args.samples, epochs=args.epochs, progress=not args.quiet)
+    else:
+        r = train(cfg, backend_name=args.backend, dataset=args.dataset, samples=args.samples, epochs=args.epochs,
+                  progress=not args.quiet).report
     _write(r, args.report)
     print(_train_summary(r))
     return 0
@@ -71,6 +69,9 @@ def _train_summary(r: dict) -> str:
         ("weights sha256", r["weights_sha256"][:16] + "…"),
         ("time", f"{r['train_seconds']:.1f} s"),
     ]
+    if "rtl" in r:
+        rows.append(("simulated", f"{r['rtl']['cycles']:,} core cycles, {r['rtl']['simulated_cycles_per_s']:,} cycles/s "
+                                  "(Verilator, host protocol included)"))
     w = max(len(k) for k, _ in rows)
     return "\n".join(["spikeforge training summary"] + [f"  {k:<{w}}  {v}" for k, v in rows])
 
@@ -112,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a network on a backend and write a JSON report")
-    t.add_argument("--backend", default="golden", choices=["golden"], help="where the arithmetic runs")
+    t.add_argument("--backend", default="golden", choices=["golden", "rtl"],
+                   help="where the arithmetic runs: golden model, or the core's RTL under Verilator")
     t.add_argument("--dataset", default="digits", choices=["digits"])
     t.add_argument("--config", help=f"TOML config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
     t.add_argument("--epochs", type=int, help="override training.epochs")

@@ -1,0 +1,21 @@
+"""``spikeforge train --backend rtl`` ends with exactly the golden backend's weights (the issue's
+acceptance run: digits, 64 samples, 1 epoch, seed 1), through the host protocol on Verilator."""
+
+from spikeforge.config import load_config
+from spikeforge.sim.cosim_core import train_rtl
+from spikeforge.train import train
+
+
+def test_rtl_training_matches_golden_sha256():
+    cfg = load_config("configs/digits.toml").replace(training={"seed": 1})
+    rtl = train_rtl(cfg, dataset="digits", samples=64, epochs=1, progress=False)
+    gold = train(cfg, backend_name="golden", dataset="digits", samples=64, epochs=1, progress=False).report
+    assert rtl["backend"] == "rtl" and gold["backend"] == "golden"
+    assert rtl["weights_sha256"] == gold["weights_sha256"], "RTL and golden training ended with different weights"
+    for key in ("train_accuracy", "test_accuracy", "history", "samples", "test_samples"):
+        assert rtl[key] == gold[key], key
+    c = rtl["rtl"]["counters"]
+    bs = cfg.training.batch_size
+    assert (c["samples_trained"], c["updates"]) == (64, -(-64 // bs))
+    assert c["samples_inferred"] == rtl["test_samples"] + 64  # the epoch's test evaluation, then train accuracy
+    assert c["fp_busy"] <= c["fp_cycles"] and c["bp_busy"] <= c["bp_cycles"] and c["wg_busy"] <= c["wg_cycles"]
