@@ -210,16 +210,15 @@ class BpEngine(wiring.Component):
                         with m.Else():
                             m.d.comb += self.stalled.eq(1)
                     with m.Elif(~s1_valid):
+                        # the last δ group has left: the nz list is complete (its last entry was
+                        # written a cycle ago, so FETCH's read of entry 0 already sees it)
                         m.d.sync += h.eq(0)
-                        m.next = "DELTA_DONE"
+                        with m.If(propagate):
+                            m.next = "FETCH"
+                        with m.Else():
+                            m.next = "IDLE"
                 with m.Else():
                     m.d.comb += self.stalled.eq(1)
-            with m.State("DELTA_DONE"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(propagate):
-                    m.next = "FETCH"
-                with m.Else():
-                    m.next = "IDLE"
             with m.State("FETCH"):
                 # the nz memory read for nz_index is on its port now; the δ word needs one more cycle
                 m.d.comb += self.busy.eq(1)

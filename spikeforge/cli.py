@@ -80,8 +80,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from spikeforge import bench
 
     cfg = _load(args)
-    if args.what != "golden":
-        raise UsageError(f"unknown benchmark {args.what!r}; available: golden")
+    if args.what == "rtl":
+        try:
+            densities = [float(d) for d in args.densities.split(",")]
+        except ValueError:
+            raise UsageError(f"--densities must be comma-separated numbers, got {args.densities!r}") from None
+        if not densities or any(not 0.0 < d <= 1.0 for d in densities):
+            raise UsageError(f"--densities must lie in (0, 1], got {args.densities!r}")
+        report = bench.bench_rtl(cfg, densities, samples=args.samples if args.samples != 512 else None,
+                                 progress=not args.quiet)
+        _write(report, args.report)
+        print(bench.rtl_summary(report))
+        return 0 if report["goal_met"] else 1
     report = bench.bench_golden(cfg, samples=args.samples, repeats=args.repeats, progress=not args.quiet)
     _write(report, args.report)
     print(bench.summary(report))
@@ -125,9 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", help="benchmarks that print measured figures")
-    b.add_argument("what", choices=["golden"], help="golden: golden model vs snnTorch float BPTT training speed")
+    b.add_argument("what", choices=["golden", "rtl"],
+                   help="golden: golden model vs snnTorch float BPTT training speed; "
+                        "rtl: engine busy cycles (hardware counters) vs the work bound, on Verilator")
     b.add_argument("--config", help=f"TOML config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
-    b.add_argument("--samples", type=int, default=512, help="training samples per measurement")
+    b.add_argument("--samples", type=int, default=512,
+                   help="training samples per measurement (rtl: per density, at most one batch; default one batch)")
+    b.add_argument("--densities", default="0.1,0.5,1.0", help="rtl: input spike densities")
     b.add_argument("--repeats", type=int, default=3, help="measurements per side; the best is reported")
     b.add_argument("--seed", type=int, help="override training.seed")
     b.add_argument("--report", help="write the JSON report here")
