@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spikeforge-installed
 OUT    := out
 
-.PHONY: setup demo test test-slow bench clean distclean
+.PHONY: setup demo test test-slow bench bench-rtl cosim-full train-rtl-full generate clean distclean
 
 setup: $(STAMP)
 
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	@mkdir -p $(OUT)
 	$(BIN)/spikeforge train --backend golden --dataset digits --config configs/digits.toml --report $(OUT)/demo-train.json
+	@echo "== the same first 64 samples on the core's RTL (Verilator, host protocol) and on golden:"
+	$(BIN)/spikeforge train --backend rtl --dataset digits --samples 64 --epochs 1 --seed 1 --report $(OUT)/demo-rtl.json
+	$(BIN)/spikeforge train --backend golden --dataset digits --samples 64 --epochs 1 --seed 1 --quiet --report $(OUT)/demo-golden64.json
+	$(BIN)/spikeforge compare $(OUT)/demo-golden64.json $(OUT)/demo-rtl.json
 
 test: setup
 	$(BIN)/python -m pytest -n 2 -q -m "not slow"
@@ -32,6 +36,24 @@ test-slow: setup
 bench: setup
 	@mkdir -p $(OUT)
 	$(BIN)/spikeforge bench golden --config configs/digits.toml --report $(OUT)/bench-golden.json
+
+bench-rtl: setup
+	@mkdir -p $(OUT)
+	$(BIN)/spikeforge bench rtl --config configs/digits.toml --report $(OUT)/bench-rtl.json
+
+# full-length co-simulation regression: every directed case + 100 constrained-random configs
+cosim-full: setup
+	$(BIN)/python -m spikeforge.sim.cosim_core --random 100 --seed 1000
+
+# a whole digits epoch on the RTL, against golden (slow: minutes)
+train-rtl-full: setup
+	@mkdir -p $(OUT)
+	$(BIN)/spikeforge train --backend rtl --dataset digits --epochs 1 --seed 1 --report $(OUT)/train-rtl-epoch.json
+	$(BIN)/spikeforge train --backend golden --dataset digits --epochs 1 --seed 1 --quiet --report $(OUT)/train-golden-epoch.json
+	$(BIN)/spikeforge compare $(OUT)/train-golden-epoch.json $(OUT)/train-rtl-epoch.json
+
+generate: setup
+	$(BIN)/spikeforge generate --config configs/digits.toml --out $(OUT)/generated
 
 clean:
 	rm -rf $(OUT) .pytest_cache .hypothesis build sim_build

@@ -109,6 +109,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Exit 0 when every report ends with the same weights (weights_sha256), else 1."""
+    reports = []
+    for path in args.reports:
+        try:
+            r = json.loads(Path(path).read_text())
+            reports.append((path, r.get("backend", "?"), r["weights_sha256"]))
+        except FileNotFoundError:
+            raise UsageError(f"report {path} does not exist") from None
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UsageError(f"{path} is not a training report (no weights_sha256)") from None
+    for path, backend, sha in reports:
+        print(f"  {backend:<8} {sha}  {path}")
+    same = len({sha for _, _, sha in reports}) == 1
+    print("same weights" if same else "WEIGHTS DIFFER")
+    return 0 if same else 1
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
     if args.json:
@@ -152,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", help=f"TOML config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
     g.add_argument("--out", required=True, help="output directory")
     g.set_defaults(func=cmd_generate)
+
+    k = sub.add_parser("compare", help="check that training reports end with the same weights (sha256)")
+    k.add_argument("reports", nargs="+", help="JSON reports of spikeforge train")
+    k.set_defaults(func=cmd_compare)
 
     c = sub.add_parser("config", help="validate a config file")
     c.add_argument("file")
