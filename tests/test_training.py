@@ -65,6 +65,10 @@ def test_cli_train_writes_report(tmp_path, capsys):
         (["train", "--config", "nope.toml"], "does not exist"),
         (["train", "--epochs", "0"], "--epochs must be >= 1"),
         (["config", "README.md"], "not valid TOML"),
+        (["bench", "rtl", "--densities", "0.1,x"], "--densities must be comma-separated numbers"),
+        (["bench", "rtl", "--densities", "0,0.5"], "--densities must lie in (0, 1]"),
+        (["compare", "nope.json"], "does not exist"),
+        (["compare", "README.md"], "is not a training report"),
     ],
 )
 def test_cli_user_errors_are_one_line(argv, needle, capsys):
@@ -82,3 +86,14 @@ def test_cli_bad_config_value(tmp_path, capsys):
     assert main(["train", "--config", str(p), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "neuron.threshold" in err and "-3" in err
+
+
+def test_cli_compare_reports(tmp_path, capsys):
+    a, b, c = (tmp_path / f"{n}.json" for n in "abc")
+    a.write_text(json.dumps({"backend": "golden", "weights_sha256": "12ab"}))
+    b.write_text(json.dumps({"backend": "rtl", "weights_sha256": "12ab"}))
+    c.write_text(json.dumps({"backend": "rtl", "weights_sha256": "ffff"}))
+    assert main(["compare", str(a), str(b)]) == 0
+    assert "same weights" in capsys.readouterr().out
+    assert main(["compare", str(a), str(b), str(c)]) == 1
+    assert "WEIGHTS DIFFER" in capsys.readouterr().out
