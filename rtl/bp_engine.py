@@ -29,7 +29,7 @@ from spikeforge.config import bits_for_range
 from . import arith
 from .params import CoreParams
 
-__all__ = ["BpEngine", "error_group_layout", "delta_group_layout", "group_bits"]
+__all__ = ["BpEngine", "error_group_layout", "delta_group_layout", "group_bits", "accumulator_bits"]
 
 
 def group_bits(p: CoreParams) -> int:
@@ -51,6 +51,13 @@ def delta_group_layout(p: CoreParams, group_bits: int) -> data.StructLayout:
     return data.StructLayout({"group": unsigned(group_bits), "delta": data.ArrayLayout(signed(p.error_bits), p.lanes)})
 
 
+def accumulator_bits(p: CoreParams) -> int:
+    """Width of the W^T delta sums: |sum_j W_ji delta_j| over a whole layer, exact (no overflow)."""
+    emin = -(1 << (p.error_bits - 1))
+    wmin, wmax = -(1 << (p.weight_bits - 1)), (1 << (p.weight_bits - 1)) - 1
+    return bits_for_range(p.max_neurons * emin * wmax, p.max_neurons * emin * wmin)
+
+
 class BpEngine(wiring.Component):
     def __init__(self, params: CoreParams):
         if not isinstance(params, CoreParams):
@@ -58,10 +65,7 @@ class BpEngine(wiring.Component):
         self.p = p = params
         self.in_groups_max = -(-p.max_inputs // p.lanes)
         self.gbits = group_bits(p)
-        emin = -(1 << (p.error_bits - 1))
-        wmin, wmax = -(1 << (p.weight_bits - 1)), (1 << (p.weight_bits - 1)) - 1
-        # |sum_j W_ji δ_j| over a whole layer: exact, no overflow possible
-        self.acc_bits = bits_for_range(p.max_neurons * emin * wmax, p.max_neurons * emin * wmin)
+        self.acc_bits = accumulator_bits(p)
         super().__init__(
             {
                 "error_in": In(stream.Signature(error_group_layout(p))),
@@ -72,7 +76,6 @@ class BpEngine(wiring.Component):
                 "propagate": In(1),  # with start: compute ε' for the previous layer
                 "groups": In(self.gbits),
                 "in_groups": In(self.gbits),
-                "neurons": In(max(1, p.max_neurons.bit_length())),
                 # weight memory, row access: W[j, hP+k] in lane k the cycle after w_rd_en
                 "w_rd_en": Out(1),
                 "w_rd_major": Out(max(1, ceil_log2(max(p.max_inputs, p.max_neurons)))),

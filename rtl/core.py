@@ -66,7 +66,7 @@ class Core(wiring.Component):
             {
                 # control, from the host interface
                 "run": In(1), "run_train": In(1), "run_spikes": In(1), "run_update": In(1),
-                "sample_set": In(1), "label": In(8), "seed": In(32), "clear_counters": In(1),
+                "sample_set": In(1), "label": In(max(1, (L[-1] - 1).bit_length())), "seed": In(32), "clear_counters": In(1),
                 "core_idle": Out(1), "prediction": Out(8),
                 # element access (READ_LATENCY cycles from acc_rd to acc_rdata), idle only
                 "acc_region": In(8), "acc_row": In(16), "acc_col": In(16),
@@ -260,7 +260,8 @@ class Core(wiring.Component):
             with m.State("UPDATE_WAIT"):
                 m.d.comb += [phase["update"].eq(1), bwd["updating"].eq(1)]
                 with m.If(~bwd["wg_busy"]):
-                    m.d.comb += bwd["chain"].eq(1)
+                    if bwd["wgs"][0].has_lfsr:  # hand the update LFSR stream to the next layer
+                        m.d.comb += bwd["chain"].eq(1)
                     with m.If(layer == self.n_layers - 1):
                         m.next = "IDLE"
                     with m.Else():
@@ -287,15 +288,20 @@ class Core(wiring.Component):
             m.d.comb += counters.inc[name].eq(sig)
 
         # ---- host access: state checks, registers, memories -----------------------------------
-        self._host(m, locals())
+        state = SimpleNamespace(sample_loaded=sample_loaded, spikes_loaded=spikes_loaded, batch_samples=batch_samples,
+                                lr_shift=lr_shift)
+        mems = SimpleNamespace(px_wr=px_wr, px_rd=px_rd, spike_wr=spike_wr, spike_rd=spike_rd, mt_rd=mt_rd)
+        self._host(m, state, mems, bwd, counters)
         return m
 
-    def _host(self, m, v):
-        """Checks for the host interface and the element-access mux (docs/host-protocol.md)."""
+    def _host(self, m, state, mems, bwd, counters):
+        """Checks for the host interface and the element-access mux (docs/host-protocol.md):
+        ``state`` holds the sequencer's registers the host sees, ``mems`` the memory ports it
+        shares with the engines (used only while the core is idle)."""
         cfg, p = self.cfg, self.p
         P, T, L, n = p.lanes, self.T, cfg.network.layers, self.n_layers
         log_p = P.bit_length() - 1
-        bwd, lr_shift = v["bwd"], v["lr_shift"]
+        lr_shift = state.lr_shift
         wg0 = bwd["wgs"][0]
 
         # state and argument checks of a command that passed the header checks
@@ -303,24 +309,28 @@ class Core(wiring.Component):
             with m.Case(Op.INFER, Op.TRAIN):
                 with m.If(self.chk_region > 1):
                     m.d.comb += self.chk_error.eq(Error.BAD_ARG)
-                with m.Elif(self.chk_region[0] & ~v["spikes_loaded"]):
+                with m.Elif(self.chk_region[0] & ~state.spikes_loaded):
                     m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
-                with m.Elif(~self.chk_region[0] & ~v["sample_loaded"]):
+                with m.Elif(~self.chk_region[0] & ~state.sample_loaded):
                     m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
-                with m.Elif((self.chk_op == Op.TRAIN) & (v["batch_samples"] == p.max_batch)):
+                with m.Elif((self.chk_op == Op.TRAIN) & (state.batch_samples == p.max_batch)):
                     m.d.comb += self.chk_error.eq(Error.WRONG_STATE)  # the gradient memory holds one batch
             with m.Case(Op.UPDATE):
-                with m.If(v["batch_samples"] == 0):
+                with m.If(state.batch_samples == 0):
                     m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
                 with m.Elif((lr_shift > MAX_LR_SHIFT) | ~wg0.shift_ok):
                     m.d.comb += self.chk_error.eq(Error.BAD_ARG)
             with m.Case(Op.WRITE):
                 # weights under a pending batch would make the update mix two models
                 with m.If((self.chk_region >= RegionId.WEIGHTS) & (self.chk_region < RegionId.WEIGHTS + n)
-                          & (v["batch_samples"] != 0)):
+                          & (state.batch_samples != 0)):
                     m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
+        # pixels being (re)written are no sample until a SAMPLE completes: a refused SAMPLE (or a
+        # bare WRITE to PIXELS) leaves nothing INFER/TRAIN could run on with a stale label/seed
         with m.If(self.sample_set):
-            m.d.sync += v["sample_loaded"].eq(1)
+            m.d.sync += state.sample_loaded.eq(1)
+        with m.Elif(self.acc_wr & (self.acc_region == RegionId.PIXELS)):
+            m.d.sync += state.sample_loaded.eq(0)
 
         row, col = self.acc_row, self.acc_col
         group = col >> log_p
@@ -339,7 +349,7 @@ class Core(wiring.Component):
 
         def lane_of(word):
             # lane r_lane of a P-lane word (element views or plain bits); signed elements extend
-            sel = Signal(signed(33), name="lane_sel")
+            sel = Signal(signed(32), name="lane_sel")  # every lane element is < 32 bits
             for k in range(P):
                 with m.If(r_lane == k):
                     m.d.comb += sel.eq(word[k])
@@ -352,20 +362,20 @@ class Core(wiring.Component):
                         m.d.comb += value.eq(item)
 
         words(RegionId.INFO, [Const(w, 32) for w in info_words(cfg)])
-        words(RegionId.CONFIG, [lr_shift, wg0.lfsr_state])
-        flags = Cat(v["sample_loaded"], v["spikes_loaded"])
+        words(RegionId.CONFIG, [lr_shift, wg0.lfsr_state if wg0.has_lfsr else Const(0, 32)])  # 0: no LFSR
+        flags = Cat(state.sample_loaded, state.spikes_loaded)
         words(RegionId.STATUS, [flags, self.error_code, self.error_opcode, self.error_count, self.prediction,
-                                v["batch_samples"]])
-        counters = v["counters"]
+                                state.batch_samples])
         words(RegionId.COUNTERS, [counters.value[name] for name in COUNTERS])
-        with m.If(wr & (region == RegionId.CONFIG)):
-            with m.If(col == CONFIG_FIELDS.index("lr_shift")):
-                m.d.sync += lr_shift.eq(self.acc_wdata)
-            with m.Else():
+        config_wr = wr & (region == RegionId.CONFIG)
+        with m.If(config_wr & (col == CONFIG_FIELDS.index("lr_shift"))):
+            m.d.sync += lr_shift.eq(self.acc_wdata)
+        if bwd["wgs"][0].has_lfsr:  # without one, writes to update_lfsr_state are accepted and ignored
+            with m.If(config_wr & (col == CONFIG_FIELDS.index("update_lfsr_state"))):
                 m.d.comb += bwd["host_lfsr_load"].eq(1)
 
         # pixels
-        px_wr, px_rd = v["px_wr"], v["px_rd"]
+        px_wr, px_rd = mems.px_wr, mems.px_rd
         with m.If(region == RegionId.PIXELS):
             m.d.comb += [px_wr.en.eq(Mux(wr, Const(1, P) << lane, 0)), px_wr.addr.eq(group)]
             for k in range(P):
@@ -376,13 +386,13 @@ class Core(wiring.Component):
             m.d.comb += value.eq(lane_of(px_rd.data))
 
         # membranes of the output layer: row t, column j
-        mt_rd = v["mt_rd"]
+        mt_rd = mems.mt_rd
         m.d.comb += [mt_rd.en.eq(rd & (region == RegionId.MEMBRANES)), mt_rd.addr.eq(row * self.groups[-1] + group)]
         with m.If(r_region == RegionId.MEMBRANES):
             m.d.comb += value.eq(lane_of(mt_rd.data))
 
         # spike bitmaps: row t, column neuron
-        for k, (srd, swr) in enumerate(zip(v["spike_rd"], v["spike_wr"])):
+        for k, (srd, swr) in enumerate(zip(mems.spike_rd, mems.spike_wr)):
             here = region == RegionId.SPIKES + k
             with m.If(here & rd):
                 m.d.comb += [srd.en.eq(1), srd.addr.eq(row * self.groups[k] + group)]
@@ -392,7 +402,7 @@ class Core(wiring.Component):
                 with m.If(here & wr):
                     m.d.comb += [swr.en.eq(Const(1, P) << lane), swr.addr.eq(row * self.groups[0] + group),
                                  swr.data.eq(Cat(self.acc_wdata[0] for _ in range(P)))]
-                    m.d.sync += v["spikes_loaded"].eq(1)
+                    m.d.sync += state.spikes_loaded.eq(1)
 
         # weights (row access: fixed output j = row, inputs hP.. with h = col // P) and gradients
         for l, (w, wg) in enumerate(zip(self.weights, bwd["wgs"])):
@@ -444,8 +454,7 @@ class Core(wiring.Component):
         G = Signal(range(max(groups) + 1))
         for l in range(n):
             with m.If(layer == l):
-                m.d.comb += [G.eq(groups[l + 1]), bp.groups.eq(groups[l + 1]), bp.in_groups.eq(groups[l]),
-                             bp.neurons.eq(L[l + 1])]
+                m.d.comb += [G.eq(groups[l + 1]), bp.groups.eq(groups[l + 1]), bp.in_groups.eq(groups[l])]
         ein = bp.error_in
         adv = Signal()
         m.d.comb += adv.eq(active & (~fe_valid | ein.ready))
@@ -489,8 +498,9 @@ class Core(wiring.Component):
         wg_here = SimpleNamespace(busy=Signal(name="wg_here_busy"), stalled=Signal(name="wg_here_stalled"),
                                   event=Signal(name="wg_here_event"))
         host_lfsr_load = Signal()
-        with m.If(host_lfsr_load):
-            m.d.comb += [wgs[0].lfsr_load.eq(1), wgs[0].lfsr_seed.eq(self.acc_wdata)]
+        if wgs[0].has_lfsr:
+            with m.If(host_lfsr_load):
+                m.d.comb += [wgs[0].lfsr_load.eq(1), wgs[0].lfsr_seed.eq(self.acc_wdata)]
         for l, (wg, w) in enumerate(zip(wgs, self.weights)):
             here = layer == l
             m.d.comb += [wg.rows.eq(L[l + 1]), wg.cols.eq(L[l]), wg.lr_shift.eq(lr_shift),
@@ -511,7 +521,7 @@ class Core(wiring.Component):
                                  w.wr_group.eq(wg.w_wr_group), w.wr_data.eq(wg.w_wr_data), w.wr_mask.eq(wg.w_wr_mask)]
                 # the next layer's (after the last: layer 0's) update continues this LFSR stream
                 nxt = wgs[(l + 1) % n]
-                if n > 1:
+                if n > 1 and wg.has_lfsr:
                     with m.If(chain):
                         m.d.comb += [nxt.lfsr_load.eq(1), nxt.lfsr_seed.eq(wg.lfsr_state)]
         return {"bp": bp, "feed_start": feed_start, "feed_idle": ~active & ~fe_valid, "wg_busy": wg_busy,

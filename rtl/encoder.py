@@ -37,7 +37,6 @@ class Encoder(wiring.Component):
                 "spk_addr": Out(max(1, ceil_log2(depth))),  # t * groups + h
                 "spk_data": Out(lanes),
                 "done": Out(1),
-                "busy": Out(1),
             }
         )
 
@@ -72,7 +71,6 @@ class Encoder(wiring.Component):
                     m.d.sync += [t.eq(0), h.eq(0), addr.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += self.busy.eq(1)
                 with m.If(t == self.timesteps):
                     with m.If(~s1):
                         m.next = "IDLE"

@@ -45,7 +45,7 @@ class HostInterface(wiring.Component):
                 "acc_region": Out(8), "acc_row": Out(16), "acc_col": Out(16),
                 "acc_rd": Out(1), "acc_wr": Out(1), "acc_wdata": Out(32), "acc_rdata": In(32),
                 "run": Out(1), "run_train": Out(1), "run_spikes": Out(1), "run_update": Out(1),
-                "sample_set": Out(1), "label": Out(8), "seed": Out(32), "clear_counters": Out(1),
+                "sample_set": Out(1), "label": Out(max(1, (n_outputs - 1).bit_length())), "seed": Out(32), "clear_counters": Out(1),
                 "core_idle": In(1), "prediction": In(8),
                 "chk_op": Out(8), "chk_region": Out(8), "chk_error": In(8),
                 "error_code": Out(8), "error_opcode": Out(8), "error_count": Out(16),
@@ -63,6 +63,7 @@ class HostInterface(wiring.Component):
         left = Signal(16)  # payload words still to consume / data words still to send
         status = Signal(8)  # of the response being built
         rsp_count = Signal(16)
+        sample_label, sample_seed = Signal.like(self.label), Signal(32)  # of the SAMPLE in flight
         data_word = Signal(32)
         wait = Signal(range(READ_LATENCY + 1))
         arg = Signal(32)
@@ -85,12 +86,13 @@ class HostInterface(wiring.Component):
         for r in self.regions:
             with m.If(region == r.id):
                 word = cmd.payload.as_signed() if r.signed else cmd.payload
-                lo, hi = (-(1 << (r.bits - 1)), (1 << (r.bits - 1)) - 1) if r.signed else (0, (1 << r.bits) - 1)
-                m.d.comb += value_ok.eq((word >= lo) & (word <= hi) if r.bits < 32 else 1)
+                if r.bits >= 32:
+                    m.d.comb += value_ok.eq(1)
+                elif r.signed:
+                    m.d.comb += value_ok.eq((word >= -(1 << (r.bits - 1))) & (word < (1 << (r.bits - 1))))
+                else:  # an unsigned word is never below 0
+                    m.d.comb += value_ok.eq(word < (1 << r.bits))
         check = Signal(8)
-        fixed_zero = Signal()  # opcodes that carry no payload
-        m.d.comb += fixed_zero.eq((op == Op.NOP) | (op == Op.INFER) | (op == Op.TRAIN) | (op == Op.UPDATE)
-                                  | (op == Op.CLEAR_ERROR) | (op == Op.CLEAR_COUNTERS))
         with m.Switch(op):
             with m.Case(Op.WRITE, Op.READ):
                 with m.If(~known):
@@ -150,7 +152,7 @@ class HostInterface(wiring.Component):
                 m.d.sync += bad_value.eq(0)
                 with m.If(check != Error.OK):
                     record(check)
-                    m.d.sync += status.eq(check)
+                    m.d.sync += [status.eq(check), rsp_count.eq(0)]  # a refusal carries no data
                     with m.If((op != Op.READ) & (count != 0)):
                         m.next = "DRAIN"
                     with m.Else():
@@ -163,7 +165,9 @@ class HostInterface(wiring.Component):
                             with m.Else():
                                 m.next = "WRITE"
                         with m.Case(Op.SAMPLE):
-                            m.d.sync += [self.label.eq(region), self.seed.eq(arg), region.eq(RegionId.PIXELS), row.eq(0), col.eq(0)]
+                            # label and seed take effect only with a complete, valid SAMPLE
+                            m.d.sync += [sample_label.eq(region), sample_seed.eq(arg), region.eq(RegionId.PIXELS),
+                                         row.eq(0), col.eq(0)]
                             m.next = "WRITE"
                         with m.Case(Op.READ):
                             m.d.sync += [status.eq(Error.OK), rsp_count.eq(count)]
@@ -205,6 +209,7 @@ class HostInterface(wiring.Component):
                         with m.Else():
                             with m.If(op == Op.SAMPLE):
                                 m.d.comb += self.sample_set.eq(1)
+                                m.d.sync += [self.label.eq(sample_label), self.seed.eq(sample_seed)]
                             respond(Error.OK)
             with m.State("RUNNING"):
                 # the core drops core_idle the cycle after run; wait for it to come back

@@ -59,7 +59,7 @@ class Error(enum.IntEnum):
     BAD_LENGTH = 4  # count differs from what the opcode needs
     READ_ONLY = 5  # WRITE to a region the host may only read
     WRONG_STATE = 6  # e.g. INFER before any sample, UPDATE with nothing accumulated
-    BAD_ARG = 7  # label out of range, unsupported lr_shift, LFSR state 0
+    BAD_ARG = 7  # label out of range, unknown run flags, unsupported lr_shift, a value too wide
 
 
 class RegionId(enum.IntEnum):

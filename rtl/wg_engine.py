@@ -67,7 +67,8 @@ class WgEngine(wiring.Component):
       :class:`SkewedMemory`, same names and meaning as its ``rd_*`` / ``wr_*`` ports;
     * ``grad_rd_*`` -- a host read port of the gradient memory (multi-core reduction, debug),
       served while the engine is idle;
-    * ``lfsr_load``, ``lfsr_seed``, ``lfsr_state`` -- the update LFSR (to chain it across engines);
+    * ``lfsr_load``, ``lfsr_seed``, ``lfsr_state`` -- the update LFSR (to chain it across engines;
+      only with stochastic update rounding);
     * ``busy``, ``stalled`` (an offered input event waits: delta scan, update, pipeline drain),
       ``event`` (an input spike consumed).
 
@@ -107,6 +108,9 @@ class WgEngine(wiring.Component):
         self.draw_widths = tuple(sorted({update_draw_bits(s) for s in shifts if s > 0}))
         self.short_counts = short
         self.lfsr_init_seed = lfsr_init_seed
+        #: an update LFSR (and its load/seed/state ports) only where stochastic rounding draws
+        self.has_lfsr = bool(self.stochastic and self.draw_widths)
+        lfsr_ports = {"lfsr_load": In(1), "lfsr_seed": In(32), "lfsr_state": Out(32)} if self.has_lfsr else {}
         self.grad = SkewedMemory(lanes=P, width=params.grad_bits, max_outputs=params.max_neurons,
                                  max_inputs=params.max_inputs)
         major_bits, group_bits = len(self.grad.rd_major), len(self.grad.rd_group)
@@ -129,9 +133,7 @@ class WgEngine(wiring.Component):
                 "grad_rd_en": In(1), "grad_rd_row": In(1), "grad_rd_major": In(major_bits),
                 "grad_rd_group": In(group_bits),
                 "grad_rd_data": Out(data.ArrayLayout(signed(params.grad_bits), P)),
-                "lfsr_load": In(1),
-                "lfsr_seed": In(32),
-                "lfsr_state": Out(32),
+                **lfsr_ports,
                 "busy": Out(1),
                 "stalled": Out(1),
                 "event": Out(1),
@@ -244,7 +246,7 @@ class WgEngine(wiring.Component):
         m.d.comb += draw_bits.eq(Mux(shift > 16, 16, shift))
 
         lfsr = None
-        if self.stochastic and self.draw_widths:
+        if self.has_lfsr:
             lfsr = LfsrDraws(self.draw_widths, P, short_counts=self.short_counts, init_seed=self.lfsr_init_seed)
             m.submodules.lfsr = lfsr
             m.d.comb += [lfsr.load.eq(self.lfsr_load), lfsr.seed.eq(self.lfsr_seed), self.lfsr_state.eq(lfsr.state)]
@@ -374,10 +376,8 @@ class WgEngine(wiring.Component):
         mode = p.update_rounding
         gb = p.grad_bits
         step = Signal(signed(gb + 1), name=f"upd_step_{k}")
-        q = Signal(signed(gb), name=f"upd_q_{k}")
-        m.d.comb += q.eq(x >> s)
         if mode == "floor":
-            m.d.comb += step.eq(q)
+            m.d.comb += step.eq(x >> s)
             return step
         if mode in ("half_up", "half_even"):
             t = Signal(signed(gb), name=f"upd_t_{k}")  # x >> (s-1): q and the half bit
@@ -405,5 +405,6 @@ class WgEngine(wiring.Component):
                     m.d.comb += kmask.eq((1 << w) - 1)
         r_top = Signal(16, name=f"upd_rtop_{k}")
         m.d.comb += r_top.eq((xe >> cut)[:16] & kmask)
-        m.d.comb += step.eq(q + (draw < r_top))
+        q = Signal(signed(gb), name=f"upd_q_{k}")
+        m.d.comb += [q.eq(x >> s), step.eq(q + (draw < r_top))]
         return step

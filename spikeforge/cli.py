@@ -102,11 +102,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from spikeforge.generate import generate
 
     cfg = _load(args)
-    s = generate(cfg, args.out)
+    s = generate(cfg, args.out, lint=args.lint)
     print(f"wrote {s['verilog']} ({s['verilog_bytes']:,} bytes) in {s['generate_seconds']} s")
     print(f"memories: {s['memory_bits_total']:,} bits in {len(s['memories'])} memories; "
           f"summary in {args.out}/summary.md and summary.json")
-    return 0
+    lint = s["lint"]
+    if lint is None:
+        return 0
+    print(f"lint ({lint['tool']}): {lint['warnings']:,} warnings, "
+          f"{sum(w['count'] for w in lint['waived']):,} waived in {len(lint['waived'])} classes, "
+          f"{len(lint['unwaived'])} unwaived")
+    for u in lint["unwaived"][:20]:
+        print("  " + u)
+    return 0 if lint["clean"] else 1
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -169,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="write the core's Verilog and a summary (memories, lanes, formats)")
     g.add_argument("--config", help=f"TOML config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
     g.add_argument("--out", required=True, help="output directory")
+    g.add_argument("--no-lint", dest="lint", action="store_false", help="skip the Verilator lint pass")
     g.set_defaults(func=cmd_generate)
 
     k = sub.add_parser("compare", help="check that training reports end with the same weights (sha256)")

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 from spikeforge.config import SpikeforgeConfig, to_toml
+from spikeforge.rtl.bp_engine import accumulator_bits, group_bits
+from spikeforge.rtl.params import CoreParams
 
 __all__ = ["memory_map", "generate"]
 
@@ -42,31 +44,47 @@ def memory_map(cfg: SpikeforgeConfig) -> list[dict]:
     for l in range(len(L) - 2):
         add(f"errors{l}", T * groups[l + 1], P * f.error_bits, f"error into layer {l} from layer {l + 1}, every timestep")
     add("delta_buffer", max(groups[1:]), P * f.error_bits, "delta of the timestep in WG")
+    add("membranes", T * groups[-1], P * f.membrane_bits, "output-layer membranes, every timestep (host trace)")
     add("fp_state", max_groups, P * (f.membrane_bits + 1), "membrane and last spike of the layer in FP")
     add("fp_accumulators", max_groups, P * f.input_acc_bits, "synaptic sums of the timestep in FP")
+    p = CoreParams.from_config(cfg)
+    gbits = group_bits(p)
+    add("bp_deltas", max_groups, P * f.error_bits, "delta of the timestep in BP")
+    add("bp_accumulators", -(-max_in // P), P * accumulator_bits(p), "W^T delta sums of the timestep in BP (exact width)")
+    add("bp_nonzero", max_groups, gbits, "indices of the non-zero delta groups (BP walks only these)")
+    for l in range(len(L) - 1):
+        add(f"wg{l}_nonzero", max_groups, gbits + P * f.error_bits,
+            f"non-zero delta groups with their deltas, WG engine of layer {l}")
     return rows
 
 
-def generate(cfg: SpikeforgeConfig, out: str | Path) -> dict:
-    from spikeforge.rtl.core import Core
+def generate(cfg: SpikeforgeConfig, out: str | Path, lint: bool = True) -> dict:
+    """Write ``TOP`` (the core with its host interface, as simulated and synthesized) and the
+    summary; with ``lint``, also run Verilator's lint and record every waived class with its
+    reason and every unwaived warning."""
+    from spikeforge.rtl.top import Top
+    from spikeforge.sim.lint import lint_report
     from spikeforge.sim.verilog import write_verilog
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    vpath = write_verilog(Core(cfg), out, TOP)
+    vpath = write_verilog(Top(cfg), out, TOP)
+    gen_s = time.perf_counter() - t0
     mems = memory_map(cfg)
+    lint_result = lint_report(vpath, TOP) if lint else None
     summary = {
         "top": TOP,
         "verilog": str(vpath),
         "verilog_bytes": vpath.stat().st_size,
-        "generate_seconds": round(time.perf_counter() - t0, 2),
+        "generate_seconds": round(gen_s, 2),
         "lanes": cfg.hardware.lanes,
         "layers": list(cfg.network.layers),
         "timesteps": cfg.network.timesteps,
         "formats": cfg.to_dict()["formats"],
         "memories": mems,
         "memory_bits_total": sum(r["bits"] for r in mems),
+        "lint": lint_result,
         "config": cfg.to_dict(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -83,5 +101,11 @@ def generate(cfg: SpikeforgeConfig, out: str | Path) -> dict:
     ]
     lines += [f"| {r['memory']} | {r['words']} | {r['bits_per_word']} | {r['bits']:,} | {r['holds']} |" for r in mems]
     lines += ["", f"Total: {summary['memory_bits_total']:,} bits ({summary['memory_bits_total'] / 8192:.1f} KiB)", ""]
+    if lint_result:
+        verdict = "clean" if lint_result["clean"] else f"{len(lint_result['unwaived'])} UNWAIVED warnings"
+        lines += [f"## Lint: `{lint_result['tool']}` -- {lint_result['warnings']:,} warnings, {verdict}", "",
+                  "| code | count | why it is waived |", "|---|---:|---|"]
+        lines += [f"| {w['code']} | {w['count']:,} | {w['reason']} |" for w in lint_result["waived"]]
+        lines += [""] + [f"    {u}" for u in lint_result["unwaived"]] + [""]
     (out / "summary.md").write_text("\n".join(lines))
     return summary

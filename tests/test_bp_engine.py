@@ -57,7 +57,6 @@ def run_bp(cfg, weights, error_in, surr, spikes, seed, stall=0.3):
     async def driver(ctx):
         ctx.set(bp.groups, G)
         ctx.set(bp.in_groups, H)
-        ctx.set(bp.neurons, n_out)
         for t in range(T - 1, -1, -1):
             await ctx.tick().until(bp.done)
             ctx.set(bp.start, 1)

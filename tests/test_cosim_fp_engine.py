@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from spikeforge.config import SpikeforgeConfig
 from spikeforge.rtl.fp_engine import FpEngine
 from spikeforge.rtl.params import CoreParams
 from spikeforge.sim import runner
+from spikeforge.sim.lint import lint_report
 from spikeforge.sim.tb.tb_fp_engine import CLOCK_NS, FpEngineTop
 from spikeforge.sim.verilog import write_verilog
 
@@ -146,74 +145,7 @@ def test_cosim_speed():
 
 
 # ---------------------------------------------------------------------------------------------
-# lint: every remaining `verilator --lint-only -Wall` warning of the FP engine must match a waiver
-
-# (warning code, regex, reason). The regex is matched against
-# "<message> | <source line> | <driver>", where <driver> is the `assign` of the signal the
-# message names (if any). Each waiver is an artifact of how Amaranth/Yosys write Verilog, not a
-# property of the design; the exact co-simulation above checks the simulated values.
-WAIVERS = [
-    ("WIDTHEXPAND", r"^Operator \w+ expects \d+ bits on the [LR]HS, but [LR]HS's \w+( '.*')? generates \d+ bits\.",
-     "Yosys' Verilog backend writes each operand at its own width (explicit $signed where signed) "
-     "and relies on Verilog's context-determined extension, which is Amaranth's own rule"),
-    ("WIDTHTRUNC", r"^Logical operator LOGNOT expects 1 bit on the LHS, but LHS's VARREF 'fsm_state'",
-     "`!fsm_state` is Amaranth's `fsm_state == 0` (FSM state test) lowered to $logic_not: a "
-     "reduction, not a truncation"),
-    ("CASEINCOMPLETE", r"^Case values incompletely covered .*\| casez \(fsm_state\)",
-     "Amaranth FSMs encode N states in ceil(log2 N) bits; the other encodings are unreachable "
-     "from the reset state, and every signal gets its default before the case (no latch)"),
-    ("PROCASSINIT", r"^Procedural assignment to declaration with initial value",
-     "Amaranth declares each register with its `init` (`reg r = init;`, the FPGA power-on "
-     "value) and also assigns it from the clocked process: intended"),
-    ("UNUSEDSIGNAL", r"^Bits of signal are not used: '\$\d+'",
-     "upper bits of an internal net `$n`: Amaranth arithmetic results are full width (a+b has "
-     "one bit more) and assigning one to a narrower signal drops the top bits, by definition"),
-    ("UNUSEDSIGNAL", r"^Signal is not used: '\$\d+'.*\| assign \S+\s+= (! \(\*[^*]*\*\) fsm_state|fsm_state == )",
-     "decode of one FSM state (`fsm_state == k`) that Amaranth emits for every state, used or not"),
-    ("UNUSEDSIGNAL", r"^Signal is not used: '[^'$][^']*'.*\| assign \S+\s+= [\\\w$.\[\]:,{} ]+;$",
-     "pure alias (a copy of another net or a slice of it): Amaranth keeps every named signal, "
-     "struct field (`a.b`) and array element (`a[k]`) as a wire for waveforms. Never waived for a "
-     "module port or for a signal computed by logic"),
-]
-
-_LINT_LINE = re.compile(r"^%Warning-(\w+): (.+?):(\d+):\d+: (.*)$")
-_ASSIGN = re.compile(r"^\s*assign (\\\S+|\w+)\s+=")
-
-
-def _module_ports(verilog: str, top: str) -> set[str]:
-    header = re.search(rf"^module {top}\((.*?)\);", verilog, re.M | re.S).group(1)
-    return {p.strip().lstrip("\\").strip() for p in header.split(",")}
-
-
-def classify(warnings: list[str], verilog: str, top: str):
-    """-> (waived: {waiver index: count}, unwaived: [warning lines])"""
-    lines = verilog.splitlines()
-    ports = _module_ports(verilog, top)
-    drivers = {}
-    for ln in lines:
-        m = _ASSIGN.match(ln)
-        if m:
-            drivers.setdefault(m.group(1).lstrip("\\"), ln.strip())
-    waived, unwaived = Counter(), []
-    for w in warnings:
-        m = _LINT_LINE.match(w)
-        if not m:
-            unwaived.append(w)
-            continue
-        code, _, line, msg = m.groups()
-        named = re.search(r"not used: '([^']+)'", msg)
-        if code == "UNUSEDSIGNAL" and named and named.group(1) in ports:
-            unwaived.append(w)  # an unused port is a real finding
-            continue
-        driver = drivers.get(named.group(1), "") if named else ""
-        probe = f"{msg} | {lines[int(line) - 1].strip()} | {driver}"
-        for k, (wcode, pattern, _) in enumerate(WAIVERS):
-            if wcode == code and re.search(pattern, probe):
-                waived[k] += 1
-                break
-        else:
-            unwaived.append(w)
-    return waived, unwaived
+# lint: every `verilator --lint-only -Wall` warning of the FP engine is fixed or waived (sim/lint.py)
 
 
 @pytest.mark.parametrize("hw_id", list(HARDWARE))
@@ -221,38 +153,6 @@ def test_fp_engine_lint(hw_id):
     """`verilator --lint-only -Wall` on the generated FP engine: nothing left but the waivers."""
     params = CoreParams.from_config(hw_config(hw_id))
     bdir = runner.build_dir_for("lint-fp_engine", params)
-    src = write_verilog(FpEngine(params), bdir, "fp_engine")
-    warnings = runner.lint(src, "fp_engine")
-    waived, unwaived = classify(warnings, src.read_text(), "fp_engine")
-    print(f"\n{hw_id}: {len(warnings)} lint warnings, {sum(waived.values())} waived:")
-    for k, n in sorted(waived.items()):
-        print(f"  {n:4d} x {WAIVERS[k][0]}: {WAIVERS[k][2][:100]}")
-    assert not unwaived, "unwaived Verilator lint warnings:\n" + "\n".join(unwaived)
-
-
-def test_lint_waivers_are_not_blanket():
-    """Warnings the waivers were not written for stay failures."""
-    verilog = "\n".join([
-        "module m(a, q, weight_data);",
-        "  assign y = a + b;",
-        "  case (mode)",
-        "  assign \\w.f  = weight_data[3:0];",
-        "  assign \\$7  = fsm_state == 2'h2;",
-        "  assign \\$8  = a & b;",
-        "endmodule",
-    ])
-    real = [
-        "%Warning-WIDTHTRUNC: x.v:2:3: Operator ASSIGNW expects 4 bits on the Assign RHS, but RHS's VARREF 'y' generates 5 bits.",
-        "%Warning-UNUSEDSIGNAL: x.v:2:3: Bits of signal are not used: 'membrane'[3:0]",
-        "%Warning-UNUSEDSIGNAL: x.v:1:3: Signal is not used: 'weight_data'",
-        "%Warning-UNUSEDSIGNAL: x.v:2:3: Signal is not used: 'y'",
-        "%Warning-UNUSEDSIGNAL: x.v:6:3: Signal is not used: '$8'",
-        "%Warning-CASEINCOMPLETE: x.v:3:3: Case values incompletely covered (example pattern 0x3)",
-        "%Warning-LATCH: x.v:2:3: Latch inferred for signal 'q'",
-    ]
-    waived, unwaived = classify(real, verilog, "m")
-    assert unwaived == real and not waived
-    ok = ["%Warning-UNUSEDSIGNAL: x.v:4:3: Signal is not used: 'w.f'",
-          "%Warning-UNUSEDSIGNAL: x.v:5:3: Signal is not used: '$7'"]
-    waived, unwaived = classify(ok, verilog, "m")
-    assert not unwaived and sum(waived.values()) == 2
+    report = lint_report(write_verilog(FpEngine(params), bdir, "fp_engine"), "fp_engine")
+    print(f"\n{hw_id}: {report['warnings']} lint warnings, all but {len(report['unwaived'])} waived")
+    assert report["clean"], "unwaived Verilator lint warnings:\n" + "\n".join(report["unwaived"])

@@ -21,8 +21,11 @@ def test_generate_small_core(tmp_path, capsys):
     assert s["lanes"] == 4 and s["layers"] == [16, 8, 4]
     w0 = next(r for r in s["memories"] if r["memory"] == "weights0")
     assert w0["bits"] == 16 * 8 * cfg.formats.weight_bits  # 8x16 weights, 2 groups x 16 inputs x 4 lanes
-    assert "| weights0 |" in (out / "summary.md").read_text()
-    assert "summary" in capsys.readouterr().out
+    md = (out / "summary.md").read_text()
+    assert "| weights0 |" in md and "| membranes |" in md
+    assert s["lint"]["clean"] and s["lint"]["warnings"] > 0 and "## Lint:" in md
+    printed = capsys.readouterr().out
+    assert "summary" in printed and "0 unwaived" in printed
 
 
 def test_memory_map_bp_storage_matches_contract():

@@ -106,7 +106,29 @@ BAD = [
     ("INFER with unknown flags", command(Op.INFER, 0x6), Error.BAD_ARG),
     ("weight value out of range", command(Op.WRITE, RegionId.WEIGHTS, 1, 0, [200]), Error.BAD_ARG),
     ("pixel value out of range", command(Op.WRITE, RegionId.PIXELS, 1, 0, [256]), Error.BAD_ARG),
+    ("SAMPLE with a pixel out of range", command(Op.SAMPLE, 1, L[0], 7, [3] * (L[0] - 1) + [256]), Error.BAD_ARG),
 ]
+
+
+@pytest.mark.parametrize("bad_at", [0, L[0] - 1])
+def test_refused_sample_leaves_no_sample_to_run(bad_at):
+    """A SAMPLE refused for one bad pixel must not leave the previous sample runnable with new
+    pixels, label or seed mixed in: the sample flag drops and INFER/TRAIN are refused."""
+    def job(c):
+        loaded(c)
+        c.sample([100] * L[0], 1, 5)
+        assert c.status()["flags"] == 1
+        pixels = [3] * L[0]
+        pixels[bad_at] = 1 << CFG.formats.pixel_bits
+        status, data = raw(c, command(Op.SAMPLE, 2, L[0], 9, pixels))
+        assert (status, data) == (Error.BAD_ARG, [])
+        assert c.status()["flags"] == 0
+        for op in (Op.INFER, Op.TRAIN):
+            assert raw(c, command(op))[0] == Error.WRONG_STATE
+        c.clear_error()
+        c.sample([100] * L[0], 1, 5)  # a complete SAMPLE makes it runnable again
+        c.infer()
+    with_core(job, seed=bad_at)
 
 
 @pytest.mark.parametrize("case", range(len(BAD)), ids=[b[0] for b in BAD])
@@ -115,6 +137,7 @@ def test_bad_command_is_refused_and_harmless(case):
 
     def job(c):
         w = loaded(c)
+        c.info()  # a multi-word answer just before: the refusal must not reuse its word count
         status, data = raw(c, words)
         assert status == code, f"{what}: status {status} != {code.name}"
         assert data == []

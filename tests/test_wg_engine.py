@@ -194,7 +194,7 @@ def run_phases(engine: WgEngine, weights, phases, seed: int, gap: float = 0.3):
                 results.append({
                     "weights": await read_matrix(ctx, rows, cols, "weights", layer),
                     "grad": await read_matrix(ctx, rows, cols, "grad", layer),
-                    "lfsr": ctx.get(wg.lfsr_state),
+                    "lfsr": ctx.get(wg.lfsr_state) if wg.has_lfsr else None,
                 })
         results.append({"all_grad": await read_matrix(ctx, p.max_neurons, p.max_inputs, "grad", 0)})
 
