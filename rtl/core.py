@@ -429,7 +429,7 @@ class Core(wiring.Component):
         groups = self.groups
         m.submodules.bp = bp = BpEngine(p)
         shifts = [cfg.training.lr_shift_at(e) for e in range(cfg.training.epochs)]
-        wgs = [WgEngine(p, lr_shifts=sorted(set(shifts)), fan_ins=[L[l]],
+        wgs = [WgEngine(p, lr_shifts=sorted(set(shifts)), fan_ins=[L[l]], grad_shape=(L[l + 1], L[l]),
                         lfsr_init_seed=update_seed(cfg) if l == 0 else 1) for l in range(n)]
         for l, wg in enumerate(wgs):
             m.submodules[f"wg{l}"] = wg

@@ -76,11 +76,12 @@ class WgEngine(wiring.Component):
     the other modes); ``fan_ins`` -- the fan-ins of the layers this engine will update, to build
     LFSR advance networks only for the partial-group sizes ``fan_in mod P`` that occur (``None``:
     all of 1..P-1); ``lfsr_init_seed`` -- the update LFSR's state after reset is
-    ``seed_state(lfsr_init_seed)``.
+    ``seed_state(lfsr_init_seed)``; ``grad_shape`` -- (fan_out, fan_in) of the largest layer the
+    engine will update (default: the largest of the network), which sizes the gradient memory.
     """
 
     def __init__(self, params: CoreParams, *, lr_shifts: Iterable[int] = (), fan_ins: Iterable[int] | None = None,
-                 lfsr_init_seed: int = 1):
+                 lfsr_init_seed: int = 1, grad_shape: tuple[int, int] | None = None):
         if not isinstance(params, CoreParams):
             raise TypeError(f"WgEngine needs CoreParams, got {type(params).__name__}")
         P = params.lanes
@@ -111,8 +112,14 @@ class WgEngine(wiring.Component):
         #: an update LFSR (and its load/seed/state ports) only where stochastic rounding draws
         self.has_lfsr = bool(self.stochastic and self.draw_widths)
         lfsr_ports = {"lfsr_load": In(1), "lfsr_seed": In(32), "lfsr_state": Out(32)} if self.has_lfsr else {}
-        self.grad = SkewedMemory(lanes=P, width=params.grad_bits, max_outputs=params.max_neurons,
-                                 max_inputs=params.max_inputs)
+        # the gradient memory holds only the largest layer this engine updates: in a core with one
+        # engine per layer, its own layer (`grad_shape`), not the largest layer of the network
+        rows_max, cols_max = grad_shape if grad_shape is not None else (params.max_neurons, params.max_inputs)
+        if not (1 <= rows_max <= params.max_neurons and 1 <= cols_max <= params.max_inputs):
+            raise ValueError(f"WgEngine: grad_shape {grad_shape!r} must lie within "
+                             f"({params.max_neurons}, {params.max_inputs})")
+        self.grad_shape = (rows_max, cols_max)
+        self.grad = SkewedMemory(lanes=P, width=params.grad_bits, max_outputs=rows_max, max_inputs=cols_max)
         major_bits, group_bits = len(self.grad.rd_major), len(self.grad.rd_group)
         w_lanes = data.ArrayLayout(signed(params.weight_bits), P)
         super().__init__(

@@ -36,7 +36,7 @@ def memory_map(cfg: SpikeforgeConfig) -> list[dict]:
     add("pixels", groups[0], P * f.pixel_bits, "pixel intensities of the current sample")
     for l in range(len(L) - 1):
         add(f"weights{l}", -(-L[l + 1] // P) * L[l], P * f.weight_bits, f"W of layer {l} ({L[l + 1]}x{L[l]}), P skewed banks")
-        add(f"gradients{l}", max_groups * max_in, P * f.grad_bits, f"weight-gradient accumulators of layer {l}")
+        add(f"gradients{l}", groups[l + 1] * L[l], P * f.grad_bits, f"weight-gradient accumulators of layer {l}")
     add("spikes0", T * groups[0], P, "encoded input spikes, every timestep")
     for l in range(1, len(L)):
         add(f"spikes{l}", T * groups[l], P, f"output spikes of layer {l - 1}, every timestep (BP storage)")
