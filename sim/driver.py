@@ -3,7 +3,8 @@
 A transport is anything with ``transact(words) -> list[int]``: it sends one command's words on
 the ``cmd`` stream and returns the response header plus the data words the header announces.
 The same :class:`Client` runs over the Amaranth simulator (:mod:`spikeforge.sim.amaranth_host`),
-cocotb + Verilator (:mod:`spikeforge.sim.tb.tb_core`) and, later, a UART.
+cocotb + Verilator (:mod:`spikeforge.sim.tb.tb_core`) and a serial port to a board
+(:mod:`spikeforge.sim.uart_transport`, co-simulated in :mod:`spikeforge.sim.tb.tb_uart`).
 
 :class:`RtlBackend` is the training driver's backend on top of a client: it loads the initial
 weights and LFSR state, streams samples, runs TRAIN / UPDATE / INFER and reads the weights back.

@@ -47,12 +47,34 @@ def cmd_train(args: argparse.Namespace) -> int:
         from spikeforge.sim.cosim_core import train_rtl
 
         r = train_rtl(cfg, dataset=args.dataset, samples=args.samples, epochs=args.epochs, progress=not args.quiet)
+    elif args.backend == "uart":
+        r = train(cfg, backend=_uart_backend(cfg, args), dataset=args.dataset, samples=args.samples,
+                  epochs=args.epochs, progress=not args.quiet).report
     else:
         r = train(cfg, backend_name=args.backend, dataset=args.dataset, samples=args.samples, epochs=args.epochs,
                   progress=not args.quiet).report
     _write(r, args.report)
     print(_train_summary(r))
     return 0
+
+
+def _uart_backend(cfg, args: argparse.Namespace):
+    """The same driver as ``--backend rtl``, over a serial port to a board (docs/host-protocol.md §1)."""
+    from spikeforge.sim.driver import Client, HostError, RtlBackend
+    from spikeforge.sim.uart_transport import UartTransport, open_serial
+
+    if not args.port:
+        raise UsageError("--backend uart needs --port DEV (e.g. /dev/ttyUSB1, or a pyserial URL)")
+    try:
+        port = open_serial(args.port, args.baud, timeout=args.timeout)
+    except Exception as e:  # pyserial raises its own SerialException for a missing device
+        raise UsageError(f"cannot open serial port {args.port!r}: {e}") from None
+    try:
+        backend = RtlBackend(Client(UartTransport(port), cfg))
+    except (HostError, TimeoutError, RuntimeError) as e:
+        raise UsageError(f"no spikeforge core built from this config answers on {args.port}: {e}") from None
+    backend.name = "uart"
+    return backend
 
 
 def _train_summary(r: dict) -> str:
@@ -149,8 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a network on a backend and write a JSON report")
-    t.add_argument("--backend", default="golden", choices=["golden", "rtl"],
-                   help="where the arithmetic runs: golden model, or the core's RTL under Verilator")
+    t.add_argument("--backend", default="golden", choices=["golden", "rtl", "uart"],
+                   help="where the arithmetic runs: golden model, the core's RTL under Verilator, or a "
+                        "board over a serial port (--port)")
+    t.add_argument("--port", help="--backend uart: serial device or pyserial URL")
+    t.add_argument("--baud", type=int, default=115200, help="--backend uart: baud rate (default 115200)")
+    t.add_argument("--timeout", type=float, default=5.0, help="--backend uart: seconds to wait for a response")
     t.add_argument("--dataset", default="digits", choices=["digits"])
     t.add_argument("--config", help=f"TOML config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
     t.add_argument("--epochs", type=int, help="override training.epochs")

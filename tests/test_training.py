@@ -69,6 +69,11 @@ def test_cli_train_writes_report(tmp_path, capsys):
         (["bench", "rtl", "--densities", "0,0.5"], "--densities must lie in (0, 1]"),
         (["compare", "nope.json"], "does not exist"),
         (["compare", "README.md"], "is not a training report"),
+        (["train", "--backend", "uart", "--samples", "8"], "--backend uart needs --port"),
+        (["train", "--backend", "uart", "--port", "/dev/spikeforge-none", "--samples", "8"], "cannot open serial port"),
+        # pyserial's loopback echoes the command: not a core, and said so instead of hanging
+        (["train", "--backend", "uart", "--port", "loop://", "--timeout", "0.2", "--samples", "8"],
+         "no spikeforge core built from this config answers on loop://"),
     ],
 )
 def test_cli_user_errors_are_one_line(argv, needle, capsys):
