@@ -55,6 +55,9 @@ WAIVERS = [
     ("UNUSEDSIGNAL", rf"^Signal is not used: '\$\d+'.*\| assign \S+\s+= ({_CONST}|~ (\(\*[^*]*\*\) )?\w+|\w+);$",
      "internal net `$n` that is a constant, a copy or the inverse of one signal, left behind when "
      "Amaranth folds the expression that used it (e.g. `~valid | ready` with a ready tied high)"),
+    ("UNUSEDSIGNAL", r"^Signal is not used: 'rst'",
+     "Amaranth gives every module the clock domain's `rst` port; a module whose registers are all "
+     "reset-less (the FFSynchronizer on the UART pin: a synchronizer must not reset) never reads it"),
     ("UNUSEDSIGNAL", r"^Bits of signal are not used: '\w*(group|major)\w*(\$\d+)?'\[\d+\]",
      "a group or major index sized for the largest layer (one engine serves every layer in turn) also "
      "addresses a smaller layer's memory, which needs fewer bits"),
@@ -100,8 +103,8 @@ def classify(warnings: list[str], verilog: str) -> tuple[Counter, list[str]]:
         line = int(line)
         start, ports = next(((s, p) for s, p in reversed(modules) if s <= line), (0, set()))
         named = re.search(r"not used: '([^']+)'", msg)
-        if code == "UNUSEDSIGNAL" and named and named.group(1) in ports:
-            unwaived.append(w)  # an unused port is a real finding
+        if code == "UNUSEDSIGNAL" and named and named.group(1) in ports and named.group(1) != "rst":
+            unwaived.append(w)  # an unused port is a real finding (the domain reset: see WAIVERS)
             continue
         driver = drivers.get((start, named.group(1)), "") if named else ""
         probe = f"{msg} | {lines[line - 1].strip()} | {driver}"

@@ -33,6 +33,16 @@ def test_core_lint_clean_or_waived(name, cfg):
     assert report["clean"], "unwaived Verilator lint warnings:\n" + "\n".join(report["unwaived"][:40])
 
 
+def test_uart_board_top_lint_clean_or_waived():
+    """The board-top logic (UART pins + bridge + core) adds no unwaived warning."""
+    from spikeforge.rtl.uart import UartTop
+
+    cfg = load_config("configs/digits.toml")
+    bdir = runner.build_dir_for("lint-uart", cfg.to_dict())
+    report = lint_report(write_verilog(UartTop(cfg, divisor=104), bdir, "spikeforge_uart"), "spikeforge_uart")
+    assert report["clean"], "unwaived Verilator lint warnings:\n" + "\n".join(report["unwaived"][:40])
+
+
 def test_every_waiver_has_a_reason():
     for code, pattern, reason in WAIVERS:
         assert code.isupper() and pattern.startswith("^") and len(reason) > 40, (code, pattern)
