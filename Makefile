@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spikeforge-installed
 OUT    := out
 
-.PHONY: setup demo test test-slow bench bench-rtl cosim-full train-rtl-full generate clean distclean
+.PHONY: setup demo test test-slow bench bench-rtl cosim-full train-rtl-full generate synth clean distclean
 
 setup: $(STAMP)
 
@@ -54,6 +54,14 @@ train-rtl-full: setup
 
 generate: setup
 	$(BIN)/spikeforge generate --config configs/digits.toml --out $(OUT)/generated
+
+# FPGA rows of docs/fpga-results.md (slow: tens of minutes; fails while a goal is not met)
+synth: setup
+	@mkdir -p $(OUT)
+	status=0; \
+	$(BIN)/spikeforge synth --target ecp5-25f --config configs/digits.toml --report $(OUT)/synth-ecp5-25f.json || status=$$?; \
+	$(BIN)/spikeforge synth --target ice40-up5k --config configs/digits.toml --report $(OUT)/synth-ice40-up5k.json || status=$$?; \
+	exit $$status
 
 clean:
 	rm -rf $(OUT) .pytest_cache .hypothesis build sim_build

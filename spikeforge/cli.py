@@ -139,6 +139,38 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0 if lint["clean"] else 1
 
 
+def synth_exit_code(result: dict, allow_timing_fail: bool = False) -> int:
+    """0 fits and meets timing; 3 does not fit; 2 misses timing (0 with ``allow_timing_fail``,
+    but the report still says ``timing_met: false``)."""
+    if not result.get("fits"):
+        return 3
+    if not result.get("timing_met"):
+        return 0 if allow_timing_fail else 2
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from spikeforge.fpga.synth import SynthError, _summary_lines, synth
+
+    cfg = _load(args)
+    out = Path(args.out) if args.out else REPO_ROOT / "build" / "synth" / f"{args.target}-{cfg.name}-{cfg.digest()}"
+    print(f"synthesizing {cfg.name} for {args.target} in {out} (Yosys, then nextpnr: minutes)", file=sys.stderr)
+    try:
+        r = synth(cfg, args.target, out, seed=args.seed, freq_mhz=args.freq, router=args.router)
+    except SynthError as e:
+        raise UsageError(str(e)) from None
+    r["config_file"] = str(args.config or DEFAULT_CONFIG)
+    _write(r, args.report)
+    print("\n".join(_summary_lines(r)))
+    rc = synth_exit_code(r, args.allow_timing_fail)
+    if rc == 2:
+        print(f"spikeforge: timing FAILED: {r['fmax_mhz']} MHz < {r['constraint_mhz']} MHz "
+              f"(--allow-timing-fail to exit 0 anyway)", file=sys.stderr)
+    elif rc == 3:
+        print(f"spikeforge: does not fit {args.target}: {r.get('reason')}", file=sys.stderr)
+    return rc
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Exit 0 when every report ends with the same weights (weights_sha256), else 1."""
     reports = []
@@ -205,6 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="output directory")
     g.add_argument("--no-lint", dest="lint", action="store_false", help="skip the Verilator lint pass")
     g.set_defaults(func=cmd_generate)
+
+    y = sub.add_parser("synth", help="Yosys + nextpnr: fit, Fmax, LUT/FF/BRAM/DSP from nextpnr's JSON report")
+    y.add_argument("--target", required=True, choices=["ice40-up5k", "ecp5-25f", "ecp5-85f"])
+    y.add_argument("--config", help=f"TOML config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
+    y.add_argument("--report", help="write the JSON report here")
+    y.add_argument("--out", help="build directory (default build/synth/TARGET-CONFIG-DIGEST)")
+    y.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    y.add_argument("--freq", type=float, help="clock constraint in MHz (default: 30 iCE40, 100 ECP5)")
+    y.add_argument("--router", choices=["router1", "router2"], help="nextpnr router (default: router1)")
+    y.add_argument("--allow-timing-fail", action="store_true",
+                   help="exit 0 when the design fits but misses the clock (the report still says so)")
+    y.set_defaults(func=cmd_synth)
 
     k = sub.add_parser("compare", help="check that training reports end with the same weights (sha256)")
     k.add_argument("reports", nargs="+", help="JSON reports of spikeforge train")
