@@ -46,20 +46,29 @@ DEFAULT_IDLE_TIMEOUT_BITS = 2048
 MAX_BAUD_ERROR = 0.02
 
 
-def _check_divisor(divisor, who: str) -> int:
+def _refuse(owner, exc: Exception) -> Exception:
+    """``exc``, after silencing Amaranth's unused-design warning for ``owner``: a refused
+    construction is not a design someone forgot to use."""
+    owner._MustUse__silence = True
+    return exc
+
+
+def _check_divisor(owner, divisor) -> int:
+    who = type(owner).__name__
     if isinstance(divisor, bool) or not isinstance(divisor, int):
-        raise TypeError(f"{who}: divisor (clock cycles per bit) must be an int, got {divisor!r}")
+        raise _refuse(owner, TypeError(f"{who}: divisor (clock cycles per bit) must be an int, got {divisor!r}"))
     if divisor < MIN_DIVISOR:
-        raise ValueError(f"{who}: divisor {divisor} is below the minimum of {MIN_DIVISOR} clock cycles per bit "
-                         f"(the receiver samples mid-bit)")
+        raise _refuse(owner, ValueError(f"{who}: divisor {divisor} is below the minimum of {MIN_DIVISOR} clock "
+                                        f"cycles per bit (the receiver samples mid-bit)"))
     return divisor
 
 
-def _check_idle_timeout(bits, who: str) -> int:
+def _check_idle_timeout(owner, bits) -> int:
+    who = type(owner).__name__
     if isinstance(bits, bool) or not isinstance(bits, int):
-        raise TypeError(f"{who}: idle_timeout_bits must be an int, got {bits!r}")
+        raise _refuse(owner, TypeError(f"{who}: idle_timeout_bits must be an int, got {bits!r}"))
     if bits < 1:
-        raise ValueError(f"{who}: idle_timeout_bits must be at least 1 bit time, got {bits}")
+        raise _refuse(owner, ValueError(f"{who}: idle_timeout_bits must be at least 1 bit time, got {bits}"))
     return bits
 
 
@@ -98,8 +107,8 @@ class UartRx(wiring.Component):
     """
 
     def __init__(self, divisor: int, idle_timeout_bits: int = DEFAULT_IDLE_TIMEOUT_BITS):
-        self.divisor = _check_divisor(divisor, "UartRx")
-        self.idle_timeout_bits = _check_idle_timeout(idle_timeout_bits, "UartRx")
+        self.divisor = _check_divisor(self, divisor)
+        self.idle_timeout_bits = _check_idle_timeout(self, idle_timeout_bits)
         super().__init__({
             "rx": In(1, init=1),
             "data": Out(stream.Signature(8)),
@@ -188,7 +197,7 @@ class UartTx(wiring.Component):
     back-to-back bytes go out with no gap (exactly 10 bit times per byte)."""
 
     def __init__(self, divisor: int):
-        self.divisor = _check_divisor(divisor, "UartTx")
+        self.divisor = _check_divisor(self, divisor)
         super().__init__({
             "data": In(stream.Signature(8)),
             "tx": Out(1, init=1),
@@ -283,10 +292,10 @@ class UartTop(wiring.Component):
 
     def __init__(self, cfg: SpikeforgeConfig, divisor: int, idle_timeout_bits: int = DEFAULT_IDLE_TIMEOUT_BITS):
         if not isinstance(cfg, SpikeforgeConfig):
-            raise TypeError(f"UartTop needs a SpikeforgeConfig, got {type(cfg).__name__}")
+            raise _refuse(self, TypeError(f"UartTop needs a SpikeforgeConfig, got {type(cfg).__name__}"))
         self.cfg = cfg
-        self.divisor = _check_divisor(divisor, "UartTop")
-        self.idle_timeout_bits = _check_idle_timeout(idle_timeout_bits, "UartTop")
+        self.divisor = _check_divisor(self, divisor)
+        self.idle_timeout_bits = _check_idle_timeout(self, idle_timeout_bits)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "rx_error": Out(1)})
 
     def elaborate(self, platform):
