@@ -50,7 +50,7 @@ from spikeforge.config import SpikeforgeConfig
 
 from .wrappers import INTERFACES
 
-__all__ = ["TARGETS", "Target", "SynthError", "synth", "tool_versions", "main"]
+__all__ = ["TARGETS", "Target", "SynthError", "synth", "summary_lines", "tool_versions", "main"]
 
 TOP = "sf_top"
 #: repository root, to print source locations relative to it
@@ -556,7 +556,7 @@ def synth(cfg: SpikeforgeConfig, target: str, out_dir, seed: int = 1, freq_mhz: 
     return result
 
 
-def _summary_lines(r: dict) -> list[str]:
+def summary_lines(r: dict) -> list[str]:
     fit = {True: "fits", False: "DOES NOT FIT", None: "not placed"}[r["fits"]]
     lines = [f"{r['target']} ({r['device']}), config {r['config']} {r['layers']} T={r['timesteps']} P={r['lanes']}: {fit}"]
     if r["fits"] is False:
@@ -603,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
               interface=args.interface, timeout_s=args.timeout, run_pnr=not args.no_pnr,
               reuse_netlist=args.reuse_netlist, lutram=not args.no_lutram, router=args.router,
               no_rw_check=args.no_rw_check)
-    print("\n".join(_summary_lines(r)))
+    print("\n".join(summary_lines(r)))
     print(f"  result: {Path(args.out) / 'result.json'}")
     if r["fits"] is False:
         return 3

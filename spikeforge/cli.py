@@ -150,7 +150,7 @@ def synth_exit_code(result: dict, allow_timing_fail: bool = False) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from spikeforge.fpga.synth import SynthError, _summary_lines, synth
+    from spikeforge.fpga.synth import SynthError, summary_lines, synth
 
     cfg = _load(args)
     out = Path(args.out) if args.out else REPO_ROOT / "build" / "synth" / f"{args.target}-{cfg.name}-{cfg.digest()}"
@@ -161,7 +161,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     r["config_file"] = str(args.config or DEFAULT_CONFIG)
     _write(r, args.report)
-    print("\n".join(_summary_lines(r)))
+    print("\n".join(summary_lines(r)))
     rc = synth_exit_code(r, args.allow_timing_fail)
     if rc == 2:
         print(f"spikeforge: timing FAILED: {r['fmax_mhz']} MHz < {r['constraint_mhz']} MHz "
