@@ -12,29 +12,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from spikeforge.config import SpikeforgeConfig, load_config
+from spikeforge.config import SpikeforgeConfig
 
 from .runner import BUILD_ROOT, CosimResult, build, build_dir_for, run
+from .scenario import small_cfg
 from .verilog import write_verilog
 
-__all__ = ["TOP", "BENCH", "TESTCASES", "DIVISOR", "small_cfg", "build_uart", "run_uart", "replay_command"]
+__all__ = ["TOP", "BENCH", "TESTCASES", "DIVISOR", "build_uart", "run_uart", "replay_command"]
 
 TOP = "spikeforge_uart_top"
 BENCH = "spikeforge.sim.tb.tb_uart"
 TESTCASES = ("protocol", "line_errors")
 #: clock cycles per bit in co-simulation: the minimum, so a byte costs only 40 cycles
 DIVISOR = 4
-
-_DIGITS = Path(__file__).resolve().parent.parent / "configs" / "digits.toml"
-
-
-def small_cfg() -> SpikeforgeConfig:
-    """The small network of tests/test_host_protocol.py: 12-6-3, T = 3, 4 lanes, batch 2."""
-    return load_config(_DIGITS).replace(
-        network={"layers": [12, 6, 3], "timesteps": 3}, hardware={"lanes": 4},
-        training={"target_true": 2, "target_false": 0, "batch_size": 2, "lr_shift": 4, "lr_decay_epochs": [],
-                  "update_rounding": "stochastic"})
-
 
 def _build_params(cfg: SpikeforgeConfig, divisor: int, idle_timeout_bits: int) -> dict:
     return {"config": cfg.to_dict(), "divisor": divisor, "idle_timeout_bits": idle_timeout_bits}

@@ -26,7 +26,7 @@ from spikeforge.rtl.protocol import RegionId
 
 from .driver import Client
 
-__all__ = ["Sample", "Scenario", "Trace", "Mismatch", "make_scenario", "random_config", "DIRECTED",
+__all__ = ["Sample", "Scenario", "Trace", "Mismatch", "make_scenario", "random_config", "small_cfg", "DIRECTED",
            "run_and_check"]
 
 
@@ -81,6 +81,15 @@ class Mismatch(AssertionError):
 
 # ---------------------------------------------------------------------------------------------
 # stimulus
+
+
+def small_cfg() -> SpikeforgeConfig:
+    """A small network for host-protocol and UART tests: 12-6-3, T = 3, 4 lanes, batch 2,
+    stochastic update rounding."""
+    return load_config(_DIGITS).replace(
+        network={"layers": [12, 6, 3], "timesteps": 3}, hardware={"lanes": 4},
+        training={"target_true": 2, "target_false": 0, "batch_size": 2, "lr_shift": 4, "lr_decay_epochs": [],
+                  "update_rounding": "stochastic"})
 
 
 def random_config(rng: random.Random) -> SpikeforgeConfig:

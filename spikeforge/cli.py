@@ -139,18 +139,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0 if lint["clean"] else 1
 
 
-def synth_exit_code(result: dict, allow_timing_fail: bool = False) -> int:
-    """0 fits and meets timing; 3 does not fit; 2 misses timing (0 with ``allow_timing_fail``,
-    but the report still says ``timing_met: false``)."""
-    if not result.get("fits"):
-        return 3
-    if not result.get("timing_met"):
-        return 0 if allow_timing_fail else 2
-    return 0
-
-
 def cmd_synth(args: argparse.Namespace) -> int:
-    from spikeforge.fpga.synth import SynthError, summary_lines, synth
+    from spikeforge.fpga.synth import SynthError, exit_code, summary_lines, synth
 
     cfg = _load(args)
     out = Path(args.out) if args.out else REPO_ROOT / "build" / "synth" / f"{args.target}-{cfg.name}-{cfg.digest()}"
@@ -162,7 +152,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     r["config_file"] = str(args.config or DEFAULT_CONFIG)
     _write(r, args.report)
     print("\n".join(summary_lines(r)))
-    rc = synth_exit_code(r, args.allow_timing_fail)
+    rc = exit_code(r, args.allow_timing_fail)
     if rc == 2:
         print(f"spikeforge: timing FAILED: {r['fmax_mhz']} MHz < {r['constraint_mhz']} MHz "
               f"(--allow-timing-fail to exit 0 anyway)", file=sys.stderr)

@@ -7,20 +7,13 @@ import random
 import pytest
 import torch
 
-from spikeforge.config import load_config
 from spikeforge.golden import GoldenBackend, model
 from spikeforge.golden.backend import update_seed
 from spikeforge.rtl.protocol import COUNTERS, MAGIC, Error, Op, RegionId, command, info_words, regions
 from spikeforge.rtl.top import Top
 from spikeforge.sim.amaranth_host import run_client
 from spikeforge.sim.driver import Client, HostError
-
-
-def small_cfg():
-    return load_config("configs/digits.toml").replace(
-        network={"layers": [12, 6, 3], "timesteps": 3}, hardware={"lanes": 4},
-        training={"target_true": 2, "target_false": 0, "batch_size": 2, "lr_shift": 4, "lr_decay_epochs": [],
-                  "update_rounding": "stochastic"})
+from spikeforge.sim.scenario import small_cfg
 
 
 CFG = small_cfg()

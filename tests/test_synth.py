@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from spikeforge.cli import main, synth_exit_code
+from spikeforge.cli import main
+from spikeforge.fpga.synth import exit_code
 
 SMALL = "fpga/small.toml"  # digits with layers 16-8-4, T = 4, P = 4: minutes, not tens of minutes
 FIELDS = ("target", "config", "fits", "fmax_mhz", "constraint_mhz", "timing_met", "luts", "ffs", "brams", "dsps",
@@ -22,7 +23,7 @@ FIELDS = ("target", "config", "fits", "fmax_mhz", "constraint_mhz", "timing_met"
     ({"fits": False, "timing_met": None}, True, 3),
 ])
 def test_exit_codes(result, allow, rc):
-    assert synth_exit_code(result, allow) == rc
+    assert exit_code(result, allow) == rc
 
 
 def test_ecp5_place_and_route_reports_from_nextpnr(tmp_path, capsys):

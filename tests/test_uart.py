@@ -90,7 +90,7 @@ def test_divisor_must_be_an_int(divisor):
 
 
 def test_top_and_idle_timeout_parameters_are_checked():
-    from spikeforge.sim.cosim_uart import small_cfg
+    from spikeforge.sim.scenario import small_cfg
 
     with pytest.raises(ValueError, match="divisor 2"):
         UartTop(small_cfg(), 2)
@@ -356,7 +356,7 @@ def test_uart_top_answers_a_nop_and_keeps_rx_error():
     """Whole path in Amaranth's simulator: a NOP over the rx pin is answered on the tx pin; a byte
     with a bad stop bit sets the sticky ``rx_error``, and after an idle pause the link works again."""
     from spikeforge.rtl.protocol import Error, Op, command, split_response
-    from spikeforge.sim.cosim_uart import small_cfg
+    from spikeforge.sim.scenario import small_cfg
 
     divisor, idle_bits = 4, 16
     top = UartTop(small_cfg(), divisor, idle_timeout_bits=idle_bits)

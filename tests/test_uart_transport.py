@@ -58,7 +58,7 @@ def test_transact_sends_le_bytes_and_reads_announced_words():
 
 
 def test_client_runs_over_the_transport():
-    from spikeforge.sim.cosim_uart import small_cfg
+    from spikeforge.sim.scenario import small_cfg
 
     cfg = small_cfg()
     port = ScriptedPort([[(0 << 24) | (Op.READ << 16) | 2, 0x0000_0080, 0x7F]])  # two 8-bit weights
