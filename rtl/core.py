@@ -66,7 +66,7 @@ class Core(wiring.Component):
             {
                 # control, from the host interface
                 "run": In(1), "run_train": In(1), "run_spikes": In(1), "run_update": In(1),
-                "sample_set": In(1), "label": In(max(1, (L[-1] - 1).bit_length())), "seed": In(32), "clear_counters": In(1),
+                "sample_set": In(1), "label": In(max(1, ceil_log2(L[-1]))), "seed": In(32), "clear_counters": In(1),
                 "core_idle": Out(1), "prediction": Out(8),
                 # element access (READ_LATENCY cycles from acc_rd to acc_rdata), idle only
                 "acc_region": In(8), "acc_row": In(16), "acc_col": In(16),
@@ -349,7 +349,7 @@ class Core(wiring.Component):
 
         def lane_of(word):
             # lane r_lane of a P-lane word (element views or plain bits); signed elements extend
-            sel = Signal(signed(32), name="lane_sel")  # every lane element is < 32 bits
+            sel = Signal(signed(32), name="lane_sel")  # reads return 32 bits: wider elements truncate (host-protocol §10)
             for k in range(P):
                 with m.If(r_lane == k):
                     m.d.comb += sel.eq(word[k])

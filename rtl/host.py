@@ -24,6 +24,7 @@ from __future__ import annotations
 from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from .protocol import Error, Op, Region, RegionId
 
@@ -45,7 +46,7 @@ class HostInterface(wiring.Component):
                 "acc_region": Out(8), "acc_row": Out(16), "acc_col": Out(16),
                 "acc_rd": Out(1), "acc_wr": Out(1), "acc_wdata": Out(32), "acc_rdata": In(32),
                 "run": Out(1), "run_train": Out(1), "run_spikes": Out(1), "run_update": Out(1),
-                "sample_set": Out(1), "label": Out(max(1, (n_outputs - 1).bit_length())), "seed": Out(32), "clear_counters": Out(1),
+                "sample_set": Out(1), "label": Out(max(1, ceil_log2(n_outputs))), "seed": Out(32), "clear_counters": Out(1),
                 "core_idle": In(1), "prediction": In(8),
                 "chk_op": Out(8), "chk_region": Out(8), "chk_error": In(8),
                 "error_code": Out(8), "error_opcode": Out(8), "error_count": Out(16),
