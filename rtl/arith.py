@@ -35,7 +35,31 @@ def saturate(m, x, lo: int, hi: int, width: int, name: str):
 
 
 def leak(m, v, beta_q: int, beta_bits: int, mode: str, name: str):
-    """round(v * beta_q / 2**beta_bits): the LIF leak, also applied to delta in BP."""
-    prod = Signal(signed(len(v) + beta_q.bit_length() + 1), name=f"{name}_prod")
-    m.d.comb += prod.eq(v * beta_q)
+    """round(v * beta_q / 2**beta_bits): the LIF leak, also applied to delta in BP.
+
+    The product is a constant multiply written as shift-adds over the canonical signed digits of
+    beta_q (7 = 8 - 1: one subtractor), so it costs a carry chain per lane, not a DSP block.
+    """
+    prod = None
+    for sign, shift in csd_terms(beta_q):
+        term = v << shift if shift else v
+        prod = (term if sign > 0 else -term) if prod is None else (prod + term if sign > 0 else prod - term)
+    if prod is None:  # beta 0: the membrane forgets everything
+        prod = v * 0
     return round_shift(m, prod, beta_bits, mode, name)
+
+
+def csd_terms(c: int) -> list[tuple[int, int]]:
+    """Canonical signed-digit form of c >= 0: [(+1 or -1, shift)], no two adjacent non-zero digits,
+    so a constant multiply needs the fewest adders (7 → [(-1, 0), (+1, 3)])."""
+    if c < 0:
+        raise ValueError(f"csd_terms: c must be >= 0, got {c}")
+    terms, shift = [], 0
+    while c:
+        if c & 1:
+            digit = 2 - (c & 3)  # +1 when c mod 4 == 1, -1 when c mod 4 == 3
+            terms.append((digit, shift))
+            c -= digit
+        c >>= 1
+        shift += 1
+    return terms

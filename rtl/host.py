@@ -66,11 +66,16 @@ class HostInterface(wiring.Component):
         rsp_count = Signal(16)
         sample_label, sample_seed = Signal.like(self.label), Signal(32)  # of the SAMPLE in flight
         data_word = Signal(32)
-        wait = Signal(range(READ_LATENCY + 1))
+        wait = Signal(range(READ_LATENCY + 2))
         arg = Signal(32)
         bad_value = Signal()  # a WRITE word did not fit its region's elements: skipped
-        m.d.comb += [self.acc_region.eq(region), self.acc_row.eq(row), self.acc_col.eq(col),
-                     self.chk_op.eq(op), self.chk_region.eq(region)]
+        m.d.comb += [self.chk_op.eq(op), self.chk_region.eq(region)]
+        # every access leaves through registers (address, data, strobes together, one cycle after
+        # the FSM decides): the path from a host word to a memory write is otherwise the longest
+        # in the design (word → value check → region mux → bank write enable)
+        acc_rd, acc_wr, sample_set = Signal(), Signal(), Signal()
+        m.d.sync += [self.acc_region.eq(region), self.acc_row.eq(row), self.acc_col.eq(col),
+                     self.acc_rd.eq(acc_rd), self.acc_wr.eq(acc_wr), self.sample_set.eq(sample_set)]
 
         # ---- header-only checks, against the region table -------------------------------------
         known = Signal()
@@ -94,6 +99,7 @@ class HostInterface(wiring.Component):
                 else:  # an unsigned word is never below 0
                     m.d.comb += value_ok.eq(word < (1 << r.bits))
         check = Signal(8)
+        check_q = Signal(8)
         with m.Switch(op):
             with m.Case(Op.WRITE, Op.READ):
                 with m.If(~known):
@@ -149,15 +155,17 @@ class HostInterface(wiring.Component):
                     m.d.sync += [row.eq(cmd.payload[16:32]), col.eq(cmd.payload[0:16]), arg.eq(cmd.payload)]
                     m.next = "CHECK"
             with m.State("CHECK"):
-                m.d.sync += left.eq(count)
-                m.d.sync += bad_value.eq(0)
-                with m.If(check != Error.OK):
-                    record(check)
-                    m.d.sync += [status.eq(check), rsp_count.eq(0)]  # a refusal carries no data
+                # the header checks (region table, address arithmetic, core state) get a cycle
+                m.d.sync += [check_q.eq(check), left.eq(count), bad_value.eq(0)]
+                m.next = "DECIDE"
+            with m.State("DECIDE"):
+                with m.If(check_q != Error.OK):
+                    record(check_q)
+                    m.d.sync += [status.eq(check_q), rsp_count.eq(0)]  # a refusal carries no data
                     with m.If((op != Op.READ) & (count != 0)):
                         m.next = "DRAIN"
                     with m.Else():
-                        respond(check)
+                        respond(check_q)
                 with m.Else():
                     with m.Switch(op):
                         with m.Case(Op.WRITE):
@@ -197,7 +205,8 @@ class HostInterface(wiring.Component):
             with m.State("WRITE"):
                 m.d.comb += cmd.ready.eq(1)
                 with m.If(cmd.valid):
-                    m.d.comb += [self.acc_wr.eq(value_ok), self.acc_wdata.eq(cmd.payload)]
+                    m.d.comb += acc_wr.eq(value_ok)
+                    m.d.sync += self.acc_wdata.eq(cmd.payload)
                     with m.If(~value_ok):
                         m.d.sync += bad_value.eq(1)
                     m.d.sync += left.eq(left - 1)
@@ -209,7 +218,7 @@ class HostInterface(wiring.Component):
                             respond(Error.BAD_ARG)
                         with m.Else():
                             with m.If(op == Op.SAMPLE):
-                                m.d.comb += self.sample_set.eq(1)
+                                m.d.comb += sample_set.eq(1)  # lands with (after) the last pixel
                                 m.d.sync += [self.label.eq(sample_label), self.seed.eq(sample_seed)]
                             respond(Error.OK)
             with m.State("RUNNING"):
@@ -240,8 +249,8 @@ class HostInterface(wiring.Component):
                     with m.Else():
                         m.next = "READ_ISSUE"
             with m.State("READ_ISSUE"):
-                m.d.comb += self.acc_rd.eq(1)
-                m.d.sync += wait.eq(READ_LATENCY)
+                m.d.comb += acc_rd.eq(1)
+                m.d.sync += wait.eq(READ_LATENCY + 1)  # + the access register
                 m.next = "READ_WAIT"
             with m.State("READ_WAIT"):
                 m.d.sync += wait.eq(wait - 1)

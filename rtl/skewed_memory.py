@@ -15,7 +15,7 @@ matrix, no transposed duplicate.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -55,6 +55,9 @@ class SkewedMemory(wiring.Component):
             if not isinstance(v, int) or v < 1:
                 self._MustUse__silence = True  # a refused construction is not an unused design
                 raise ValueError(f"SkewedMemory: {name} must be a positive integer, got {v!r}")
+        if lanes & (lanes - 1):
+            self._MustUse__silence = True
+            raise ValueError(f"SkewedMemory: lanes must be a power of two (the rotation is a barrel), got {lanes}")
         self.lanes, self.width = lanes, width
         self.max_outputs, self.max_inputs = max_outputs, max_inputs
         self.groups_out = -(-max_outputs // lanes)
@@ -108,30 +111,49 @@ class SkewedMemory(wiring.Component):
         P = self.lanes
         rd_map = self._lane_map(m, "rd", self.rd_row, self.rd_major, self.rd_group)
         wr_map = self._lane_map(m, "wr", self.wr_row, self.wr_major, self.wr_group)
+        rd_rot_d = Signal(range(P), name="rd_rot_d")
+        with m.If(self.rd_en):
+            m.d.sync += rd_rot_d.eq(self.rd_major % P if P > 1 else 0)
         bank_data = []
         self.banks = []  # kept for simulation-time inspection (tests read the stored matrix)
+        wr_banks = _rotate(m, "wr_bank", [Cat(self.wr_data[k], self.wr_mask[k]) for k in range(P)],
+                           self.wr_major % P if P > 1 else 0, toward_lanes=False)
         for b in range(P):
             mem = Memory(shape=signed(self.width), depth=self.depth, init=self._bank_init(b))
             self.banks.append(mem)
             m.submodules[f"bank{b}"] = mem
             rp, wp = mem.read_port(), mem.write_port()
-            lane, addr, ok = rd_map[b]
+            _, addr, ok = rd_map[b]
             m.d.comb += [rp.en.eq(self.rd_en), rp.addr.eq(addr)]
             ok_d = Signal(name=f"rd_ok_d{b}")
-            lane_d = Signal(range(P), name=f"rd_lane_d{b}")
             with m.If(self.rd_en):
-                m.d.sync += [ok_d.eq(ok), lane_d.eq(lane)]
-            bank_data.append((Mux(ok_d, rp.data, 0), lane_d))
-            wl, waddr, wok = wr_map[b]
-            wsel = Signal(signed(self.width), name=f"wr_sel{b}")
-            wmask = Signal(name=f"wr_mask_sel{b}")
-            for k in range(P):
-                with m.If(wl == k):
-                    m.d.comb += [wsel.eq(self.wr_data[k]), wmask.eq(self.wr_mask[k])]
+                m.d.sync += ok_d.eq(ok)
+            bank_data.append(Mux(ok_d, rp.data, 0))
+            _, waddr, wok = wr_map[b]
+            wsel, wmask = wr_banks[b][:self.width], wr_banks[b][self.width]
             m.d.comb += [wp.en.eq(self.wr_en & wok & wmask), wp.addr.eq(waddr), wp.data.eq(wsel)]
-        # lane k takes the bank whose delayed lane index is k (a rotation)
+        lanes = _rotate(m, "rd_lane", bank_data, rd_rot_d, toward_lanes=True)
         for k in range(P):
-            for value, lane_d in bank_data:
-                with m.If(lane_d == k):
-                    m.d.comb += self.rd_data[k].eq(value)
+            m.d.comb += self.rd_data[k].eq(lanes[k])
         return m
+
+
+def _rotate(m, name, items, rot, *, toward_lanes: bool):
+    """A log-depth barrel rotation of ``items`` by the runtime amount ``rot`` (log2 P stages of
+    2:1 multiplexers instead of a P:1 multiplexer per output, which Yosys builds from if-chains).
+
+    toward_lanes: out[k] = items[(k + rot) mod P] (banks → lanes, the read side);
+    otherwise out[b] = items[(b - rot) mod P] (lanes → banks, the write side).
+    """
+    P = len(items)
+    cur = list(items)
+    for s in range(P.bit_length() - 1):
+        step = 1 << s
+        nxt = []
+        for k in range(P):
+            src = (k + step) % P if toward_lanes else (k - step) % P
+            v = Signal(len(cur[k]), name=f"{name}_s{s}_{k}")
+            m.d.comb += v.eq(Mux(rot[s], cur[src], cur[k]))
+            nxt.append(v)
+        cur = nxt
+    return cur

@@ -21,13 +21,14 @@ writes ``W' = sat_weight(W - round(grad / 2**lr_shift))`` and clears the gradien
 rounding takes exactly one ``min(lr_shift, 16)``-bit draw per weight from the update LFSR, P per
 cycle and ``cols mod P`` for the last group of a row, so the stream position is independent of P.
 
-``lr_shift`` is latched with the ``update`` pulse. Floor, half-up and half-even work for any value
-0..48 (the config's range). For stochastic rounding the draw width must be exactly
-``min(lr_shift, 16)`` (the contract takes the *next* k output bits per draw, so narrower draws
-cannot be cut from wider ones): the LFSR has draw and advance networks for the widths of the
-``lr_shifts`` given at elaboration (by default the config's ``lr_shift`` and each decayed value).
-``shift_ok`` tells whether the current ``lr_shift`` is supported; an ``update`` pulse while it is
-low is ignored.
+``lr_shift`` is latched with the ``update`` pulse and must be one of the values given at
+elaboration (``lr_shifts``: by default the config's lr_shift and each decayed value; an engine
+without a list takes any 0..48); ``shift_ok`` tells, and an ``update`` pulse while it is low is
+ignored. Each supported value is a constant shift, so the rounding is wiring, a multiplexer and one
+adder per lane instead of a 0..48 barrel shifter. Stochastic draws are exactly ``min(lr_shift, 16)``
+bits (the contract takes the *next* k output bits per draw, so narrower draws cannot be cut from
+wider ones): the LFSR has a draw network per width. The update is a pipeline (read; register;
+rounded step; saturate; write) so that no stage holds more than one adder chain.
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ class WgEngine(wiring.Component):
             raise ValueError(f"WgEngine: lfsr_init_seed must be a 32-bit unsigned integer, got {lfsr_init_seed!r}")
         self.p = params
         self.lr_shifts = shifts
+        #: the lr_shift values an update accepts (``shift_ok``): the given ones; an engine without a
+        #: list (floor / half rounding only) takes every 0..MAX_LR_SHIFT, at the area of a barrel
+        self.supported_shifts = tuple(sorted(set(shifts))) if shifts else tuple(range(MAX_LR_SHIFT + 1))
         self.draw_widths = tuple(sorted({update_draw_bits(s) for s in shifts if s > 0}))
         self.short_counts = short
         self.lfsr_init_seed = lfsr_init_seed
@@ -243,12 +247,29 @@ class WgEngine(wiring.Component):
             m.d.comb += acc_mask[k].eq(s2_group * P + k < self.rows)
         m.d.sync += [fw_valid.eq(s2_valid), fw_index.eq(s2_index), fw_group.eq(s2_group), fw_data.eq(acc_new)]
 
-        # ---- update datapath -------------------------------------------------------------------
+        # ---- update datapath: read (UPDATE state) → u1 data arrives, registered → u2 rounded step →
+        # u3 saturated weight → u4 weight written. The stages only exist for the clock: each
+        # (row, group) is read once and written once, so nothing in flight can alias.
         shift = Signal(range(MAX_LR_SHIFT + 1))  # latched with the update pulse
         u1_valid = Signal()
         u1_row = Signal(len(grad.rd_major))
         u1_group = Signal(len(grad.rd_group))
         u1_last = Signal()  # last group of its row
+        lanes_of = lambda bits: data.ArrayLayout(signed(bits), P)  # noqa: E731
+        u2_valid = Signal()
+        u2_grad = Signal(lanes_of(p.grad_bits))
+        u2_w = Signal(lanes_of(p.weight_bits))
+        u3_valid = Signal()
+        u3_step = Signal(lanes_of(p.grad_bits + 1))
+        u3_w = Signal(lanes_of(p.weight_bits))
+        u4_valid = Signal()
+        u4_w = Signal(lanes_of(p.weight_bits))
+        u_row = [Signal(len(grad.rd_major), name=f"u{n}_row") for n in (2, 3, 4)]
+        u_group = [Signal(len(grad.rd_group), name=f"u{n}_group") for n in (2, 3, 4)]
+        m.d.sync += [u2_valid.eq(u1_valid), u2_grad.eq(grad.rd_data), u2_w.eq(self.w_rd_data),
+                     u3_valid.eq(u2_valid), u4_valid.eq(u3_valid),
+                     u_row[0].eq(u1_row), u_group[0].eq(u1_group), u_row[1].eq(u_row[0]), u_group[1].eq(u_group[0]),
+                     u_row[2].eq(u_row[1]), u_group[2].eq(u_group[1])]
         draw_bits = Signal(range(17))
         m.d.comb += draw_bits.eq(Mux(shift > 16, 16, shift))
 
@@ -260,36 +281,37 @@ class WgEngine(wiring.Component):
             if len(self.draw_widths) > 1:
                 m.d.comb += lfsr.width.eq(draw_bits)
             if self.short_counts:
-                m.d.comb += lfsr.take.eq(Mux(u1_last & (tail != 0), tail, P))
+                u2_last = Signal()
+                m.d.sync += u2_last.eq(u1_last)
+                m.d.comb += lfsr.take.eq(Mux(u2_last & (tail != 0), tail, P))
             # one draw per weight, zero gradient or not (shift 0 takes no draws, as in the golden model)
-            m.d.comb += lfsr.next.eq(u1_valid & (shift != 0))
+            m.d.comb += lfsr.next.eq(u2_valid & (shift != 0))
 
-        if not self.stochastic:
-            m.d.comb += self.shift_ok.eq(1)
-        else:
-            ok = self.lr_shift == 0
-            for k in self.draw_widths:
-                ok = ok | ((self.lr_shift >= 16) if k == 16 else (self.lr_shift == k))
-            m.d.comb += self.shift_ok.eq(ok)
+        ok = Const(0)
+        for v in self.supported_shifts:
+            ok = ok | (self.lr_shift == v)
+        m.d.comb += self.shift_ok.eq(ok)
 
-        new_w = Signal(data.ArrayLayout(signed(p.weight_bits), P))
+        w_max, w_min = (1 << (p.weight_bits - 1)) - 1, -(1 << (p.weight_bits - 1))
         for k in range(P):
-            step = self._rounded_step(m, k, grad.rd_data[k], shift, draw_bits, lfsr.draws[k] if lfsr is not None else 0)
+            step = self._rounded_step(m, k, u2_grad[k], shift, lfsr.draws[k] if lfsr is not None else 0)
+            m.d.sync += [u3_step[k].eq(step), u3_w[k].eq(u2_w[k])]
             diff = Signal(signed(max(p.weight_bits, p.grad_bits) + 2), name=f"upd_diff_{k}")
-            m.d.comb += diff.eq(self.w_rd_data[k] - step)
-            w_max, w_min = (1 << (p.weight_bits - 1)) - 1, -(1 << (p.weight_bits - 1))
-            m.d.comb += new_w[k].eq(arith.saturate(m, diff, w_min, w_max, p.weight_bits, f"upd_w_{k}"))
-        upd_mask = Signal(P)
+            m.d.comb += diff.eq(u3_w[k] - u3_step[k])
+            m.d.sync += u4_w[k].eq(arith.saturate(m, diff, w_min, w_max, p.weight_bits, f"upd_w_{k}"))
+        # the weight memory may be wider than this layer: lanes past fan_in are not ours
+        upd_mask, clr_mask = Signal(P), Signal(P)
         for k in range(P):
-            # the weight memory may be wider than this layer: lanes past fan_in are not ours
-            m.d.comb += upd_mask[k].eq(u1_group * P + k < self.cols)
+            m.d.comb += [upd_mask[k].eq(u_group[2] * P + k < self.cols), clr_mask[k].eq(u1_group * P + k < self.cols)]
 
-        m.d.comb += [self.w_wr_row.eq(1), self.w_wr_major.eq(u1_row), self.w_wr_group.eq(u1_group),
-                     self.w_wr_data.eq(new_w), self.w_wr_mask.eq(upd_mask), self.w_rd_row.eq(1)]
+        m.d.comb += [self.w_wr_row.eq(1), self.w_wr_major.eq(u_row[2]), self.w_wr_group.eq(u_group[2]),
+                     self.w_wr_data.eq(u4_w), self.w_wr_mask.eq(upd_mask), self.w_rd_row.eq(1),
+                     self.w_wr_en.eq(u4_valid)]
         with m.If(u1_valid):
-            m.d.comb += [self.w_wr_en.eq(1),
-                         grad.wr_en.eq(1), grad.wr_row.eq(1), grad.wr_major.eq(u1_row), grad.wr_group.eq(u1_group),
-                         grad.wr_data.eq(0), grad.wr_mask.eq(upd_mask)]
+            # the gradient is cleared as soon as it has been read (the accumulate path may
+            # write again once the FSM is back in RUN, while u2..u4 still drain)
+            m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(1), grad.wr_major.eq(u1_row), grad.wr_group.eq(u1_group),
+                         grad.wr_data.eq(0), grad.wr_mask.eq(clr_mask)]
         with m.Elif(s2_valid):
             m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(0), grad.wr_major.eq(s2_index), grad.wr_group.eq(s2_group),
                          grad.wr_data.eq(acc_new), grad.wr_mask.eq(acc_mask)]
@@ -368,50 +390,54 @@ class WgEngine(wiring.Component):
         m.d.comb += [
             self.event.eq(ev.valid & ev.ready & ~ev.payload.eot),
             self.stalled.eq(ev.valid & ~working),
-            self.busy.eq(pending | ev.valid | s1_valid | s2_valid | sc_valid | u1_valid | ~fsm.ongoing("RUN")),
+            self.busy.eq(pending | ev.valid | s1_valid | s2_valid | sc_valid | u1_valid | u2_valid | u3_valid | u4_valid
+                         | ~fsm.ongoing("RUN")),
         ]
         return m
 
-    def _rounded_step(self, m, k, x, s, draw_bits, draw):
-        """round(x / 2**s) by the config's update rounding (docs/arithmetic.md §2), s a runtime shift.
+    def _rounded_step(self, m, k, x, s, draw):
+        """round(x / 2**s) by the config's update rounding (docs/arithmetic.md §2), s a runtime shift
+        out of ``supported_shifts``.
 
-        Written with shifts of x only, no 2**s constants, so nothing is wider than the gradient:
-        half_up: (x + 2^(s-1)) >> s == ((x >> (s-1)) + 1) >> 1;
-        stochastic: r' = (x mod 2^s) >> (s-k) == (x >> (s-k)) mod 2^k.
+        Each supported s is a constant shift (wiring); only the shifted values are multiplexed, and
+        one adder per lane finishes the rounding. A general 0..48 barrel shifter per lane was a
+        third of the update datapath's area and most of its depth.
+        half_up / half_even: t = x >> (s-1) (x << 1 for s = 0) holds q and the half bit;
+        half_up = (t + 1) >> 1, half_even adds the half bit when the bits below it are non-zero
+        or q is odd; stochastic: q = x >> s, r' = (x mod 2^s) >> (s-k) with k = min(s, 16),
+        step = q + (draw < r').
         """
         p = self.p
         mode = p.update_rounding
         gb = p.grad_bits
         step = Signal(signed(gb + 1), name=f"upd_step_{k}")
         if mode == "floor":
-            m.d.comb += step.eq(x >> s)
+            with m.Switch(s):
+                for v in self.supported_shifts:
+                    with m.Case(v):
+                        m.d.comb += step.eq(x >> v)
             return step
         if mode in ("half_up", "half_even"):
-            t = Signal(signed(gb), name=f"upd_t_{k}")  # x >> (s-1): q and the half bit
-            m.d.comb += t.eq(x >> (s - 1)[:len(s)])
+            t = Signal(signed(gb + 1), name=f"upd_t_{k}")
+            sticky = Signal(name=f"upd_sticky_{k}")  # bits below the half bit
+            with m.Switch(s):
+                for v in self.supported_shifts:
+                    with m.Case(v):
+                        m.d.comb += t.eq(x << 1 if v == 0 else x >> (v - 1))
+                        if v >= 2:
+                            m.d.comb += sticky.eq(x.as_unsigned()[:min(v - 1, gb)] != 0)
             if mode == "half_up":
-                m.d.comb += step.eq(Mux(s == 0, x, (t + 1) >> 1))
+                m.d.comb += step.eq((t + 1) >> 1)
             else:
-                # bits below the half bit: ones at positions < s-1 (all of x once s-1 >= gb)
-                below = Signal(gb, name=f"upd_below_{k}")
-                m.d.comb += below.eq(~(Const((1 << gb) - 1, gb) << (s - 1)[:len(s)])[:gb])
-                sticky = (x.as_unsigned() & below) != 0
                 q_up = t >> 1
-                up = t[0] & (sticky | q_up[0])
-                m.d.comb += step.eq(Mux(s == 0, x, q_up + up))
+                m.d.comb += step.eq(q_up + (t[0] & (sticky | q_up[0])))
             return step
-        # stochastic: shift 0 is exact and takes no draw
-        xe = Signal(signed(max(gb, 17)), name=f"upd_xe_{k}")
-        m.d.comb += xe.eq(x)
-        cut = Signal(range(MAX_LR_SHIFT + 1), name=f"upd_cut_{k}")
-        m.d.comb += cut.eq(Mux(s > 16, s - 16, 0))
-        kmask = Signal(16, name=f"upd_kmask_{k}")
-        with m.Switch(draw_bits):
-            for w in self.draw_widths:
-                with m.Case(w):
-                    m.d.comb += kmask.eq((1 << w) - 1)
-        r_top = Signal(16, name=f"upd_rtop_{k}")
-        m.d.comb += r_top.eq((xe >> cut)[:16] & kmask)
         q = Signal(signed(gb), name=f"upd_q_{k}")
-        m.d.comb += [q.eq(x >> s), step.eq(q + (draw < r_top))]
+        r_top = Signal(16, name=f"upd_rtop_{k}")
+        with m.Switch(s):
+            for v in self.supported_shifts:
+                with m.Case(v):
+                    kb = update_draw_bits(v)
+                    m.d.comb += [q.eq(x >> v), r_top.eq((x >> (v - kb))[:kb] if kb else 0)]
+        m.d.comb += step.eq(q + (draw < r_top))
         return step

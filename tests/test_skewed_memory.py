@@ -63,3 +63,5 @@ def test_row_and_column_reads_and_writes(lanes, n_out, n_in):
 def test_bad_parameters_are_refused():
     with pytest.raises(ValueError, match="lanes"):
         SkewedMemory(lanes=0, width=8, max_outputs=4, max_inputs=4)
+    with pytest.raises(ValueError, match="power of two"):
+        SkewedMemory(lanes=3, width=8, max_outputs=4, max_inputs=4)
