@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spikeforge-installed
 OUT    := out
 
-.PHONY: setup demo test test-slow bench bench-rtl cosim-full train-rtl-full generate synth clean distclean
+.PHONY: setup demo test test-slow bench bench-rtl cosim-full train-rtl-full generate synth boards synth-all clean distclean
 
 setup: $(STAMP)
 
@@ -62,6 +62,19 @@ synth: setup
 	$(BIN)/spikeforge synth --target ecp5-25f --config configs/digits.toml --report $(OUT)/synth-ecp5-25f.json || status=$$?; \
 	$(BIN)/spikeforge synth --target ice40-up5k --config configs/digits.toml --report $(OUT)/synth-ice40-up5k.json || status=$$?; \
 	exit $$status
+
+# bitstreams for the boards (fpga/boards.py, amaranth-boards): the digits core behind the board
+# UART; each fails (and keeps no bitstream) when it does not fit or misses the board clock
+boards: setup
+	@mkdir -p $(OUT)
+	status=0; \
+	$(BIN)/spikeforge board --board ulx3s-85f --config configs/digits.toml --report $(OUT)/board-ulx3s-85f.json || status=$$?; \
+	$(BIN)/spikeforge board --board icebreaker --config configs/digits.toml --report $(OUT)/board-icebreaker.json || status=$$?; \
+	exit $$status
+
+# the sweep of docs/fpga-results.md: lanes and widths, table + PNG (slow: about an hour)
+synth-all: setup
+	$(BIN)/python -m spikeforge.fpga.sweep --out $(OUT)/synth-all --doc docs/fpga-results.md --plot docs/fpga-sweep.png
 
 clean:
 	rm -rf $(OUT) .pytest_cache .hypothesis build sim_build

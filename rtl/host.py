@@ -78,35 +78,40 @@ class HostInterface(wiring.Component):
                      self.acc_rd.eq(acc_rd), self.acc_wr.eq(acc_wr), self.sample_set.eq(sample_set)]
 
         # ---- header-only checks, against the region table -------------------------------------
-        known = Signal()
+        # region facts first (a Switch: parallel, not a priority chain), registered in CHECK, so
+        # the address arithmetic (start = row * cols + col) and the limit compare
+        # (start + count > size) land in different cycles
+        known, writable, in_range = Signal(), Signal(), Signal()
         cols = Signal(16)
-        writable = Signal()
-        in_range = Signal()  # row/col inside the region and count elements fit from there
-        remaining = Signal(32)
-        for r in self.regions:
-            with m.If(region == r.id):
-                m.d.comb += [known.eq(1), cols.eq(r.cols), writable.eq(r.writable),
-                             in_range.eq((row < r.rows) & (col < r.cols)),
-                             remaining.eq(r.size - (row * r.cols + col))]
+        start, size = Signal(32), Signal(32)
+        with m.Switch(region):
+            for r in self.regions:
+                with m.Case(r.id):
+                    m.d.comb += [known.eq(1), cols.eq(r.cols), writable.eq(r.writable),
+                                 in_range.eq((row < r.rows) & (col < r.cols)),
+                                 start.eq(row * r.cols + col), size.eq(r.size)]
+        known_q, writable_q, in_range_q = Signal(), Signal(), Signal()
+        start_q, size_q = Signal(32), Signal(32)
         value_ok = Signal()  # the WRITE word on cmd.payload fits the region's element format
-        for r in self.regions:
-            with m.If(region == r.id):
-                word = cmd.payload.as_signed() if r.signed else cmd.payload
-                if r.bits >= 32:
-                    m.d.comb += value_ok.eq(1)
-                elif r.signed:
-                    m.d.comb += value_ok.eq((word >= -(1 << (r.bits - 1))) & (word < (1 << (r.bits - 1))))
-                else:  # an unsigned word is never below 0
-                    m.d.comb += value_ok.eq(word < (1 << r.bits))
+        with m.Switch(region):
+            for r in self.regions:
+                with m.Case(r.id):
+                    word = cmd.payload.as_signed() if r.signed else cmd.payload
+                    if r.bits >= 32:
+                        m.d.comb += value_ok.eq(1)
+                    elif r.signed:
+                        m.d.comb += value_ok.eq((word >= -(1 << (r.bits - 1))) & (word < (1 << (r.bits - 1))))
+                    else:  # an unsigned word is never below 0
+                        m.d.comb += value_ok.eq(word < (1 << r.bits))
         check = Signal(8)
         check_q = Signal(8)
         with m.Switch(op):
             with m.Case(Op.WRITE, Op.READ):
-                with m.If(~known):
+                with m.If(~known_q):
                     m.d.comb += check.eq(Error.BAD_REGION)
-                with m.Elif(~in_range | (count > remaining)):
+                with m.Elif(~in_range_q | (start_q + count > size_q)):
                     m.d.comb += check.eq(Error.BAD_ADDRESS)
-                with m.Elif((op == Op.WRITE) & ~writable):
+                with m.Elif((op == Op.WRITE) & ~writable_q):
                     m.d.comb += check.eq(Error.READ_ONLY)
                 with m.Else():
                     m.d.comb += check.eq(self.chk_error)
@@ -155,7 +160,11 @@ class HostInterface(wiring.Component):
                     m.d.sync += [row.eq(cmd.payload[16:32]), col.eq(cmd.payload[0:16]), arg.eq(cmd.payload)]
                     m.next = "CHECK"
             with m.State("CHECK"):
-                # the header checks (region table, address arithmetic, core state) get a cycle
+                # the header checks get two cycles: region facts, then limits and core state
+                m.d.sync += [known_q.eq(known), writable_q.eq(writable), in_range_q.eq(in_range),
+                             start_q.eq(start), size_q.eq(size)]
+                m.next = "CHECK_LIMITS"
+            with m.State("CHECK_LIMITS"):
                 m.d.sync += [check_q.eq(check), left.eq(count), bad_value.eq(0)]
                 m.next = "DECIDE"
             with m.State("DECIDE"):

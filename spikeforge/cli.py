@@ -161,6 +161,30 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return rc
 
 
+def cmd_board(args: argparse.Namespace) -> int:
+    from spikeforge.fpga.boards import board_exit_code, board_summary_lines, build_board
+    from spikeforge.fpga.synth import SynthError
+
+    cfg = _load(args)
+    out = Path(args.out) if args.out else REPO_ROOT / "build" / "board" / f"{args.board}-{cfg.name}-{cfg.digest()}"
+    print(f"building the {args.board} bitstream of {cfg.name} in {out} (Yosys, nextpnr, pack: minutes)",
+          file=sys.stderr)
+    try:
+        r = build_board(cfg, args.board, out, baud=args.baud, seed=args.seed, allow_timing_fail=args.allow_timing_fail)
+    except (SynthError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    r["config_file"] = str(args.config or DEFAULT_CONFIG)
+    _write(r, args.report)
+    print("\n".join(board_summary_lines(r)))
+    rc = board_exit_code(r, args.allow_timing_fail)
+    if rc == 2:
+        print(f"spikeforge: timing FAILED at the board clock: {r['fmax_mhz']} MHz < {r['clock_mhz']:g} MHz",
+              file=sys.stderr)
+    elif rc == 3:
+        print(f"spikeforge: does not fit {args.board}: {r.get('reason')}", file=sys.stderr)
+    return rc
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Exit 0 when every report ends with the same weights (weights_sha256), else 1."""
     reports = []
@@ -239,6 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--allow-timing-fail", action="store_true",
                    help="exit 0 when the design fits but misses the clock (the report still says so)")
     y.set_defaults(func=cmd_synth)
+
+    bd = sub.add_parser("board", help="bitstream for a real board (amaranth-boards): the core behind the board's UART")
+    bd.add_argument("--board", required=True, choices=["ulx3s-85f", "icebreaker"])
+    bd.add_argument("--config", help=f"TOML config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
+    bd.add_argument("--report", help="write the JSON report here")
+    bd.add_argument("--out", help="build directory (default build/board/BOARD-CONFIG-DIGEST)")
+    bd.add_argument("--baud", type=int, default=115_200, help="UART baud rate (default 115200)")
+    bd.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    bd.add_argument("--allow-timing-fail", action="store_true",
+                    help="keep the bitstream even when the board clock is not met (it may miscompute)")
+    bd.set_defaults(func=cmd_board)
 
     k = sub.add_parser("compare", help="check that training reports end with the same weights (sha256)")
     k.add_argument("reports", nargs="+", help="JSON reports of spikeforge train")
