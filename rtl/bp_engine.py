@@ -118,6 +118,10 @@ class BpEngine(wiring.Component):
         s1_valid = Signal()
         s1_group = Signal(self.gbits)
         s1 = Signal(error_group_layout(p))
+        # ε·g is formed as the group is accepted and registered with it, so the multiplier and
+        # the rounding/leak/saturate chain of stage 1 fall in different cycles
+        s1_eg = [Signal(signed(p.error_bits + p.surrogate_bits + 1), name=f"eg_{k}") for k in range(P)] \
+            if p.surrogate != "rect" else []
         lanes_d = []
         for k in range(P):
             eps = s1.error[k]
@@ -126,9 +130,7 @@ class BpEngine(wiring.Component):
                 a = Signal(signed(p.error_bits), name=f"a_{k}")
                 m.d.comb += a.eq(Mux(g, eps, 0))
             else:
-                prod = Signal(signed(p.error_bits + p.surrogate_bits + 1), name=f"eg_{k}")
-                m.d.comb += prod.eq(eps * g)
-                a = arith.round_shift(m, prod, p.surrogate_bits, p.error_rounding, f"a_{k}")
+                a = arith.round_shift(m, s1_eg[k], p.surrogate_bits, p.error_rounding, f"a_{k}")
             prev = Signal(signed(p.error_bits), name=f"dprev_{k}")
             m.d.comb += prev.eq(Mux(first, 0, d_rd.data[k]))
             c = arith.leak(m, prev, p.beta_q, p.beta_bits, p.leak_rounding, f"c_{k}")
@@ -210,6 +212,8 @@ class BpEngine(wiring.Component):
                         m.d.comb += ein.ready.eq(1)
                         with m.If(ein.valid):
                             m.d.sync += [s1_valid.eq(1), s1_group.eq(group), s1.eq(ein.payload), group.eq(group + 1)]
+                            m.d.sync += [eg.eq(ein.payload.error[k] * ein.payload.surrogate[k])
+                                         for k, eg in enumerate(s1_eg)]
                         with m.Else():
                             m.d.comb += self.stalled.eq(1)
                     with m.Elif(~s1_valid):

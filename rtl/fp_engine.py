@@ -115,24 +115,34 @@ class FpEngine(wiring.Component):
         lane_v = [Signal(signed(p.membrane_bits), name=f"v_{k}") for k in range(P)]
         lane_s = [Signal(name=f"s_{k}") for k in range(P)]
         lane_g = [Signal(p.surrogate_bits, name=f"g_{k}") for k in range(P)]
+        # two stages for the clock: L1 (words on the ports) leaks and resets the old membrane,
+        # L2 adds the input, saturates, fires and writes back. The whole pipe moves on `advance`.
+        l2_valid = Signal()
+        l2_group = Signal(p.group_bits)
+        l2_base = [Signal(signed(p.membrane_bits + 2), name=f"l2_base_{k}") for k in range(P)]
+        l2_acc = [Signal(signed(p.input_acc_bits), name=f"l2_acc_{k}") for k in range(P)]
+        with m.If(advance):
+            m.d.sync += [l2_valid.eq(lif_valid), l2_group.eq(lif_group)]
         for k in range(P):
-            self._lif_lane(m, k, state_rd.data.membrane[k], state_rd.data.spikes[k], acc_rd.data[k],
-                           fresh, lif_group, lane_v[k], lane_s[k], lane_g[k])
+            base = self._lif_base(m, k, state_rd.data.membrane[k], state_rd.data.spikes[k], fresh)
+            with m.If(advance):
+                m.d.sync += [l2_base[k].eq(base), l2_acc[k].eq(acc_rd.data[k])]
+            self._lif_fire(m, k, l2_base[k], l2_acc[k], l2_group, lane_v[k], lane_s[k], lane_g[k])
 
-        with m.If(lif_valid & advance):
+        with m.If(l2_valid & advance):
             m.d.sync += [
                 out.valid.eq(1),
-                out.payload.group.eq(lif_group),
+                out.payload.group.eq(l2_group),
                 out.payload.spikes.eq(Cat(*lane_s)),
             ]
             for k in range(P):
                 m.d.sync += [out.payload.membrane[k].eq(lane_v[k]), out.payload.surrogate[k].eq(lane_g[k])]
             m.d.comb += [
                 state_wr.en.eq(1),
-                state_wr.addr.eq(lif_group),
+                state_wr.addr.eq(l2_group),
                 state_wr.data.spikes.eq(Cat(*lane_s)),
                 acc_wr.en.eq(1),  # clear for the next timestep (never overlaps integration)
-                acc_wr.addr.eq(lif_group),
+                acc_wr.addr.eq(l2_group),
                 acc_wr.data.eq(0),
             ]
             for k in range(P):
@@ -183,13 +193,15 @@ class FpEngine(wiring.Component):
                 m.d.comb += [state_rd.en.eq(advance), acc_rd.en.eq(advance)]
                 with m.If(advance):
                     m.d.sync += lif_valid.eq(0)
-                    m.next = "INTEGRATE"
+                    # the last group moves L1 → L2, then L2 writes back as the FSM leaves
+                    with m.If(~lif_valid):
+                        m.next = "INTEGRATE"
                 with m.Else():
                     m.d.comb += self.stalled.eq(1)
         return m
 
-    def _lif_lane(self, m, k, v_prev_mem, s_prev_mem, acc, fresh, group, v_out, s_out, g_out):
-        """One lane of the LIF step, exactly docs/arithmetic.md §5 steps 2-5."""
+    def _lif_base(self, m, k, v_prev_mem, s_prev_mem, fresh):
+        """LIF stage L1, docs/arithmetic.md §5 steps 2-3: the leaked membrane after the reset."""
         p = self.p
         v_prev = Signal(signed(p.membrane_bits), name=f"vprev_{k}")
         s_prev = Signal(name=f"sprev_{k}")
@@ -202,7 +214,11 @@ class FpEngine(wiring.Component):
             m.d.comb += base.eq(Mux(s_prev, leak - p.threshold, leak))
         else:
             m.d.comb += base.eq(Mux(s_prev, 0, leak))
+        return base
 
+    def _lif_fire(self, m, k, base, acc, group, v_out, s_out, g_out):
+        """LIF stage L2, §5 steps 4-5: add the input, saturate, fire, surrogate."""
+        p = self.p
         wide = Signal(signed(max(p.membrane_bits, p.input_acc_bits + p.membrane_frac_bits) + 3), name=f"sum_{k}")
         m.d.comb += wide.eq(base + (acc << p.membrane_frac_bits))
         m.d.comb += v_out.eq(arith.saturate(m, wide, p.membrane_min, p.membrane_max, p.membrane_bits, f"vsat_{k}"))
