@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from amaranth import Mux, Signal, signed
 
-__all__ = ["round_shift", "saturate", "leak"]
+__all__ = ["round_shift", "saturate", "leak", "times_const", "csd_terms"]
 
 
 def round_shift(m, x, shift: int, mode: str, name: str):
@@ -40,13 +40,17 @@ def leak(m, v, beta_q: int, beta_bits: int, mode: str, name: str):
     The product is a constant multiply written as shift-adds over the canonical signed digits of
     beta_q (7 = 8 - 1: one subtractor), so it costs a carry chain per lane, not a DSP block.
     """
+    return round_shift(m, times_const(v, beta_q), beta_bits, mode, name)
+
+
+def times_const(v, c: int):
+    """v * c for a constant c >= 0 as shift-adds over its canonical signed digits: a carry chain
+    per non-zero digit instead of a DSP block (Yosys maps every `*`, constant or not, to one)."""
     prod = None
-    for sign, shift in csd_terms(beta_q):
+    for sign, shift in csd_terms(c):
         term = v << shift if shift else v
         prod = (term if sign > 0 else -term) if prod is None else (prod + term if sign > 0 else prod - term)
-    if prod is None:  # beta 0: the membrane forgets everything
-        prod = v * 0
-    return round_shift(m, prod, beta_bits, mode, name)
+    return v * 0 if prod is None else prod
 
 
 def csd_terms(c: int) -> list[tuple[int, int]]:

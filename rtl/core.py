@@ -32,6 +32,7 @@ from amaranth.utils import ceil_log2
 from spikeforge.config import SpikeforgeConfig
 from spikeforge.golden.backend import update_seed
 
+from .arith import times_const
 from .bp_engine import BpEngine, delta_group_layout
 from .bp_engine import group_bits as bp_group_bits
 from .encoder import Encoder
@@ -151,12 +152,12 @@ class Core(wiring.Component):
             for l in range(self.n_layers):
                 with m.If(layer == l):
                     g = self.groups[l + 1]
-                    addr = out_t * g + out.payload.group
+                    addr = times_const(out_t, g) + out.payload.group
                     m.d.comb += [spike_wr[l + 1].en.eq(1), spike_wr[l + 1].addr.eq(addr),
                                  spike_wr[l + 1].data.eq(out.payload.spikes),
                                  surr_wr[l].en.eq(1), surr_wr[l].addr.eq(addr),
                                  surr_wr[l].data.eq(out.payload.surrogate.as_value())]
-            m.d.comb += [mt_wr.en.eq(last_layer), mt_wr.addr.eq(out_t * self.groups[-1] + out.payload.group),
+            m.d.comb += [mt_wr.en.eq(last_layer), mt_wr.addr.eq(times_const(out_t, self.groups[-1]) + out.payload.group),
                          mt_wr.data.eq(out.payload.membrane)]
         m.d.comb += [readout.neuron_in.valid.eq(out.valid & last_layer), readout.neuron_in.payload.eq(out.payload),
                      self.obs_valid.eq(out.valid), self.obs_layer.eq(layer), self.obs.eq(out.payload)]
@@ -173,8 +174,9 @@ class Core(wiring.Component):
         in_groups = Signal(range(max(self.groups) + 1))
         for l in range(self.n_layers):
             with m.If(layer == l):
-                m.d.comb += in_groups.eq(self.groups[l])
-        m.d.comb += [scan.base.eq(t * in_groups), scan.words.eq(in_groups), scan.fresh.eq(t == 0)]
+                # t * groups per layer as shift-adds: the group counts are constants
+                m.d.comb += [in_groups.eq(self.groups[l]), scan.base.eq(times_const(t, self.groups[l]))]
+        m.d.comb += [scan.words.eq(in_groups), scan.fresh.eq(t == 0)]
 
         training = Signal()
         label = Signal.like(readout.label)
@@ -387,7 +389,7 @@ class Core(wiring.Component):
 
         # membranes of the output layer: row t, column j
         mt_rd = mems.mt_rd
-        m.d.comb += [mt_rd.en.eq(rd & (region == RegionId.MEMBRANES)), mt_rd.addr.eq(row * self.groups[-1] + group)]
+        m.d.comb += [mt_rd.en.eq(rd & (region == RegionId.MEMBRANES)), mt_rd.addr.eq(times_const(row, self.groups[-1]) + group)]
         with m.If(r_region == RegionId.MEMBRANES):
             m.d.comb += value.eq(lane_of(mt_rd.data))
 
@@ -395,12 +397,12 @@ class Core(wiring.Component):
         for k, (srd, swr) in enumerate(zip(mems.spike_rd, mems.spike_wr)):
             here = region == RegionId.SPIKES + k
             with m.If(here & rd):
-                m.d.comb += [srd.en.eq(1), srd.addr.eq(row * self.groups[k] + group)]
+                m.d.comb += [srd.en.eq(1), srd.addr.eq(times_const(row, self.groups[k]) + group)]
             with m.If(r_region == RegionId.SPIKES + k):
                 m.d.comb += value.eq(lane_of(srd.data))
             if k == 0:
                 with m.If(here & wr):
-                    m.d.comb += [swr.en.eq(Const(1, P) << lane), swr.addr.eq(row * self.groups[0] + group),
+                    m.d.comb += [swr.en.eq(Const(1, P) << lane), swr.addr.eq(times_const(row, self.groups[0]) + group),
                                  swr.data.eq(Cat(self.acc_wdata[0] for _ in range(P)))]
                     m.d.sync += state.spikes_loaded.eq(1)
 
@@ -458,8 +460,11 @@ class Core(wiring.Component):
         ein = bp.error_in
         adv = Signal()
         m.d.comb += adv.eq(active & (~fe_valid | ein.ready))
-        addr = Signal(range(T * max(groups) + 1))
-        m.d.comb += [addr.eq(t * G + fe_g), readout.err_group.eq(fe_g), ein.valid.eq(fe_valid)]
+        addr = Signal(range(T * max(groups[1:])))  # the error/surrogate/spike read address of layer l+1
+        for l in range(n):
+            with m.If(layer == l):
+                m.d.comb += addr.eq(times_const(t, groups[l + 1]) + fe_g)
+        m.d.comb += [readout.err_group.eq(fe_g), ein.valid.eq(fe_valid)]
         for l in range(n):
             with m.If(layer == l):
                 m.d.comb += [surr_rd[l].en.eq(adv), surr_rd[l].addr.eq(addr), spk_rd[l].en.eq(adv),
@@ -487,7 +492,7 @@ class Core(wiring.Component):
         for l in range(1, n):
             with m.If(layer == l):
                 m.d.comb += [eps_wr[l - 1].en.eq(bp.error_out.valid),
-                             eps_wr[l - 1].addr.eq(t * groups[l] + bp.error_out.payload.group),
+                             eps_wr[l - 1].addr.eq(times_const(t, groups[l]) + bp.error_out.payload.group),
                              eps_wr[l - 1].data.eq(bp.error_out.payload.delta)]
 
         # ---- weights: BP reads rows while going backward, the WG engine updates its layer ----

@@ -26,6 +26,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .arith import times_const
 from .protocol import Error, Op, Region, RegionId
 
 __all__ = ["HostInterface", "READ_LATENCY"]
@@ -89,7 +90,7 @@ class HostInterface(wiring.Component):
                 with m.Case(r.id):
                     m.d.comb += [known.eq(1), cols.eq(r.cols), writable.eq(r.writable),
                                  in_range.eq((row < r.rows) & (col < r.cols)),
-                                 start.eq(row * r.cols + col), size.eq(r.size)]
+                                 start.eq(times_const(row, r.cols) + col), size.eq(r.size)]
         known_q, writable_q, in_range_q = Signal(), Signal(), Signal()
         start_q, size_q = Signal(32), Signal(32)
         value_ok = Signal()  # the WRITE word on cmd.payload fits the region's element format
