@@ -368,22 +368,28 @@ def _summarize_path(path: dict, cells: dict, nets: dict) -> dict:
 
 
 _ERROR = re.compile(r"^ERROR: (.*)$", re.M)
+_TOTAL_LINE = re.compile(r"^Info:\s+Total (LUT4s|DFFs):\s+(\d+)/\s*(\d+)\s+\d+%$", re.M)
 _UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%$", re.M)
 
 
 def _log_utilisation(log: str) -> dict:
     """nextpnr's "Device utilisation" table, for the one case that has no report: placement
     failed because the device is full. ``{cell type: {used, available}}``, used cells only."""
+    # ECP5 prints its LUT/FF totals before packing, and the placer may give up before the
+    # device table lists TRELLIS_COMB: take both
+    util = {f"{m.group(1)} (before packing)": {"used": int(m.group(2)), "available": int(m.group(3))}
+            for m in _TOTAL_LINE.finditer(log)}
     start = log.rfind("Device utilisation:")
-    if start < 0:
-        return {}
-    block = log[start:].split("\n\n", 1)[0]
-    return {m.group(1): {"used": int(m.group(2)), "available": int(m.group(3))}
-            for m in _UTIL_LINE.finditer(block) if int(m.group(2))}
+    if start >= 0:
+        block = log[start:].split("\n\n", 1)[0]
+        util.update({m.group(1): {"used": int(m.group(2)), "available": int(m.group(3))}
+                     for m in _UTIL_LINE.finditer(block) if int(m.group(2))})
+    return util
 
 
 #: nextpnr errors that mean "the device is full" (anything else is a tool failure: SynthError)
-_NO_FIT = re.compile(r"no BELs remaining|unable to place cell|too many|exceed|does not fit", re.I)
+_NO_FIT = re.compile(r"no BELs remaining|unable to place cell|too many|exceed|does not fit|legal placement|utilisation limit",
+                     re.I)
 
 
 # ---- the flow -----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from amaranth import Mux, Signal, signed
 
-__all__ = ["round_shift", "saturate", "leak", "times_const", "csd_terms"]
+__all__ = ["round_shift", "saturate", "clamp_bits", "leak", "times_const", "csd_terms"]
 
 
 def round_shift(m, x, shift: int, mode: str, name: str):
@@ -31,6 +31,19 @@ def saturate(m, x, lo: int, hi: int, width: int, name: str):
     """Clamp to [lo, hi] into a signed ``width``-bit signal."""
     out = Signal(signed(width), name=name)
     m.d.comb += out.eq(Mux(x > hi, hi, Mux(x < lo, lo, x)))
+    return out
+
+
+def clamp_bits(m, x, bits: int, name: str):
+    """x clamped into a signed ``bits``-bit signal. The range test looks only at whether the bits
+    above the kept ones all equal the sign (two reductions), not at two wide compare chains."""
+    out = Signal(signed(bits), name=name)
+    if len(x) <= bits:
+        m.d.comb += out.eq(x)
+        return out
+    hi = x[bits - 1:]
+    fits = (hi == 0) | (hi == (1 << len(hi)) - 1)
+    m.d.comb += out.eq(Mux(fits, x[:bits].as_signed(), Mux(x[-1], -(1 << (bits - 1)), (1 << (bits - 1)) - 1)))
     return out
 
 

@@ -110,6 +110,8 @@ class WgEngine(wiring.Component):
         #: the lr_shift values an update accepts (``shift_ok``): the given ones; an engine without a
         #: list (floor / half rounding only) takes every 0..MAX_LR_SHIFT, at the area of a barrel
         self.supported_shifts = tuple(sorted(set(shifts))) if shifts else tuple(range(MAX_LR_SHIFT + 1))
+        #: the update step is clamped to this many bits (exact: see _rounded_step)
+        self.step_bits = params.weight_bits + 3
         self.draw_widths = tuple(sorted({update_draw_bits(s) for s in shifts if s > 0}))
         self.short_counts = short
         self.lfsr_init_seed = lfsr_init_seed
@@ -260,7 +262,7 @@ class WgEngine(wiring.Component):
         u2_grad = Signal(lanes_of(p.grad_bits))
         u2_w = Signal(lanes_of(p.weight_bits))
         u3_valid = Signal()
-        u3_step = Signal(lanes_of(p.grad_bits + 1))
+        u3_step = Signal(lanes_of(self.step_bits))
         u3_w = Signal(lanes_of(p.weight_bits))
         u4_valid = Signal()
         u4_w = Signal(lanes_of(p.weight_bits))
@@ -296,7 +298,7 @@ class WgEngine(wiring.Component):
         for k in range(P):
             step = self._rounded_step(m, k, u2_grad[k], shift, lfsr.draws[k] if lfsr is not None else 0)
             m.d.sync += [u3_step[k].eq(step), u3_w[k].eq(u2_w[k])]
-            diff = Signal(signed(max(p.weight_bits, p.grad_bits) + 2), name=f"upd_diff_{k}")
+            diff = Signal(signed(self.step_bits + 1), name=f"upd_diff_{k}")
             m.d.comb += diff.eq(u3_w[k] - u3_step[k])
             m.d.sync += u4_w[k].eq(arith.saturate(m, diff, w_min, w_max, p.weight_bits, f"upd_w_{k}"))
         # the weight memory may be wider than this layer: lanes past fan_in are not ours
@@ -397,25 +399,31 @@ class WgEngine(wiring.Component):
 
     def _rounded_step(self, m, k, x, s, draw):
         """round(x / 2**s) by the config's update rounding (docs/arithmetic.md §2), s a runtime shift
-        out of ``supported_shifts``.
+        out of ``supported_shifts``, *clamped* to ``step_bits`` = weight_bits + 3 bits.
 
-        Each supported s is a constant shift (wiring); only the shifted values are multiplexed, and
-        one adder per lane finishes the rounding. A general 0..48 barrel shifter per lane was a
-        third of the update datapath's area and most of its depth.
+        The clamp is exact for the update: a step of magnitude >= 2**(weight_bits+1) saturates
+        W - step to the same rail as any larger one, and a clamped step is still that large. It
+        keeps the rounding adder, the subtractor and the saturation compares weight-sized
+        instead of gradient-sized (32 bits and more).
+
+        Each supported s is a constant shift (wiring); only the shifted values are multiplexed.
         half_up / half_even: t = x >> (s-1) (x << 1 for s = 0) holds q and the half bit;
         half_up = (t + 1) >> 1, half_even adds the half bit when the bits below it are non-zero
         or q is odd; stochastic: q = x >> s, r' = (x mod 2^s) >> (s-k) with k = min(s, 16),
-        step = q + (draw < r').
+        step = q + (draw < r'). t or q is clamped before the adder.
         """
         p = self.p
         mode = p.update_rounding
         gb = p.grad_bits
-        step = Signal(signed(gb + 1), name=f"upd_step_{k}")
+        c = self.step_bits - 1  # q in [-2^(c-1), 2^(c-1)-1]; q + 1 still fits step_bits
+        step = Signal(signed(self.step_bits), name=f"upd_step_{k}")
         if mode == "floor":
+            q = Signal(signed(gb), name=f"upd_q_{k}")
             with m.Switch(s):
                 for v in self.supported_shifts:
                     with m.Case(v):
-                        m.d.comb += step.eq(x >> v)
+                        m.d.comb += q.eq(x >> v)
+            m.d.comb += step.eq(arith.clamp_bits(m, q, c, f"upd_qc_{k}"))
             return step
         if mode in ("half_up", "half_even"):
             t = Signal(signed(gb + 1), name=f"upd_t_{k}")
@@ -426,11 +434,12 @@ class WgEngine(wiring.Component):
                         m.d.comb += t.eq(x << 1 if v == 0 else x >> (v - 1))
                         if v >= 2:
                             m.d.comb += sticky.eq(x.as_unsigned()[:min(v - 1, gb)] != 0)
+            tc = arith.clamp_bits(m, t, c + 1, f"upd_tc_{k}")
             if mode == "half_up":
-                m.d.comb += step.eq((t + 1) >> 1)
+                m.d.comb += step.eq((tc + 1) >> 1)
             else:
-                q_up = t >> 1
-                m.d.comb += step.eq(q_up + (t[0] & (sticky | q_up[0])))
+                q_up = tc >> 1
+                m.d.comb += step.eq(q_up + (tc[0] & (sticky | q_up[0])))
             return step
         q = Signal(signed(gb), name=f"upd_q_{k}")
         r_top = Signal(16, name=f"upd_rtop_{k}")
@@ -439,5 +448,5 @@ class WgEngine(wiring.Component):
                 with m.Case(v):
                     kb = update_draw_bits(v)
                     m.d.comb += [q.eq(x >> v), r_top.eq((x >> (v - kb))[:kb] if kb else 0)]
-        m.d.comb += step.eq(q + (draw < r_top))
+        m.d.comb += step.eq(arith.clamp_bits(m, q, c, f"upd_qc_{k}") + (draw < r_top))
         return step
