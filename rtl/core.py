@@ -39,6 +39,7 @@ from .encoder import Encoder
 from .fp_engine import FpEngine, neuron_group_layout
 from .counters import PerfCounters
 from .host import READ_LATENCY
+from .lfsr import LfsrDraws
 from .params import CoreParams
 from .protocol import COUNTERS, CONFIG_FIELDS, Error, Op, RegionId, info_words
 from .readout import Readout
@@ -262,8 +263,6 @@ class Core(wiring.Component):
             with m.State("UPDATE_WAIT"):
                 m.d.comb += [phase["update"].eq(1), bwd["updating"].eq(1)]
                 with m.If(~bwd["wg_busy"]):
-                    if bwd["wgs"][0].has_lfsr:  # hand the update LFSR stream to the next layer
-                        m.d.comb += bwd["chain"].eq(1)
                     with m.If(layer == self.n_layers - 1):
                         m.next = "IDLE"
                     with m.Else():
@@ -364,7 +363,8 @@ class Core(wiring.Component):
                         m.d.comb += value.eq(item)
 
         words(RegionId.INFO, [Const(w, 32) for w in info_words(cfg)])
-        words(RegionId.CONFIG, [lr_shift, wg0.lfsr_state if wg0.has_lfsr else Const(0, 32)])  # 0: no LFSR
+        upd_lfsr = bwd["update_lfsr"]
+        words(RegionId.CONFIG, [lr_shift, upd_lfsr.state if upd_lfsr is not None else Const(0, 32)])  # 0: no LFSR
         flags = Cat(state.sample_loaded, state.spikes_loaded)
         words(RegionId.STATUS, [flags, self.error_code, self.error_opcode, self.error_count, self.prediction,
                                 state.batch_samples])
@@ -372,7 +372,7 @@ class Core(wiring.Component):
         config_wr = wr & (region == RegionId.CONFIG)
         with m.If(config_wr & (col == CONFIG_FIELDS.index("lr_shift"))):
             m.d.sync += lr_shift.eq(self.acc_wdata)
-        if bwd["wgs"][0].has_lfsr:  # without one, writes to update_lfsr_state are accepted and ignored
+        if upd_lfsr is not None:  # without one, writes to update_lfsr_state are accepted and ignored
             with m.If(config_wr & (col == CONFIG_FIELDS.index("update_lfsr_state"))):
                 m.d.comb += bwd["host_lfsr_load"].eq(1)
 
@@ -432,9 +432,16 @@ class Core(wiring.Component):
         m.submodules.bp = bp = BpEngine(p)
         shifts = [cfg.training.lr_shift_at(e) for e in range(cfg.training.epochs)]
         wgs = [WgEngine(p, lr_shifts=sorted(set(shifts)), fan_ins=[L[l]], grad_shape=(L[l + 1], L[l]),
-                        lfsr_init_seed=update_seed(cfg) if l == 0 else 1) for l in range(n)]
+                        shared_lfsr=True) for l in range(n)]
         for l, wg in enumerate(wgs):
             m.submodules[f"wg{l}"] = wg
+        # one update LFSR for every layer: the layers update one after another (layer 0 first, as
+        # the contract's draw order says), so the stream simply continues from layer to layer
+        update_lfsr = None
+        if wgs[0].shared_lfsr:
+            shorts = sorted({c for wg in wgs for c in wg.short_counts})
+            update_lfsr = LfsrDraws(wgs[0].draw_widths, P, short_counts=shorts, init_seed=update_seed(cfg))
+            m.submodules.update_lfsr = update_lfsr
         lanes_e = data.ArrayLayout(signed(p.error_bits), P)
         # error into layer l (from layer l+1), every timestep: BP of layer l+1 writes, of layer l reads
         eps_mems = [Memory(shape=lanes_e, depth=T * groups[l + 1], init=[]) for l in range(n - 1)]
@@ -498,14 +505,12 @@ class Core(wiring.Component):
         # ---- weights: BP reads rows while going backward, the WG engine updates its layer ----
         update_start = Signal()
         updating = Signal()
-        chain = Signal()
         wg_busy = Signal()
         wg_here = SimpleNamespace(busy=Signal(name="wg_here_busy"), stalled=Signal(name="wg_here_stalled"),
                                   event=Signal(name="wg_here_event"))
         host_lfsr_load = Signal()
-        if wgs[0].has_lfsr:
-            with m.If(host_lfsr_load):
-                m.d.comb += [wgs[0].lfsr_load.eq(1), wgs[0].lfsr_seed.eq(self.acc_wdata)]
+        if update_lfsr is not None:
+            m.d.comb += [update_lfsr.load.eq(host_lfsr_load), update_lfsr.seed.eq(self.acc_wdata)]
         for l, (wg, w) in enumerate(zip(wgs, self.weights)):
             here = layer == l
             m.d.comb += [wg.rows.eq(L[l + 1]), wg.cols.eq(L[l]), wg.lr_shift.eq(lr_shift),
@@ -524,11 +529,14 @@ class Core(wiring.Component):
                                  w.rd_group.eq(wg.w_rd_group), wg.w_rd_data.eq(w.rd_data),
                                  w.wr_en.eq(wg.w_wr_en), w.wr_row.eq(wg.w_wr_row), w.wr_major.eq(wg.w_wr_major),
                                  w.wr_group.eq(wg.w_wr_group), w.wr_data.eq(wg.w_wr_data), w.wr_mask.eq(wg.w_wr_mask)]
-                # the next layer's (after the last: layer 0's) update continues this LFSR stream
-                nxt = wgs[(l + 1) % n]
-                if n > 1 and wg.has_lfsr:
-                    with m.If(chain):
-                        m.d.comb += [nxt.lfsr_load.eq(1), nxt.lfsr_seed.eq(wg.lfsr_state)]
+                if update_lfsr is not None:
+                    m.d.comb += update_lfsr.next.eq(wg.draw_next)
+                    if len(update_lfsr.widths) > 1:
+                        m.d.comb += update_lfsr.width.eq(wg.draw_width)
+                    if update_lfsr.short_counts:
+                        m.d.comb += update_lfsr.take.eq(wg.draw_take)
+            if update_lfsr is not None:
+                m.d.comb += wg.draws.eq(update_lfsr.draws)
         return {"bp": bp, "feed_start": feed_start, "feed_idle": ~active & ~fe_valid, "wg_busy": wg_busy,
-                "update_start": update_start, "updating": updating, "chain": chain, "wgs": wgs,
+                "update_start": update_start, "updating": updating, "wgs": wgs, "update_lfsr": update_lfsr,
                 "wg_here": wg_here, "host_lfsr_load": host_lfsr_load}

@@ -68,8 +68,10 @@ class WgEngine(wiring.Component):
       :class:`SkewedMemory`, same names and meaning as its ``rd_*`` / ``wr_*`` ports;
     * ``grad_rd_*`` -- a host read port of the gradient memory (multi-core reduction, debug),
       served while the engine is idle;
-    * ``lfsr_load``, ``lfsr_seed``, ``lfsr_state`` -- the update LFSR (to chain it across engines;
-      only with stochastic update rounding);
+    * ``lfsr_load``, ``lfsr_seed``, ``lfsr_state`` -- the update LFSR (only with stochastic update
+      rounding); with ``shared_lfsr`` instead ``draws`` (In) and ``draw_next``, ``draw_take``,
+      ``draw_width`` (Out): the engine drives an :class:`LfsrDraws` the core shares among its
+      engines (they update one layer at a time, so one draw network serves all);
     * ``busy``, ``stalled`` (an offered input event waits: delta scan, update, pipeline drain),
       ``event`` (an input spike consumed).
 
@@ -82,7 +84,7 @@ class WgEngine(wiring.Component):
     """
 
     def __init__(self, params: CoreParams, *, lr_shifts: Iterable[int] = (), fan_ins: Iterable[int] | None = None,
-                 lfsr_init_seed: int = 1, grad_shape: tuple[int, int] | None = None):
+                 lfsr_init_seed: int = 1, grad_shape: tuple[int, int] | None = None, shared_lfsr: bool = False):
         if not isinstance(params, CoreParams):
             raise TypeError(f"WgEngine needs CoreParams, got {type(params).__name__}")
         P = params.lanes
@@ -116,8 +118,18 @@ class WgEngine(wiring.Component):
         self.short_counts = short
         self.lfsr_init_seed = lfsr_init_seed
         #: an update LFSR (and its load/seed/state ports) only where stochastic rounding draws
-        self.has_lfsr = bool(self.stochastic and self.draw_widths)
-        lfsr_ports = {"lfsr_load": In(1), "lfsr_seed": In(32), "lfsr_state": Out(32)} if self.has_lfsr else {}
+        draws = bool(self.stochastic and self.draw_widths)
+        #: an own LFSR (load/seed/state ports), or draws from one shared with other engines
+        #: (``draws`` in; ``draw_next``/``draw_take``/``draw_width`` out, to drive it)
+        self.has_lfsr = draws and not shared_lfsr
+        self.shared_lfsr = draws and shared_lfsr
+        if self.has_lfsr:
+            lfsr_ports = {"lfsr_load": In(1), "lfsr_seed": In(32), "lfsr_state": Out(32)}
+        elif self.shared_lfsr:
+            lfsr_ports = {"draws": In(data.ArrayLayout(unsigned(max(self.draw_widths)), P)), "draw_next": Out(1),
+                          "draw_take": Out(range(P + 1)), "draw_width": Out(range(17))}
+        else:
+            lfsr_ports = {}
         # the gradient memory holds only the largest layer this engine updates: in a core with one
         # engine per layer, its own layer (`grad_shape`), not the largest layer of the network
         rows_max, cols_max = grad_shape if grad_shape is not None else (params.max_neurons, params.max_inputs)
@@ -275,19 +287,28 @@ class WgEngine(wiring.Component):
         draw_bits = Signal(range(17))
         m.d.comb += draw_bits.eq(Mux(shift > 16, 16, shift))
 
-        lfsr = None
-        if self.has_lfsr:
-            lfsr = LfsrDraws(self.draw_widths, P, short_counts=self.short_counts, init_seed=self.lfsr_init_seed)
-            m.submodules.lfsr = lfsr
-            m.d.comb += [lfsr.load.eq(self.lfsr_load), lfsr.seed.eq(self.lfsr_seed), self.lfsr_state.eq(lfsr.state)]
-            if len(self.draw_widths) > 1:
-                m.d.comb += lfsr.width.eq(draw_bits)
-            if self.short_counts:
-                u2_last = Signal()
-                m.d.sync += u2_last.eq(u1_last)
-                m.d.comb += lfsr.take.eq(Mux(u2_last & (tail != 0), tail, P))
+        draws = None
+        if self.has_lfsr or self.shared_lfsr:
+            if self.has_lfsr:
+                lfsr = LfsrDraws(self.draw_widths, P, short_counts=self.short_counts, init_seed=self.lfsr_init_seed)
+                m.submodules.lfsr = lfsr
+                m.d.comb += [lfsr.load.eq(self.lfsr_load), lfsr.seed.eq(self.lfsr_seed), self.lfsr_state.eq(lfsr.state)]
+                draws, nxt = lfsr.draws, lfsr.next
+                width = lfsr.width if len(self.draw_widths) > 1 else None
+                take = lfsr.take if self.short_counts else None
+            else:
+                draws, nxt, width, take = self.draws, self.draw_next, self.draw_width, self.draw_take
+            if width is not None:
+                m.d.comb += width.eq(draw_bits)
+            if take is not None:
+                if self.short_counts:
+                    u2_last = Signal()
+                    m.d.sync += u2_last.eq(u1_last)
+                    m.d.comb += take.eq(Mux(u2_last & (tail != 0), tail, P))
+                else:
+                    m.d.comb += take.eq(P)
             # one draw per weight, zero gradient or not (shift 0 takes no draws, as in the golden model)
-            m.d.comb += lfsr.next.eq(u2_valid & (shift != 0))
+            m.d.comb += nxt.eq(u2_valid & (shift != 0))
 
         ok = Const(0)
         for v in self.supported_shifts:
@@ -296,7 +317,7 @@ class WgEngine(wiring.Component):
 
         w_max, w_min = (1 << (p.weight_bits - 1)) - 1, -(1 << (p.weight_bits - 1))
         for k in range(P):
-            step = self._rounded_step(m, k, u2_grad[k], shift, lfsr.draws[k] if lfsr is not None else 0)
+            step = self._rounded_step(m, k, u2_grad[k], shift, draws[k] if draws is not None else 0)
             m.d.sync += [u3_step[k].eq(step), u3_w[k].eq(u2_w[k])]
             diff = Signal(signed(self.step_bits + 1), name=f"upd_diff_{k}")
             m.d.comb += diff.eq(u3_w[k] - u3_step[k])
