@@ -28,7 +28,7 @@ from amaranth.lib import io
 
 from spikeforge.config import SpikeforgeConfig
 
-from .synth import SynthError, _log_utilisation, _tool, _used, tool_versions, TARGETS
+from .synth import HIDE_ELEMENT_ALIASES, SynthError, _log_utilisation, _tool, _used, tool_versions, TARGETS
 
 __all__ = ["BOARDS", "BoardTop", "build_board", "board_summary_lines"]
 
@@ -158,7 +158,8 @@ def build_board(cfg: SpikeforgeConfig, board: str, out_dir, *, baud: int = 115_2
     os.environ.update(_tool_env(b))
     try:
         platform.build(top, name=name, build_dir=str(out), do_program=False,
-                       nextpnr_opts=f"--report {name}-report.json --seed {seed} --timing-allow-fail")
+                       nextpnr_opts=f"--report {name}-report.json --seed {seed} --timing-allow-fail",
+                       script_after_read=HIDE_ELEMENT_ALIASES)
         built = True
     except subprocess.CalledProcessError:
         built = False

@@ -56,6 +56,13 @@ TOP = "sf_top"
 #: repository root, to print source locations relative to it
 _REPO = Path(__file__).resolve().parent.parent
 
+# Amaranth names the elements of an array-layout signal ``x`` as wires ``x[0]``, ``x[1]``, ...
+# abc9 bit-blasts ``x`` into bits that are also called ``x[0]``, and reintegrating the mapped
+# netlist then joins a 1-bit net to the 16-bit alias wire: Yosys 0.70 dies on
+# "Assert GetSize(conn.first) == GetSize(conn.second)" (0.66 on "count_id(wire->name) == 0").
+# The aliases only carry debug names; making them private lets opt_clean drop them.
+HIDE_ELEMENT_ALIASES = "rename -hide w:*]"
+
 
 class SynthError(RuntimeError):
     """A tool failed for a reason other than the design not fitting (see the step's log)."""
@@ -461,6 +468,7 @@ def synth(cfg: SpikeforgeConfig, target: str, out_dir, seed: int = 1, freq_mhz: 
     # the gates, carry cells and multipliers, for "where does the logic go"
     script = "\n".join([
         f"read_verilog {vpath.name}",
+        HIDE_ELEMENT_ALIASES,
         f"{fam_cmd} -run begin:map_ram",
         "tee -q -o memories.il dump t:$mem_v2",
         f"{fam_cmd} -run map_ram:map_luts",
