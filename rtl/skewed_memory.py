@@ -21,6 +21,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .arith import times_const
+
 __all__ = ["SkewedMemory", "skew_address", "read_matrix"]
 
 
@@ -85,24 +87,47 @@ class SkewedMemory(wiring.Component):
         return words
 
     def _lane_map(self, m, prefix, row, major, group):
-        """Per bank: the lane it serves, its address, and whether that element exists."""
+        """Per bank: its address and whether its element exists.
+
+        Everything that does not depend on the bank is formed once: the row-mode base
+        ``(j // P) * max_inputs + hP``, the column-mode address ``g * max_inputs + i`` (the same in
+        every bank) and the group-level edge tests. Per bank only the lane ``(b - rot) mod P`` is
+        added, and the edge test ``xP + lane < N`` becomes ``x < N // P``, or ``x == N // P`` and
+        ``lane < N mod P`` (a compare of two small constants-and-lanes, no carry chain per bank).
+        """
         P = self.lanes
+        MI, MO = self.max_inputs, self.max_outputs
         rot = Signal(range(P), name=f"{prefix}_rot")
         m.d.comb += rot.eq(major % P if P > 1 else 0)
+        row_base = Signal(range(self.depth + P), name=f"{prefix}_row_base")
+        col_addr = Signal(range(self.depth + MI), name=f"{prefix}_col_addr")
+        m.d.comb += col_addr.eq(times_const(group, MI) + major)
+        lg = ceil_log2(P)
+        if MI % P == 0:  # the base is a multiple of P: the lane is its low bits, no adder per bank
+            m.d.comb += row_base[lg:].eq(times_const(major // P, MI // P) + group)
+        else:
+            m.d.comb += row_base.eq(times_const(major // P, MI) + group * P)
+
+        def below(limit: int, tag: str):
+            """(group * P + lane < limit) as a function of lane, the group part formed once."""
+            lt, eq = Signal(name=f"{prefix}_{tag}_lt"), Signal(name=f"{prefix}_{tag}_eq")
+            m.d.comb += [lt.eq(group < limit // P), eq.eq(group == limit // P)]
+            return lambda lane: lt | (eq & (lane < limit % P))
+
+        in_row, in_col = below(MI, "in"), below(MO, "out")
+        major_in, major_out = Signal(name=f"{prefix}_major_in"), Signal(name=f"{prefix}_major_out")
+        m.d.comb += [major_in.eq(major < MI), major_out.eq(major < MO)]
         out = []
         for b in range(P):
             lane = Signal(range(P), name=f"{prefix}_lane{b}")
             addr = Signal(range(self.depth), name=f"{prefix}_addr{b}")
             ok = Signal(name=f"{prefix}_ok{b}")
             m.d.comb += lane.eq((b - rot + P) % P if P > 1 else 0)
-            j_row, i_row = major, group * P + lane  # row: fixed j, inputs hP + lane
-            j_col, i_col = group * P + lane, major  # column: fixed i, outputs gP + lane
-            with m.If(row):
-                m.d.comb += [addr.eq((j_row // P) * self.max_inputs + i_row),
-                             ok.eq((i_row < self.max_inputs) & (j_row < self.max_outputs))]
-            with m.Else():
-                m.d.comb += [addr.eq(group * self.max_inputs + i_col),
-                             ok.eq((j_col < self.max_outputs) & (i_col < self.max_inputs))]
+            with m.If(row):  # fixed j = major, inputs hP + lane
+                m.d.comb += [addr.eq(row_base | lane if MI % P == 0 else row_base + lane),
+                             ok.eq(in_row(lane) & major_out)]
+            with m.Else():  # fixed i = major, outputs gP + lane
+                m.d.comb += [addr.eq(col_addr), ok.eq(in_col(lane) & major_in)]
             out.append((lane, addr, ok))
         return out
 

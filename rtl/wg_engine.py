@@ -261,8 +261,9 @@ class WgEngine(wiring.Component):
             m.d.comb += acc_mask[k].eq(s2_group * P + k < self.rows)
         m.d.sync += [fw_valid.eq(s2_valid), fw_index.eq(s2_index), fw_group.eq(s2_group), fw_data.eq(acc_new)]
 
-        # ---- update datapath: read (UPDATE state) → u1 data arrives, registered → u2 rounded step →
-        # u3 saturated weight → u4 weight written. The stages only exist for the clock: each
+        # ---- update datapath: read (UPDATE state) → u1 data arrives → u2 registered → u3 step base
+        # and rounding increment (or draw and r') → u4 step → u5 saturated weight, written. The
+        # stages only exist for the clock: each
         # (row, group) is read once and written once, so nothing in flight can alias.
         shift = Signal(range(MAX_LR_SHIFT + 1))  # latched with the update pulse
         u1_valid = Signal()
@@ -274,16 +275,23 @@ class WgEngine(wiring.Component):
         u2_grad = Signal(lanes_of(p.grad_bits))
         u2_w = Signal(lanes_of(p.weight_bits))
         u3_valid = Signal()
-        u3_step = Signal(lanes_of(self.step_bits))
+        u3_base = Signal(lanes_of(self.step_bits))  # the step without its rounding increment
+        u3_inc = Signal(P)  # the increment (half modes: registered; stochastic: draw < r_top)
+        u3_rtop = Signal(data.ArrayLayout(unsigned(16), P))
+        u3_draw = Signal(data.ArrayLayout(unsigned(16), P))
         u3_w = Signal(lanes_of(p.weight_bits))
         u4_valid = Signal()
+        u4_step = Signal(lanes_of(self.step_bits))
         u4_w = Signal(lanes_of(p.weight_bits))
-        u_row = [Signal(len(grad.rd_major), name=f"u{n}_row") for n in (2, 3, 4)]
-        u_group = [Signal(len(grad.rd_group), name=f"u{n}_group") for n in (2, 3, 4)]
+        u5_valid = Signal()
+        u5_w = Signal(lanes_of(p.weight_bits))
+        u_row = [Signal(len(grad.rd_major), name=f"u{n}_row") for n in (2, 3, 4, 5)]
+        u_group = [Signal(len(grad.rd_group), name=f"u{n}_group") for n in (2, 3, 4, 5)]
         m.d.sync += [u2_valid.eq(u1_valid), u2_grad.eq(grad.rd_data), u2_w.eq(self.w_rd_data),
-                     u3_valid.eq(u2_valid), u4_valid.eq(u3_valid),
-                     u_row[0].eq(u1_row), u_group[0].eq(u1_group), u_row[1].eq(u_row[0]), u_group[1].eq(u_group[0]),
-                     u_row[2].eq(u_row[1]), u_group[2].eq(u_group[1])]
+                     u3_valid.eq(u2_valid), u4_valid.eq(u3_valid), u5_valid.eq(u4_valid),
+                     u_row[0].eq(u1_row), u_group[0].eq(u1_group)]
+        for n in range(1, len(u_row)):
+            m.d.sync += [u_row[n].eq(u_row[n - 1]), u_group[n].eq(u_group[n - 1])]
         draw_bits = Signal(range(17))
         m.d.comb += draw_bits.eq(Mux(shift > 16, 16, shift))
 
@@ -317,22 +325,28 @@ class WgEngine(wiring.Component):
 
         w_max, w_min = (1 << (p.weight_bits - 1)) - 1, -(1 << (p.weight_bits - 1))
         for k in range(P):
-            step = self._rounded_step(m, k, u2_grad[k], shift, draws[k] if draws is not None else 0)
-            m.d.sync += [u3_step[k].eq(step), u3_w[k].eq(u2_w[k])]
+            base, inc, r_top = self._rounding_parts(m, k, u2_grad[k], shift)
+            m.d.sync += [u3_base[k].eq(base), u3_w[k].eq(u2_w[k])]
+            if inc is not None:
+                m.d.sync += u3_inc[k].eq(inc)
+            elif r_top is not None:  # the draw taken with this weight, compared next cycle
+                m.d.sync += [u3_rtop[k].eq(r_top), u3_draw[k].eq(draws[k] if draws is not None else 0)]
+                m.d.comb += u3_inc[k].eq(u3_draw[k] < u3_rtop[k])
+            m.d.sync += [u4_step[k].eq(u3_base[k] + u3_inc[k]), u4_w[k].eq(u3_w[k])]
             diff = Signal(signed(self.step_bits + 1), name=f"upd_diff_{k}")
-            m.d.comb += diff.eq(u3_w[k] - u3_step[k])
-            m.d.sync += u4_w[k].eq(arith.saturate(m, diff, w_min, w_max, p.weight_bits, f"upd_w_{k}"))
+            m.d.comb += diff.eq(u4_w[k] - u4_step[k])
+            m.d.sync += u5_w[k].eq(arith.saturate(m, diff, w_min, w_max, p.weight_bits, f"upd_w_{k}"))
         # the weight memory may be wider than this layer: lanes past fan_in are not ours
         upd_mask, clr_mask = Signal(P), Signal(P)
         for k in range(P):
-            m.d.comb += [upd_mask[k].eq(u_group[2] * P + k < self.cols), clr_mask[k].eq(u1_group * P + k < self.cols)]
+            m.d.comb += [upd_mask[k].eq(u_group[-1] * P + k < self.cols), clr_mask[k].eq(u1_group * P + k < self.cols)]
 
-        m.d.comb += [self.w_wr_row.eq(1), self.w_wr_major.eq(u_row[2]), self.w_wr_group.eq(u_group[2]),
-                     self.w_wr_data.eq(u4_w), self.w_wr_mask.eq(upd_mask), self.w_rd_row.eq(1),
-                     self.w_wr_en.eq(u4_valid)]
+        m.d.comb += [self.w_wr_row.eq(1), self.w_wr_major.eq(u_row[-1]), self.w_wr_group.eq(u_group[-1]),
+                     self.w_wr_data.eq(u5_w), self.w_wr_mask.eq(upd_mask), self.w_rd_row.eq(1),
+                     self.w_wr_en.eq(u5_valid)]
         with m.If(u1_valid):
             # the gradient is cleared as soon as it has been read (the accumulate path may
-            # write again once the FSM is back in RUN, while u2..u4 still drain)
+            # write again once the FSM is back in RUN, while u2..u5 still drain)
             m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(1), grad.wr_major.eq(u1_row), grad.wr_group.eq(u1_group),
                          grad.wr_data.eq(0), grad.wr_mask.eq(clr_mask)]
         with m.Elif(s2_valid):
@@ -414,38 +428,31 @@ class WgEngine(wiring.Component):
             self.event.eq(ev.valid & ev.ready & ~ev.payload.eot),
             self.stalled.eq(ev.valid & ~working),
             self.busy.eq(pending | ev.valid | s1_valid | s2_valid | sc_valid | u1_valid | u2_valid | u3_valid | u4_valid
-                         | ~fsm.ongoing("RUN")),
+                         | u5_valid                         | ~fsm.ongoing("RUN")),
         ]
         return m
 
-    def _rounded_step(self, m, k, x, s, draw):
+    def _rounding_parts(self, m, k, x, s):
         """round(x / 2**s) by the config's update rounding (docs/arithmetic.md §2), s a runtime shift
-        out of ``supported_shifts``, *clamped* to ``step_bits`` = weight_bits + 3 bits.
+        out of ``supported_shifts``, split for the pipeline into ``(base, inc, r_top)``: the step is
+        ``base + inc`` with ``inc`` a 0/1 known now (half modes), or ``base + (draw < r_top)``
+        (stochastic, the draw compared one stage later), ``inc`` and ``r_top`` None where unused.
 
-        The clamp is exact for the update: a step of magnitude >= 2**(weight_bits+1) saturates
-        W - step to the same rail as any larger one, and a clamped step is still that large. It
-        keeps the rounding adder, the subtractor and the saturation compares weight-sized
-        instead of gradient-sized (32 bits and more).
+        The step is *clamped* to ``step_bits`` = weight_bits + 3 bits. The clamp is exact for the
+        update: a step of magnitude >= 2**(weight_bits+1) saturates W - step to the same rail as any
+        larger one, and a clamped step is still that large. It keeps the rounding adder, the
+        subtractor and the saturation compares weight-sized instead of gradient-sized.
 
         Each supported s is a constant shift (wiring); only the shifted values are multiplexed.
         half_up / half_even: t = x >> (s-1) (x << 1 for s = 0) holds q and the half bit;
-        half_up = (t + 1) >> 1, half_even adds the half bit when the bits below it are non-zero
-        or q is odd; stochastic: q = x >> s, r' = (x mod 2^s) >> (s-k) with k = min(s, 16),
-        step = q + (draw < r'). t or q is clamped before the adder.
+        half_up = (t >> 1) + t[0], half_even adds the half bit only when the bits below it are
+        non-zero or q is odd; stochastic: q = x >> s, r' = (x mod 2^s) >> (s-k) with
+        k = min(s, 16), step = q + (draw < r'). t or q is clamped before the adder.
         """
         p = self.p
         mode = p.update_rounding
         gb = p.grad_bits
         c = self.step_bits - 1  # q in [-2^(c-1), 2^(c-1)-1]; q + 1 still fits step_bits
-        step = Signal(signed(self.step_bits), name=f"upd_step_{k}")
-        if mode == "floor":
-            q = Signal(signed(gb), name=f"upd_q_{k}")
-            with m.Switch(s):
-                for v in self.supported_shifts:
-                    with m.Case(v):
-                        m.d.comb += q.eq(x >> v)
-            m.d.comb += step.eq(arith.clamp_bits(m, q, c, f"upd_qc_{k}"))
-            return step
         if mode in ("half_up", "half_even"):
             t = Signal(signed(gb + 1), name=f"upd_t_{k}")
             sticky = Signal(name=f"upd_sticky_{k}")  # bits below the half bit
@@ -456,18 +463,16 @@ class WgEngine(wiring.Component):
                         if v >= 2:
                             m.d.comb += sticky.eq(x.as_unsigned()[:min(v - 1, gb)] != 0)
             tc = arith.clamp_bits(m, t, c + 1, f"upd_tc_{k}")
-            if mode == "half_up":
-                m.d.comb += step.eq((tc + 1) >> 1)
-            else:
-                q_up = tc >> 1
-                m.d.comb += step.eq(q_up + (tc[0] & (sticky | q_up[0])))
-            return step
+            base = tc >> 1
+            inc = tc[0] if mode == "half_up" else tc[0] & (sticky | base[0])
+            return base, inc, None
         q = Signal(signed(gb), name=f"upd_q_{k}")
-        r_top = Signal(16, name=f"upd_rtop_{k}")
+        r_top = Signal(16, name=f"upd_rtop_{k}") if mode == "stochastic" else None
         with m.Switch(s):
             for v in self.supported_shifts:
                 with m.Case(v):
-                    kb = update_draw_bits(v)
-                    m.d.comb += [q.eq(x >> v), r_top.eq((x >> (v - kb))[:kb] if kb else 0)]
-        m.d.comb += step.eq(arith.clamp_bits(m, q, c, f"upd_qc_{k}") + (draw < r_top))
-        return step
+                    m.d.comb += q.eq(x >> v)
+                    if r_top is not None:
+                        kb = update_draw_bits(v)
+                        m.d.comb += r_top.eq((x >> (v - kb))[:kb] if kb else 0)
+        return arith.clamp_bits(m, q, c, f"upd_qc_{k}"), None, r_top
