@@ -168,14 +168,26 @@ class BpEngine(wiring.Component):
         dj = Signal(signed(p.error_bits))
         m.d.comb += dj.eq(cur_delta[lane])
         h = Signal(self.gbits)
-        b_valid = Signal()  # stage 1 of the accumulate pipeline
-        b_group = Signal(self.gbits)
-        b_delta = Signal(signed(p.error_bits))
-        with m.If(b_valid):
-            m.d.comb += [a_wr.en.eq(1), a_wr.addr.eq(b_group)]
+        # the accumulate pipeline, one weight group per cycle: q1 the weight read is on the memory
+        # port → q2 weights registered (BRAM + rotation in their own cycle) → q3 w·δ registered
+        # (the multiplier in its own cycle), acc read issued → q3 acc += w·δ written. Each item
+        # reads acc one cycle before it writes it, so the next item's read of the same group
+        # meets that write on the transparent port: no group is ever read stale.
+        q1_valid, q2_valid, q3_valid = Signal(), Signal(), Signal()
+        q1_group, q2_group, q3_group = Signal(self.gbits), Signal(self.gbits), Signal(self.gbits)
+        q1_delta, q2_delta = Signal(signed(p.error_bits)), Signal(signed(p.error_bits))
+        q2_w = Signal(data.ArrayLayout(signed(p.weight_bits), P))
+        q3_prod = Signal(data.ArrayLayout(signed(p.weight_bits + p.error_bits), P))
+        m.d.sync += [q2_valid.eq(q1_valid), q2_group.eq(q1_group), q2_delta.eq(q1_delta), q2_w.eq(self.w_rd_data),
+                     q3_valid.eq(q2_valid), q3_group.eq(q2_group)]
+        m.d.sync += [q3_prod[k].eq(q2_w[k] * q2_delta) for k in range(P)]
+        with m.If(q3_valid):
+            m.d.comb += [a_wr.en.eq(1), a_wr.addr.eq(q3_group)]
             for k in range(P):
-                m.d.comb += a_wr.data[k].eq(a_rd.data[k] + self.w_rd_data[k] * b_delta)
-        m.d.sync += b_valid.eq(0)
+                m.d.comb += a_wr.data[k].eq(a_rd.data[k] + q3_prod[k])
+        m.d.sync += q1_valid.eq(0)
+        draining = Signal()
+        m.d.comb += draining.eq(q1_valid | q2_valid | q3_valid)
 
         # ---------------- C: error out ---------------------------------------------------------
         eo = self.error_out
@@ -194,7 +206,7 @@ class BpEngine(wiring.Component):
 
         # ---------------- control ---------------------------------------------------------------
         m.d.comb += [self.w_rd_major.eq(cur_group * P + lane), self.w_rd_group.eq(h)]
-        m.d.comb += [d_rd.addr.eq(group), a_rd.addr.eq(h), nz_rd.addr.eq(nz_index)]
+        m.d.comb += [d_rd.addr.eq(group), a_rd.addr.eq(Mux(q2_valid, q2_group, h)), nz_rd.addr.eq(nz_index)]
         ein = self.error_in
         with m.FSM():
             with m.State("IDLE"):
@@ -242,7 +254,7 @@ class BpEngine(wiring.Component):
                 m.next = "PROPAGATE"
             with m.State("PROPAGATE"):
                 m.d.comb += [self.busy.eq(1), self.w_rd_en.eq(1)]
-                m.d.sync += [b_valid.eq(1), b_group.eq(h), b_delta.eq(dj)]
+                m.d.sync += [q1_valid.eq(1), q1_group.eq(h), q1_delta.eq(dj)]
                 with m.If(h == self.in_groups - 1):
                     m.d.comb += self.event.eq(1)
                     # clear the lowest set lane: the one just propagated
@@ -253,12 +265,13 @@ class BpEngine(wiring.Component):
                     m.d.sync += h.eq(h + 1)
             with m.State("ROUND"):
                 m.d.comb += self.busy.eq(1)
-                m.d.comb += a_rd.en.eq(eo_adv)
+                # the accumulate pipeline may still be draining into ROUND: its acc reads go on
+                m.d.comb += a_rd.en.eq(eo_adv | q2_valid)
                 with m.If(eo_adv):
                     m.d.sync += c_valid.eq(0)
-                    with m.If(~b_valid & (h < self.in_groups)):
+                    with m.If(~draining & (h < self.in_groups)):
                         m.d.sync += [c_valid.eq(1), c_group.eq(h), h.eq(h + 1)]
-                    with m.Elif(~b_valid & ~c_valid):
+                    with m.Elif(~draining & ~c_valid):
                         m.next = "IDLE"
                 with m.Else():
                     m.d.comb += self.stalled.eq(1)
