@@ -111,7 +111,11 @@ class BpEngine(wiring.Component):
         propagate = Signal()
         group = Signal(self.gbits)
 
-        # ---------------- A: delta step (stage 0 accepts, stage 1 computes) ----------------------
+        # ---------------- A: delta step ---------------------------------------------------------
+        # stage 0 accepts a group (δ[t-1] read issued, ε·g formed), stage 1 leaks δ[t-1] and
+        # rounds ε·g, stage 2 adds, saturates, writes δ[t] back and emits it. All three move
+        # together on ``advance``. A pass visits each group once, and the pass for t starts only
+        # after the pass for t-1 has drained stage 2, so every δ[t-1] read sees its write.
         out = self.delta_out
         advance = Signal()
         m.d.comb += advance.eq(~out.valid | out.ready)
@@ -119,10 +123,12 @@ class BpEngine(wiring.Component):
         s1_group = Signal(self.gbits)
         s1 = Signal(error_group_layout(p))
         # ε·g is formed as the group is accepted and registered with it, so the multiplier and
-        # the rounding/leak/saturate chain of stage 1 fall in different cycles
+        # the rounding/leak/saturate chain fall in different cycles
         s1_eg = [Signal(signed(p.error_bits + p.surrogate_bits + 1), name=f"eg_{k}") for k in range(P)] \
             if p.surrogate != "rect" else []
-        lanes_d = []
+        s2_valid = Signal()
+        s2_group = Signal(self.gbits)
+        s2_a, s2_c = [], []
         for k in range(P):
             eps = s1.error[k]
             g = s1.surrogate[k]
@@ -138,19 +144,30 @@ class BpEngine(wiring.Component):
                 c_eff = Signal(signed(len(c)), name=f"cz_{k}")
                 m.d.comb += c_eff.eq(Mux(s1.spikes[k], 0, c))
                 c = c_eff
-            total = Signal(signed(max(len(a), len(c)) + 1), name=f"dsum_{k}")
-            m.d.comb += total.eq(a + c)
+            a_q, c_q = Signal(signed(len(a)), name=f"s2_a_{k}"), Signal(signed(len(c)), name=f"s2_c_{k}")
+            with m.If(advance):
+                m.d.sync += [a_q.eq(a), c_q.eq(c)]
+            s2_a.append(a_q)
+            s2_c.append(c_q)
+        with m.If(advance):
+            m.d.sync += [s2_valid.eq(s1_valid), s2_group.eq(s1_group)]
+        delta_drained = Signal()
+        m.d.comb += delta_drained.eq(~s1_valid & ~s2_valid)
+        lanes_d = []
+        for k in range(P):
+            total = Signal(signed(max(len(s2_a[k]), len(s2_c[k])) + 1), name=f"dsum_{k}")
+            m.d.comb += total.eq(s2_a[k] + s2_c[k])
             lanes_d.append(arith.saturate(m, total, emin, emax, p.error_bits, f"delta_{k}"))
         nonzero = Signal()
         m.d.comb += nonzero.eq(Cat(*[d != 0 for d in lanes_d]).any())
 
-        with m.If(s1_valid & advance):
-            m.d.sync += [out.valid.eq(1), out.payload.group.eq(s1_group)]
+        with m.If(s2_valid & advance):
+            m.d.sync += [out.valid.eq(1), out.payload.group.eq(s2_group)]
             m.d.sync += [out.payload.delta[k].eq(lanes_d[k]) for k in range(P)]
-            m.d.comb += [d_wr.en.eq(1), d_wr.addr.eq(s1_group)]
+            m.d.comb += [d_wr.en.eq(1), d_wr.addr.eq(s2_group)]
             m.d.comb += [d_wr.data[k].eq(lanes_d[k]) for k in range(P)]
             with m.If(nonzero):
-                m.d.comb += [nz_wr.en.eq(1), nz_wr.addr.eq(nz_count), nz_wr.data.eq(s1_group)]
+                m.d.comb += [nz_wr.en.eq(1), nz_wr.addr.eq(nz_count), nz_wr.data.eq(s2_group)]
                 m.d.sync += nz_count.eq(nz_count + 1)
         with m.Elif(advance):
             m.d.sync += out.valid.eq(0)
@@ -160,11 +177,22 @@ class BpEngine(wiring.Component):
         cur_group = Signal(self.gbits)
         lane_mask = Signal(P)  # non-zero lanes of the current δ group still to propagate
         cur_delta = Signal(data.ArrayLayout(signed(p.error_bits), P))
+        # the lane being propagated: the lowest set lane of lane_mask, kept in a register (formed
+        # whenever lane_mask changes) so the weight address is a register, not a priority encoder
         lane = Signal(range(P))
-        # lowest set lane of lane_mask
-        for k in reversed(range(P)):
-            with m.If(lane_mask[k]):
-                m.d.comb += lane.eq(k)
+
+        def lowest_set(mask, name):
+            low = Signal(range(P), name=name)
+            for k in reversed(range(P)):
+                with m.If(mask[k]):
+                    m.d.comb += low.eq(k)
+            return low
+
+        loaded_mask = Signal(P)
+        m.d.comb += loaded_mask.eq(Cat(*[d_rd.data[k] != 0 for k in range(P)]))
+        next_mask = Signal(P)  # lane_mask without the lane just propagated
+        m.d.comb += next_mask.eq(lane_mask & (lane_mask - 1))
+        first_lane, next_lane = lowest_set(loaded_mask, "first_lane"), lowest_set(next_mask, "next_lane")
         dj = Signal(signed(p.error_bits))
         m.d.comb += dj.eq(cur_delta[lane])
         h = Signal(self.gbits)
@@ -205,7 +233,7 @@ class BpEngine(wiring.Component):
             m.d.sync += eo.valid.eq(0)
 
         # ---------------- control ---------------------------------------------------------------
-        m.d.comb += [self.w_rd_major.eq(cur_group * P + lane), self.w_rd_group.eq(h)]
+        m.d.comb += [self.w_rd_major.eq(Cat(lane, cur_group) if P > 1 else cur_group), self.w_rd_group.eq(h)]
         m.d.comb += [d_rd.addr.eq(group), a_rd.addr.eq(Mux(q2_valid, q2_group, h)), nz_rd.addr.eq(nz_index)]
         ein = self.error_in
         with m.FSM():
@@ -228,7 +256,7 @@ class BpEngine(wiring.Component):
                                          for k, eg in enumerate(s1_eg)]
                         with m.Else():
                             m.d.comb += self.stalled.eq(1)
-                    with m.Elif(~s1_valid):
+                    with m.Elif(delta_drained):
                         # the last δ group has left: the nz list is complete (its last entry was
                         # written a cycle ago, so FETCH's read of entry 0 already sees it)
                         m.d.sync += h.eq(0)
@@ -250,7 +278,7 @@ class BpEngine(wiring.Component):
                     m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [cur_delta.eq(d_rd.data), lane_mask.eq(Cat(*[d_rd.data[k] != 0 for k in range(P)])), h.eq(0)]
+                m.d.sync += [cur_delta.eq(d_rd.data), lane_mask.eq(loaded_mask), lane.eq(first_lane), h.eq(0)]
                 m.next = "PROPAGATE"
             with m.State("PROPAGATE"):
                 m.d.comb += [self.busy.eq(1), self.w_rd_en.eq(1)]
@@ -258,8 +286,8 @@ class BpEngine(wiring.Component):
                 with m.If(h == self.in_groups - 1):
                     m.d.comb += self.event.eq(1)
                     # clear the lowest set lane: the one just propagated
-                    m.d.sync += [h.eq(0), lane_mask.eq(lane_mask & (lane_mask - 1))]
-                    with m.If((lane_mask & (lane_mask - 1)) == 0):
+                    m.d.sync += [h.eq(0), lane_mask.eq(next_mask), lane.eq(next_lane)]
+                    with m.If(next_mask == 0):
                         m.next = "FETCH"
                 with m.Else():
                     m.d.sync += h.eq(h + 1)

@@ -112,37 +112,41 @@ class FpEngine(wiring.Component):
         out = self.neuron_out
         advance = Signal()
         m.d.comb += advance.eq(~out.valid | out.ready)
-        lane_v = [Signal(signed(p.membrane_bits), name=f"v_{k}") for k in range(P)]
+        lane_v = [Signal(signed(p.membrane_bits), name=f"l3_v_{k}") for k in range(P)]  # registered
         lane_s = [Signal(name=f"s_{k}") for k in range(P)]
         lane_g = [Signal(p.surrogate_bits, name=f"g_{k}") for k in range(P)]
-        # two stages for the clock: L1 (words on the ports) leaks and resets the old membrane,
-        # L2 adds the input, saturates, fires and writes back. The whole pipe moves on `advance`.
-        l2_valid = Signal()
-        l2_group = Signal(p.group_bits)
+        # three stages for the clock: L1 (words on the ports) leaks and resets the old membrane,
+        # L2 adds the input and saturates, L3 fires, forms the surrogate, writes back and emits.
+        # The whole pipe moves on `advance`.
+        l2_valid, l3_valid = Signal(), Signal()
+        l2_group, l3_group = Signal(p.group_bits), Signal(p.group_bits)
         l2_base = [Signal(signed(p.membrane_bits + 2), name=f"l2_base_{k}") for k in range(P)]
         l2_acc = [Signal(signed(p.input_acc_bits), name=f"l2_acc_{k}") for k in range(P)]
         with m.If(advance):
-            m.d.sync += [l2_valid.eq(lif_valid), l2_group.eq(lif_group)]
+            m.d.sync += [l2_valid.eq(lif_valid), l2_group.eq(lif_group), l3_valid.eq(l2_valid), l3_group.eq(l2_group)]
         for k in range(P):
             base = self._lif_base(m, k, state_rd.data.membrane[k], state_rd.data.spikes[k], fresh)
             with m.If(advance):
                 m.d.sync += [l2_base[k].eq(base), l2_acc[k].eq(acc_rd.data[k])]
-            self._lif_fire(m, k, l2_base[k], l2_acc[k], l2_group, lane_v[k], lane_s[k], lane_g[k])
+            v = self._lif_integrate(m, k, l2_base[k], l2_acc[k])
+            with m.If(advance):
+                m.d.sync += lane_v[k].eq(v)
+            self._lif_fire(m, k, lane_v[k], l3_group, lane_s[k], lane_g[k])
 
-        with m.If(l2_valid & advance):
+        with m.If(l3_valid & advance):
             m.d.sync += [
                 out.valid.eq(1),
-                out.payload.group.eq(l2_group),
+                out.payload.group.eq(l3_group),
                 out.payload.spikes.eq(Cat(*lane_s)),
             ]
             for k in range(P):
                 m.d.sync += [out.payload.membrane[k].eq(lane_v[k]), out.payload.surrogate[k].eq(lane_g[k])]
             m.d.comb += [
                 state_wr.en.eq(1),
-                state_wr.addr.eq(l2_group),
+                state_wr.addr.eq(l3_group),
                 state_wr.data.spikes.eq(Cat(*lane_s)),
                 acc_wr.en.eq(1),  # clear for the next timestep (never overlaps integration)
-                acc_wr.addr.eq(l2_group),
+                acc_wr.addr.eq(l3_group),
                 acc_wr.data.eq(0),
             ]
             for k in range(P):
@@ -193,8 +197,8 @@ class FpEngine(wiring.Component):
                 m.d.comb += [state_rd.en.eq(advance), acc_rd.en.eq(advance)]
                 with m.If(advance):
                     m.d.sync += lif_valid.eq(0)
-                    # the last group moves L1 → L2, then L2 writes back as the FSM leaves
-                    with m.If(~lif_valid):
+                    # the last group moves L1 → L2 → L3, then L3 writes back as the FSM leaves
+                    with m.If(~lif_valid & ~l2_valid):
                         m.next = "INTEGRATE"
                 with m.Else():
                     m.d.comb += self.stalled.eq(1)
@@ -216,13 +220,16 @@ class FpEngine(wiring.Component):
             m.d.comb += base.eq(Mux(s_prev, 0, leak))
         return base
 
-    def _lif_fire(self, m, k, base, acc, group, v_out, s_out, g_out):
-        """LIF stage L2, §5 steps 4-5: add the input, saturate, fire, surrogate."""
+    def _lif_integrate(self, m, k, base, acc):
+        """LIF stage L2, §5 step 4: add the input to the leaked membrane and saturate."""
         p = self.p
         wide = Signal(signed(max(p.membrane_bits, p.input_acc_bits + p.membrane_frac_bits) + 3), name=f"sum_{k}")
         m.d.comb += wide.eq(base + (acc << p.membrane_frac_bits))
-        m.d.comb += v_out.eq(arith.saturate(m, wide, p.membrane_min, p.membrane_max, p.membrane_bits, f"vsat_{k}"))
+        return arith.saturate(m, wide, p.membrane_min, p.membrane_max, p.membrane_bits, f"vsat_{k}")
 
+    def _lif_fire(self, m, k, v_out, group, s_out, g_out):
+        """LIF stage L3, §5 step 5: fire and the surrogate, from the new membrane."""
+        p = self.p
         # lanes past the layer's last neuron never fire (their weights are zero anyway)
         lane_exists = Signal(name=f"exists_{k}")
         m.d.comb += lane_exists.eq(group * p.lanes + k < self.neurons)

@@ -97,22 +97,28 @@ class SkewedMemory(wiring.Component):
         """
         P = self.lanes
         MI, MO = self.max_inputs, self.max_outputs
+        lg = ceil_log2(P)
         rot = Signal(range(P), name=f"{prefix}_rot")
-        m.d.comb += rot.eq(major % P if P > 1 else 0)
+        m.d.comb += rot.eq(major[:lg] if P > 1 else 0)
+        major_hi = major >> lg  # j // P (row mode)
         row_base = Signal(range(self.depth + P), name=f"{prefix}_row_base")
         col_addr = Signal(range(self.depth + MI), name=f"{prefix}_col_addr")
         m.d.comb += col_addr.eq(times_const(group, MI) + major)
-        lg = ceil_log2(P)
         if MI % P == 0:  # the base is a multiple of P: the lane is its low bits, no adder per bank
-            m.d.comb += row_base[lg:].eq(times_const(major // P, MI // P) + group)
+            m.d.comb += row_base[lg:].eq(times_const(major_hi, MI // P) + group)
         else:
-            m.d.comb += row_base.eq(times_const(major // P, MI) + group * P)
+            m.d.comb += row_base.eq(times_const(major_hi, MI) + (group << lg))
 
         def below(limit: int, tag: str):
             """(group * P + lane < limit) as a function of lane, the group part formed once."""
-            lt, eq = Signal(name=f"{prefix}_{tag}_lt"), Signal(name=f"{prefix}_{tag}_eq")
-            m.d.comb += [lt.eq(group < limit // P), eq.eq(group == limit // P)]
-            return lambda lane: lt | (eq & (lane < limit % P))
+            full, rest = divmod(limit, P)  # constant parts left out: Verilator flags them
+            lt = Signal(name=f"{prefix}_{tag}_lt")
+            m.d.comb += lt.eq(group < full if full else 0)
+            if rest == 0:
+                return lambda lane: lt
+            eq = Signal(name=f"{prefix}_{tag}_eq")
+            m.d.comb += eq.eq(group == full)
+            return lambda lane: lt | (eq & (lane < rest))
 
         in_row, in_col = below(MI, "in"), below(MO, "out")
         major_in, major_out = Signal(name=f"{prefix}_major_in"), Signal(name=f"{prefix}_major_out")

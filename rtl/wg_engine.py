@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -227,39 +227,48 @@ class WgEngine(wiring.Component):
                 m.d.sync += nz_count.eq(nz_count + 1)
         m.d.sync += sc_valid.eq(0)
 
-        # ---- accumulate pipeline: issue (list read) → s1 (gradient read) → s2 (add, write) -----
+        # ---- accumulate pipeline: issue (list read) → s1 (gradient read) → s2 (gradient out,
+        # registered) → s3 (add, registered) → s4 (write). A word is read three cycles before the
+        # previous item's write of it could land, so the issue holds while an item in s1..s3
+        # targets the same word: same input index and same list entry (one timestep's entries
+        # are distinct groups; the list is only rewritten after the pipe has drained at eot).
         issue_idx = Signal(range(G_max + 1))  # list entry of the current spike
         s1_valid = Signal()
         s1_index = Signal(p.input_index_bits)
+        s1_entry = Signal(range(G_max + 1))
         s2_valid = Signal()
         s2_index = Signal(p.input_index_bits)
+        s2_entry = Signal(range(G_max + 1))
         s2_group = Signal(p.group_bits)
         s2_delta = Signal(data.ArrayLayout(signed(p.error_bits), P))
-        # the write committed in the same cycle as s2's gradient read: the memory returned the
-        # value from before it, so s2 takes the written one instead (same word on consecutive
-        # cycles: one non-zero group and a repeated input index)
-        fw_valid = Signal()
-        fw_index = Signal(p.input_index_bits)
-        fw_group = Signal(p.group_bits)
-        fw_data = Signal(data.ArrayLayout(signed(p.grad_bits), P))
+        s3_valid = Signal()
+        s3_index = Signal(p.input_index_bits)
+        s3_entry = Signal(range(G_max + 1))
+        s3_group = Signal(p.group_bits)
+        s3_delta = Signal(data.ArrayLayout(signed(p.error_bits), P))
+        s3_old = Signal(data.ArrayLayout(signed(p.grad_bits), P))
+        s4_valid = Signal()
+        s4_major = Signal(p.input_index_bits)
+        s4_group = Signal(p.group_bits)
+        s4_data = Signal(data.ArrayLayout(signed(p.grad_bits), P))
+        s4_mask = Signal(P)
 
         with m.If(s1_valid):
             m.d.comb += [grad.rd_en.eq(1), grad.rd_row.eq(0), grad.rd_major.eq(s1_index),
                          grad.rd_group.eq(nz_rd.data.group)]
-        m.d.sync += [s2_valid.eq(s1_valid), s2_index.eq(s1_index), s2_group.eq(nz_rd.data.group),
-                     s2_delta.eq(nz_rd.data.delta)]
-
-        acc_new = Signal(data.ArrayLayout(signed(p.grad_bits), P))
-        hazard = Signal()
-        m.d.comb += hazard.eq(fw_valid & (fw_index == s2_index) & (fw_group == s2_group))
-        for k in range(P):
-            old = Mux(hazard, fw_data[k], grad.rd_data[k])
-            # exact: grad_bits is validated wide enough for error_bits x T x B
-            m.d.comb += acc_new[k].eq(old + s2_delta[k])
-        acc_mask = Signal(P)
-        for k in range(P):
-            m.d.comb += acc_mask[k].eq(s2_group * P + k < self.rows)
-        m.d.sync += [fw_valid.eq(s2_valid), fw_index.eq(s2_index), fw_group.eq(s2_group), fw_data.eq(acc_new)]
+        m.d.sync += [s2_valid.eq(s1_valid), s2_index.eq(s1_index), s2_entry.eq(s1_entry),
+                     s2_group.eq(nz_rd.data.group), s2_delta.eq(nz_rd.data.delta),
+                     s3_valid.eq(s2_valid), s3_index.eq(s2_index), s3_entry.eq(s2_entry), s3_group.eq(s2_group),
+                     s3_delta.eq(s2_delta), s3_old.eq(grad.rd_data),
+                     s4_valid.eq(s3_valid), s4_major.eq(s3_index), s4_group.eq(s3_group)]
+        # exact: grad_bits is validated wide enough for error_bits x T x B
+        m.d.sync += [s4_data[k].eq(s3_old[k] + s3_delta[k]) for k in range(P)]
+        m.d.sync += [s4_mask[k].eq(s3_group * P + k < self.rows) for k in range(P)]
+        raw_hazard = Signal()  # the word about to be issued is still being updated in s1..s3
+        m.d.comb += raw_hazard.eq(Cat(*[v & (i == ev.payload.index) & (e == issue_idx) for v, i, e in (
+            (s1_valid, s1_index, s1_entry), (s2_valid, s2_index, s2_entry), (s3_valid, s3_index, s3_entry))]).any())
+        acc_busy = Signal()
+        m.d.comb += acc_busy.eq(s1_valid | s2_valid | s3_valid | s4_valid)
 
         # ---- update datapath: read (UPDATE state) → u1 data arrives → u2 registered → u3 step base
         # and rounding increment (or draw and r') → u4 step → u5 saturated weight, written. The
@@ -349,9 +358,9 @@ class WgEngine(wiring.Component):
             # write again once the FSM is back in RUN, while u2..u5 still drain)
             m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(1), grad.wr_major.eq(u1_row), grad.wr_group.eq(u1_group),
                          grad.wr_data.eq(0), grad.wr_mask.eq(clr_mask)]
-        with m.Elif(s2_valid):
-            m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(0), grad.wr_major.eq(s2_index), grad.wr_group.eq(s2_group),
-                         grad.wr_data.eq(acc_new), grad.wr_mask.eq(acc_mask)]
+        with m.Elif(s4_valid):
+            m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(0), grad.wr_major.eq(s4_major), grad.wr_group.eq(s4_group),
+                         grad.wr_data.eq(s4_data), grad.wr_mask.eq(s4_mask)]
         m.d.sync += u1_valid.eq(0)
 
         # ---- control ---------------------------------------------------------------------------
@@ -370,7 +379,7 @@ class WgEngine(wiring.Component):
             with m.State("RUN"):
                 with m.If(pending & (issue_idx == 0)):
                     # the last gradient write must land before the update reads the matrix
-                    with m.If(~s1_valid & ~s2_valid):
+                    with m.If(~acc_busy):
                         m.d.sync += [pending.eq(0), upd_row.eq(0), upd_group.eq(0)]
                         with m.If((self.rows != 0) & (self.cols != 0)):
                             m.next = "UPDATE"
@@ -383,17 +392,17 @@ class WgEngine(wiring.Component):
                             m.next = "SCAN"
                     with m.Elif(nz_count == 0):
                         m.d.comb += [ev.ready.eq(1), working.eq(1)]
-                    with m.Else():
+                    with m.Elif(~raw_hazard):
                         m.d.comb += [nz_rd.en.eq(1), working.eq(1)]
-                        m.d.sync += [s1_valid.eq(1), s1_index.eq(ev.payload.index)]
+                        m.d.sync += [s1_valid.eq(1), s1_index.eq(ev.payload.index), s1_entry.eq(issue_idx)]
                         with m.If(issue_idx == nz_count - 1):
                             m.d.comb += ev.ready.eq(1)
                             m.d.sync += issue_idx.eq(0)
                         with m.Else():
                             m.d.sync += issue_idx.eq(issue_idx + 1)
-                with m.Elif(ev.valid & ev.payload.eot):
-                    # no drain needed: in-flight spikes have read their list entries already and a
-                    # new scan rewrites the list no earlier than three cycles from now
+                with m.Elif(ev.valid & ev.payload.eot & ~acc_busy):
+                    # the pipe drains first: the next scan rewrites the list entries, and the
+                    # hazard check above only compares words of one timestep
                     m.d.comb += [ev.ready.eq(1), working.eq(1)]
                     m.d.sync += scanned.eq(0)
             with m.State("SCAN"):
@@ -427,7 +436,7 @@ class WgEngine(wiring.Component):
         m.d.comb += [
             self.event.eq(ev.valid & ev.ready & ~ev.payload.eot),
             self.stalled.eq(ev.valid & ~working),
-            self.busy.eq(pending | ev.valid | s1_valid | s2_valid | sc_valid | u1_valid | u2_valid | u3_valid | u4_valid
+            self.busy.eq(pending | ev.valid | acc_busy | sc_valid | u1_valid | u2_valid | u3_valid | u4_valid
                          | u5_valid                         | ~fsm.ongoing("RUN")),
         ]
         return m
