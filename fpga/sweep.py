@@ -137,23 +137,27 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for series, marker in (("lanes", "o"), ("weight_bits", "s")):
-        pts = [r for r in rows if r["series"] == series and r.get("fits")]
-        if not pts:
-            continue
+    # one row per series: lanes and weight bits are different axes, never one shared x scale
+    series = [(name, xlabel, log2) for name, xlabel, log2 in (
+        ("lanes", "lanes P", True), ("weight_bits", "weight bits", False))
+        if any(r["series"] == name and r.get("fits") for r in rows)]
+    fig, axes = plt.subplots(max(1, len(series)), 2, figsize=(10, 3.6 * max(1, len(series))), squeeze=False)
+    for (name, xlabel, log2), (ax_f, ax_l) in zip(series, axes):
+        pts = [r for r in rows if r["series"] == name and r.get("fits")]
         xs = [r["x"] for r in pts]
-        target = pts[0]["target"]
-        axes[0].plot(xs, [r["fmax_mhz"] for r in pts], marker=marker, label=f"{series} ({target})")
-        axes[1].plot(xs, [r["luts"] for r in pts], marker=marker, label=f"{series} ({target})")
-    for ax, title in ((axes[0], "Fmax (MHz)"), (axes[1], "LUTs")):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("lanes P  /  weight bits")
-        ax.set_title(title)
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-    axes[0].axhline(100, color="grey", linestyle="--", linewidth=0.8)
-    axes[0].text(1, 101, "ECP5 goal 100 MHz", fontsize=8, color="grey")
+        where = f"{pts[0]['target']}, {pts[0]['config'].rsplit('-', 1)[0]}"
+        ax_f.plot(xs, [r["fmax_mhz"] for r in pts], marker="o")
+        ax_l.plot(xs, [r["luts"] for r in pts], marker="s", color="tab:orange")
+        ax_f.axhline(100, color="grey", linestyle="--", linewidth=0.8)
+        ax_f.text(min(xs), 102, "ECP5 goal 100 MHz", fontsize=8, color="grey")
+        ax_f.set_ylim(0, 110)
+        for ax, title in ((ax_f, f"Fmax (MHz) vs {xlabel} ({where})"), (ax_l, f"LUTs vs {xlabel} ({where})")):
+            if log2:
+                ax.set_xscale("log", base=2)
+            ax.set_xticks(xs, [str(x) for x in xs])
+            ax.set_xlabel(xlabel)
+            ax.set_title(title, fontsize=10)
+            ax.grid(True, alpha=0.3)
     fig.suptitle("spikeforge single core, Yosys + nextpnr (seed 1)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
