@@ -343,8 +343,12 @@ class Core(wiring.Component):
         r_region = Signal(8)
         r_lane = Signal(range(P))
         r_col = Signal(16)
+        # weights and gradients are read in row mode (major = row): the element of lane `lane`
+        # sits in bank (lane + row) mod P, picked straight from the banks (no rotation on this path)
+        r_bank = Signal(range(P))
         with m.If(rd):
-            m.d.sync += [r_region.eq(region), r_lane.eq(lane), r_col.eq(col)]
+            m.d.sync += [r_region.eq(region), r_lane.eq(lane), r_col.eq(col),
+                         r_bank.eq((lane + row)[:log_p] if P > 1 else 0)]
         value = Signal(32)  # the element, the cycle after acc_rd; registered into acc_rdata
         m.d.sync += self.acc_rdata.eq(value)
 
@@ -354,6 +358,13 @@ class Core(wiring.Component):
             for k in range(P):
                 with m.If(r_lane == k):
                     m.d.comb += sel.eq(word[k])
+            return sel
+
+        def bank_of(banks):
+            sel = Signal(signed(32), name="bank_sel")
+            for b in range(P):
+                with m.If(r_bank == b):
+                    m.d.comb += sel.eq(banks[b])
             return sel
 
         def words(region_id, items):
@@ -417,12 +428,12 @@ class Core(wiring.Component):
                     for k in range(P):
                         m.d.comb += w.wr_data[k].eq(self.acc_wdata)
             with m.If(r_region == RegionId.WEIGHTS + l):
-                m.d.comb += value.eq(lane_of(w.rd_data))
+                m.d.comb += value.eq(bank_of(w.rd_banks))
             with m.If((region == RegionId.GRADIENTS + l) & rd):
                 m.d.comb += [wg.grad_rd_en.eq(1), wg.grad_rd_row.eq(1), wg.grad_rd_major.eq(row),
                              wg.grad_rd_group.eq(group)]
             with m.If(r_region == RegionId.GRADIENTS + l):
-                m.d.comb += value.eq(lane_of(wg.grad_rd_data))
+                m.d.comb += value.eq(bank_of(wg.grad_rd_banks))
 
     def _backward(self, m, readout, scan, spike_mems, surr_mems, layer, backward, t, lr_shift):
         """BP engine, feeder, error memories, delta buffer and one WG engine per layer."""

@@ -48,7 +48,9 @@ class SkewedMemory(wiring.Component):
 
     ``rd_en``, ``rd_row`` (0 = column, 1 = row), ``rd_major`` (i for column, j for row),
     ``rd_group`` (g or h) → ``rd_data`` (P lanes, lane k = element gP+k / hP+k) next cycle;
-    lanes past the matrix edge read as 0.
+    lanes past the matrix edge read as 0. ``rd_banks`` is the same read before the rotation
+    (bank b = lane (b - major) mod P): a reader of one element picks its bank directly instead of
+    rotating the whole word and then picking a lane.
     ``wr_en``, ``wr_row``, ``wr_major``, ``wr_group``, ``wr_data``, ``wr_mask`` (per lane).
     """
 
@@ -72,6 +74,7 @@ class SkewedMemory(wiring.Component):
             {
                 "rd_en": In(1), "rd_row": In(1), "rd_major": In(major_bits), "rd_group": In(group_bits),
                 "rd_data": Out(lanes_t),
+                "rd_banks": Out(lanes_t),
                 "wr_en": In(1), "wr_row": In(1), "wr_major": In(major_bits), "wr_group": In(group_bits),
                 "wr_data": In(lanes_t), "wr_mask": In(lanes),
             }
@@ -163,6 +166,8 @@ class SkewedMemory(wiring.Component):
             _, waddr, wok = wr_map[b]
             wsel, wmask = wr_banks[b][:self.width], wr_banks[b][self.width]
             m.d.comb += [wp.en.eq(self.wr_en & wok & wmask), wp.addr.eq(waddr), wp.data.eq(wsel)]
+        for b in range(P):
+            m.d.comb += self.rd_banks[b].eq(bank_data[b])
         lanes = _rotate(m, "rd_lane", bank_data, rd_rot_d, toward_lanes=True)
         for k in range(P):
             m.d.comb += self.rd_data[k].eq(lanes[k])

@@ -158,6 +158,7 @@ class WgEngine(wiring.Component):
                 "grad_rd_en": In(1), "grad_rd_row": In(1), "grad_rd_major": In(major_bits),
                 "grad_rd_group": In(group_bits),
                 "grad_rd_data": Out(data.ArrayLayout(signed(params.grad_bits), P)),
+                "grad_rd_banks": Out(data.ArrayLayout(signed(params.grad_bits), P)),
                 **lfsr_ports,
                 "busy": Out(1),
                 "stalled": Out(1),
@@ -202,7 +203,7 @@ class WgEngine(wiring.Component):
         m.d.comb += [
             grad.rd_en.eq(self.grad_rd_en), grad.rd_row.eq(self.grad_rd_row),
             grad.rd_major.eq(self.grad_rd_major), grad.rd_group.eq(self.grad_rd_group),
-            self.grad_rd_data.eq(grad.rd_data),
+            self.grad_rd_data.eq(grad.rd_data), self.grad_rd_banks.eq(grad.rd_banks),
         ]
 
         # ---- non-zero delta groups of the current timestep, with their deltas ------------------
