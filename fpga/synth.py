@@ -178,7 +178,12 @@ def _run(cmd: list[str], log: Path, timeout: float, cwd: Path) -> tuple[int, flo
         try:
             r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd, timeout=timeout)
         except subprocess.TimeoutExpired as e:
-            raise SynthError(f"{Path(cmd[0]).name} exceeded the {timeout:.0f} s timeout (log: {log})") from e
+            hint = ""
+            if "nextpnr" in Path(cmd[0]).name:
+                # seen on digits/ECP5-85F: router1 can stall near a hundred overused wires on one
+                # placement seed while the next seed routes in minutes
+                hint = "; a router stall depends on the placement: try another --seed"
+            raise SynthError(f"{Path(cmd[0]).name} exceeded the {timeout:.0f} s timeout (log: {log}){hint}") from e
     return r.returncode, time.perf_counter() - t0
 
 
