@@ -352,19 +352,13 @@ class Core(wiring.Component):
         value = Signal(32)  # the element, the cycle after acc_rd; registered into acc_rdata
         m.d.sync += self.acc_rdata.eq(value)
 
-        def lane_of(word):
-            # lane r_lane of a P-lane word (element views or plain bits); signed elements extend
-            sel = Signal(signed(32), name="lane_sel")  # reads return 32 bits: wider elements truncate (host-protocol §10)
+        def element(word, index):
+            # element `index` of a P-lane word (element views or plain bits); signed elements
+            # extend, wider ones truncate: reads return 32 bits (host-protocol §10)
+            sel = Signal(signed(32), name="element_sel")
             for k in range(P):
-                with m.If(r_lane == k):
+                with m.If(index == k):
                     m.d.comb += sel.eq(word[k])
-            return sel
-
-        def bank_of(banks):
-            sel = Signal(signed(32), name="bank_sel")
-            for b in range(P):
-                with m.If(r_bank == b):
-                    m.d.comb += sel.eq(banks[b])
             return sel
 
         def words(region_id, items):
@@ -396,13 +390,13 @@ class Core(wiring.Component):
             with m.If(rd):
                 m.d.comb += [px_rd.en.eq(1), px_rd.addr.eq(group)]
         with m.If(r_region == RegionId.PIXELS):
-            m.d.comb += value.eq(lane_of(px_rd.data))
+            m.d.comb += value.eq(element(px_rd.data, r_lane))
 
         # membranes of the output layer: row t, column j
         mt_rd = mems.mt_rd
         m.d.comb += [mt_rd.en.eq(rd & (region == RegionId.MEMBRANES)), mt_rd.addr.eq(times_const(row, self.groups[-1]) + group)]
         with m.If(r_region == RegionId.MEMBRANES):
-            m.d.comb += value.eq(lane_of(mt_rd.data))
+            m.d.comb += value.eq(element(mt_rd.data, r_lane))
 
         # spike bitmaps: row t, column neuron
         for k, (srd, swr) in enumerate(zip(mems.spike_rd, mems.spike_wr)):
@@ -410,7 +404,7 @@ class Core(wiring.Component):
             with m.If(here & rd):
                 m.d.comb += [srd.en.eq(1), srd.addr.eq(times_const(row, self.groups[k]) + group)]
             with m.If(r_region == RegionId.SPIKES + k):
-                m.d.comb += value.eq(lane_of(srd.data))
+                m.d.comb += value.eq(element(srd.data, r_lane))
             if k == 0:
                 with m.If(here & wr):
                     m.d.comb += [swr.en.eq(Const(1, P) << lane), swr.addr.eq(times_const(row, self.groups[0]) + group),
@@ -428,12 +422,12 @@ class Core(wiring.Component):
                     for k in range(P):
                         m.d.comb += w.wr_data[k].eq(self.acc_wdata)
             with m.If(r_region == RegionId.WEIGHTS + l):
-                m.d.comb += value.eq(bank_of(w.rd_banks))
+                m.d.comb += value.eq(element(w.rd_banks, r_bank))
             with m.If((region == RegionId.GRADIENTS + l) & rd):
                 m.d.comb += [wg.grad_rd_en.eq(1), wg.grad_rd_row.eq(1), wg.grad_rd_major.eq(row),
                              wg.grad_rd_group.eq(group)]
             with m.If(r_region == RegionId.GRADIENTS + l):
-                m.d.comb += value.eq(bank_of(wg.grad_rd_banks))
+                m.d.comb += value.eq(element(wg.grad_rd_banks, r_bank))
 
     def _backward(self, m, readout, scan, spike_mems, surr_mems, layer, backward, t, lr_shift):
         """BP engine, feeder, error memories, delta buffer and one WG engine per layer."""

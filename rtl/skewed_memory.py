@@ -90,7 +90,8 @@ class SkewedMemory(wiring.Component):
         return words
 
     def _lane_map(self, m, prefix, row, major, group):
-        """Per bank: its address and whether its element exists.
+        """The rotation amount ``major mod P``, and per bank its address and whether its element
+        exists.
 
         Everything that does not depend on the bank is formed once: the row-mode base
         ``(j // P) * max_inputs + hP``, the column-mode address ``g * max_inputs + i`` (the same in
@@ -131,39 +132,39 @@ class SkewedMemory(wiring.Component):
             lane = Signal(range(P), name=f"{prefix}_lane{b}")
             addr = Signal(range(self.depth), name=f"{prefix}_addr{b}")
             ok = Signal(name=f"{prefix}_ok{b}")
-            m.d.comb += lane.eq((b - rot + P) % P if P > 1 else 0)
+            m.d.comb += lane.eq((b + P - rot)[:lg] if P > 1 else 0)
             with m.If(row):  # fixed j = major, inputs hP + lane
                 m.d.comb += [addr.eq(row_base | lane if MI % P == 0 else row_base + lane),
                              ok.eq(in_row(lane) & major_out)]
             with m.Else():  # fixed i = major, outputs gP + lane
                 m.d.comb += [addr.eq(col_addr), ok.eq(in_col(lane) & major_in)]
-            out.append((lane, addr, ok))
-        return out
+            out.append((addr, ok))
+        return rot, out
 
     def elaborate(self, platform):
         m = Module()
         P = self.lanes
-        rd_map = self._lane_map(m, "rd", self.rd_row, self.rd_major, self.rd_group)
-        wr_map = self._lane_map(m, "wr", self.wr_row, self.wr_major, self.wr_group)
+        rd_rot, rd_map = self._lane_map(m, "rd", self.rd_row, self.rd_major, self.rd_group)
+        wr_rot, wr_map = self._lane_map(m, "wr", self.wr_row, self.wr_major, self.wr_group)
         rd_rot_d = Signal(range(P), name="rd_rot_d")
         with m.If(self.rd_en):
-            m.d.sync += rd_rot_d.eq(self.rd_major % P if P > 1 else 0)
+            m.d.sync += rd_rot_d.eq(rd_rot)
         bank_data = []
         self.banks = []  # kept for simulation-time inspection (tests read the stored matrix)
         wr_banks = _rotate(m, "wr_bank", [Cat(self.wr_data[k], self.wr_mask[k]) for k in range(P)],
-                           self.wr_major % P if P > 1 else 0, toward_lanes=False)
+                           wr_rot, toward_lanes=False)
         for b in range(P):
             mem = Memory(shape=signed(self.width), depth=self.depth, init=self._bank_init(b))
             self.banks.append(mem)
             m.submodules[f"bank{b}"] = mem
             rp, wp = mem.read_port(), mem.write_port()
-            _, addr, ok = rd_map[b]
+            addr, ok = rd_map[b]
             m.d.comb += [rp.en.eq(self.rd_en), rp.addr.eq(addr)]
             ok_d = Signal(name=f"rd_ok_d{b}")
             with m.If(self.rd_en):
                 m.d.sync += ok_d.eq(ok)
             bank_data.append(Mux(ok_d, rp.data, 0))
-            _, waddr, wok = wr_map[b]
+            waddr, wok = wr_map[b]
             wsel, wmask = wr_banks[b][:self.width], wr_banks[b][self.width]
             m.d.comb += [wp.en.eq(self.wr_en & wok & wmask), wp.addr.eq(waddr), wp.data.eq(wsel)]
         for b in range(P):
