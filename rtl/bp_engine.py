@@ -76,7 +76,7 @@ class BpEngine(wiring.Component):
                 "propagate": In(1),  # with start: compute ε' for the previous layer
                 "groups": In(self.gbits),
                 "in_groups": In(self.gbits),
-                # weight memory, row access: W[j, hP+k] in lane k the cycle after w_rd_en
+                # weight memory, row access: W[j, hP+k] in lane k READ_LATENCY (2) cycles after w_rd_en
                 "w_rd_en": Out(1),
                 "w_rd_major": Out(max(1, ceil_log2(max(p.max_inputs, p.max_neurons)))),
                 "w_rd_group": Out(self.gbits),
@@ -196,26 +196,28 @@ class BpEngine(wiring.Component):
         dj = Signal(signed(p.error_bits))
         m.d.comb += dj.eq(cur_delta[lane])
         h = Signal(self.gbits)
-        # the accumulate pipeline, one weight group per cycle: q1 the weight read is on the memory
-        # port → q2 weights registered (BRAM + rotation in their own cycle) → q3 w·δ registered
-        # (the multiplier in its own cycle), acc read issued → q3 acc += w·δ written. Each item
-        # reads acc one cycle before it writes it, so the next item's read of the same group
-        # meets that write on the transparent port: no group is ever read stale.
-        q1_valid, q2_valid, q3_valid = Signal(), Signal(), Signal()
-        q1_group, q2_group, q3_group = Signal(self.gbits), Signal(self.gbits), Signal(self.gbits)
-        q1_delta, q2_delta = Signal(signed(p.error_bits)), Signal(signed(p.error_bits))
-        q2_w = Signal(data.ArrayLayout(signed(p.weight_bits), P))
-        q3_prod = Signal(data.ArrayLayout(signed(p.weight_bits + p.error_bits), P))
-        m.d.sync += [q2_valid.eq(q1_valid), q2_group.eq(q1_group), q2_delta.eq(q1_delta), q2_w.eq(self.w_rd_data),
-                     q3_valid.eq(q2_valid), q3_group.eq(q2_group)]
-        m.d.sync += [q3_prod[k].eq(q2_w[k] * q2_delta) for k in range(P)]
-        with m.If(q3_valid):
-            m.d.comb += [a_wr.en.eq(1), a_wr.addr.eq(q3_group)]
+        # the accumulate pipeline, one weight group per cycle: q1 the weight read is in the block
+        # RAM → q2 the bank words are registered (in the memory) → q3 weights rotated and
+        # registered → q4 w·δ registered (the multiplier in its own cycle), acc read issued → q4
+        # acc += w·δ written. Each item reads acc one cycle before it writes it, so the next
+        # item's read of the same group meets that write on the transparent port: no group is
+        # ever read stale.
+        q1_valid, q2_valid, q3_valid, q4_valid = Signal(), Signal(), Signal(), Signal()
+        q1_group, q2_group, q3_group, q4_group = (Signal(self.gbits, name=f"q{n}_group") for n in range(1, 5))
+        q1_delta, q2_delta, q3_delta = (Signal(signed(p.error_bits), name=f"q{n}_delta") for n in range(1, 4))
+        q3_w = Signal(data.ArrayLayout(signed(p.weight_bits), P))
+        q4_prod = Signal(data.ArrayLayout(signed(p.weight_bits + p.error_bits), P))
+        m.d.sync += [q2_valid.eq(q1_valid), q2_group.eq(q1_group), q2_delta.eq(q1_delta),
+                     q3_valid.eq(q2_valid), q3_group.eq(q2_group), q3_delta.eq(q2_delta), q3_w.eq(self.w_rd_data),
+                     q4_valid.eq(q3_valid), q4_group.eq(q3_group)]
+        m.d.sync += [q4_prod[k].eq(q3_w[k] * q3_delta) for k in range(P)]
+        with m.If(q4_valid):
+            m.d.comb += [a_wr.en.eq(1), a_wr.addr.eq(q4_group)]
             for k in range(P):
-                m.d.comb += a_wr.data[k].eq(a_rd.data[k] + q3_prod[k])
+                m.d.comb += a_wr.data[k].eq(a_rd.data[k] + q4_prod[k])
         m.d.sync += q1_valid.eq(0)
         draining = Signal()
-        m.d.comb += draining.eq(q1_valid | q2_valid | q3_valid)
+        m.d.comb += draining.eq(q1_valid | q2_valid | q3_valid | q4_valid)
 
         # ---------------- C: error out ---------------------------------------------------------
         eo = self.error_out
@@ -234,7 +236,7 @@ class BpEngine(wiring.Component):
 
         # ---------------- control ---------------------------------------------------------------
         m.d.comb += [self.w_rd_major.eq(Cat(lane, cur_group) if P > 1 else cur_group), self.w_rd_group.eq(h)]
-        m.d.comb += [d_rd.addr.eq(group), a_rd.addr.eq(Mux(q2_valid, q2_group, h)), nz_rd.addr.eq(nz_index)]
+        m.d.comb += [d_rd.addr.eq(group), a_rd.addr.eq(Mux(q3_valid, q3_group, h)), nz_rd.addr.eq(nz_index)]
         ein = self.error_in
         with m.FSM():
             with m.State("IDLE"):
@@ -294,7 +296,7 @@ class BpEngine(wiring.Component):
             with m.State("ROUND"):
                 m.d.comb += self.busy.eq(1)
                 # the accumulate pipeline may still be draining into ROUND: its acc reads go on
-                m.d.comb += a_rd.en.eq(eo_adv | q2_valid)
+                m.d.comb += a_rd.en.eq(eo_adv | q3_valid)
                 with m.If(eo_adv):
                     m.d.sync += c_valid.eq(0)
                     with m.If(~draining & (h < self.in_groups)):

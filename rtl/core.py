@@ -349,8 +349,13 @@ class Core(wiring.Component):
         with m.If(rd):
             m.d.sync += [r_region.eq(region), r_lane.eq(lane), r_col.eq(col),
                          r_bank.eq((lane + row)[:log_p] if P > 1 else 0)]
-        value = Signal(32)  # the element, the cycle after acc_rd; registered into acc_rdata
-        m.d.sync += self.acc_rdata.eq(value)
+        # the element: `value` the cycle after acc_rd (plain memories, registers), registered
+        # into `value_d`; the SkewedMemories answer a cycle later (`late`, regions r2_region).
+        # Either becomes acc_rdata READ_LATENCY = 3 cycles after acc_rd.
+        value, value_d, late = Signal(32), Signal(32), Signal(32)
+        r2_region, r2_bank = Signal(8), Signal(range(P))
+        m.d.sync += [value_d.eq(value), r2_region.eq(r_region), r2_bank.eq(r_bank), self.acc_rdata.eq(late)]
+        m.d.comb += late.eq(value_d)
 
         def element(word, index):
             # element `index` of a P-lane word (element views or plain bits); signed elements
@@ -421,13 +426,13 @@ class Core(wiring.Component):
                                  w.wr_mask.eq(Const(1, P) << lane)]
                     for k in range(P):
                         m.d.comb += w.wr_data[k].eq(self.acc_wdata)
-            with m.If(r_region == RegionId.WEIGHTS + l):
-                m.d.comb += value.eq(element(w.rd_banks, r_bank))
+            with m.If(r2_region == RegionId.WEIGHTS + l):
+                m.d.comb += late.eq(element(w.rd_banks, r2_bank))
             with m.If((region == RegionId.GRADIENTS + l) & rd):
                 m.d.comb += [wg.grad_rd_en.eq(1), wg.grad_rd_row.eq(1), wg.grad_rd_major.eq(row),
                              wg.grad_rd_group.eq(group)]
-            with m.If(r_region == RegionId.GRADIENTS + l):
-                m.d.comb += value.eq(element(wg.grad_rd_banks, r_bank))
+            with m.If(r2_region == RegionId.GRADIENTS + l):
+                m.d.comb += late.eq(element(wg.grad_rd_banks, r2_bank))
 
     def _backward(self, m, readout, scan, spike_mems, surr_mems, layer, backward, t, lr_shift):
         """BP engine, feeder, error memories, delta buffer and one WG engine per layer."""

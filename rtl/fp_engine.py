@@ -11,9 +11,10 @@ Per timestep (docs/arithmetic.md §5) the engine
    back, clears the accumulators, and emits one ``neuron_out`` payload per group (membranes,
    spike mask, surrogates) for the spike/BP memories and for the testbench.
 
-Weights come from the core's weight memory through a read port with one cycle of latency
-(``weight_addr``/``weight_en`` → ``weight_data`` in lane order); the engine owns its state
-memories (membrane + last spike, and the accumulators).
+Weights come from the core's weight memory through a read port with
+:data:`~spikeforge.rtl.skewed_memory.READ_LATENCY` = 2 cycles of latency
+(``weight_input``/``weight_group``/``weight_en`` → ``weight_data`` in lane order); the engine owns
+its state memories (membrane + last spike, and the accumulators).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class FpEngine(wiring.Component):
                 # layer geometry, held stable while the engine runs
                 "groups": In(params.group_bits),
                 "neurons": In(max(1, (params.max_neurons).bit_length())),
-                # weight read port: data arrives the cycle after weight_en
+                # weight read port: data arrives two cycles after weight_en
                 "weight_en": Out(1),
                 "weight_input": Out(params.input_index_bits),
                 "weight_group": Out(params.group_bits),
@@ -91,9 +92,11 @@ class FpEngine(wiring.Component):
 
         group = Signal(p.group_bits)  # group being issued
         fresh = Signal()
-        # stage 1 of the integrate pipeline: the weight and accumulator words are on the ports
-        int_valid = Signal()
-        int_group = Signal(p.group_bits)
+        # the integrate pipeline: issue (weight read) → i1 (accumulator read of the same group)
+        # → i2 (both words arrive: add, write). Each item reads its accumulator one cycle before
+        # writing it, so the next item's read of that group meets the write on the transparent port.
+        int1_valid, int2_valid = Signal(), Signal()
+        int1_group, int2_group = Signal(p.group_bits), Signal(p.group_bits)
         # stage 1 of the LIF pipeline
         lif_valid = Signal()
         lif_group = Signal(p.group_bits)
@@ -101,12 +104,13 @@ class FpEngine(wiring.Component):
         last_group = Signal()
         m.d.comb += last_group.eq(group == self.groups - 1)
 
-        # ---- integrate: accumulator += weights, committed the cycle after the read -------------
-        with m.If(int_valid):
-            m.d.comb += [acc_wr.en.eq(1), acc_wr.addr.eq(int_group)]
+        # ---- integrate: accumulator += weights ---------------------------------------------------
+        m.d.sync += [int2_valid.eq(int1_valid), int2_group.eq(int1_group)]
+        with m.If(int2_valid):
+            m.d.comb += [acc_wr.en.eq(1), acc_wr.addr.eq(int2_group)]
             for k in range(P):
                 m.d.comb += acc_wr.data[k].eq(acc_rd.data[k] + self.weight_data[k])
-        m.d.sync += int_valid.eq(0)
+        m.d.sync += int1_valid.eq(0)
 
         # ---- LIF step datapath (combinational on the stage-1 words) ---------------------------
         out = self.neuron_out
@@ -157,7 +161,7 @@ class FpEngine(wiring.Component):
         # ---- control ---------------------------------------------------------------------------
         ev = self.spikes_in
         m.d.comb += [
-            acc_rd.addr.eq(group),
+            acc_rd.addr.eq(Mux(int1_valid, int1_group, group)),
             state_rd.addr.eq(group),
             self.weight_input.eq(ev.payload.index),
             self.weight_group.eq(group),
@@ -167,7 +171,7 @@ class FpEngine(wiring.Component):
                 with m.If(ev.valid & ~ev.payload.eot):
                     # one group per cycle; the event is consumed with its last group
                     m.d.comb += [self.weight_en.eq(1), self.busy.eq(1)]
-                    m.d.sync += [int_valid.eq(1), int_group.eq(group)]
+                    m.d.sync += [int1_valid.eq(1), int1_group.eq(group)]
                     with m.If(last_group):
                         m.d.comb += [ev.ready.eq(1), self.event.eq(1)]
                         m.d.sync += group.eq(0)
@@ -175,8 +179,9 @@ class FpEngine(wiring.Component):
                         m.d.sync += group.eq(group + 1)
                 with m.Elif(ev.valid & ev.payload.eot):
                     m.d.comb += self.busy.eq(1)
-                    # wait one cycle for the last accumulator write to land, then sweep the groups
-                    with m.If(~int_valid):
+                    # sweep the groups once the last item is in i2 at most: its accumulator write
+                    # lands this cycle, before the sweep's first read
+                    with m.If(~int1_valid):
                         m.d.comb += ev.ready.eq(1)
                         m.d.sync += fresh.eq(ev.payload.fresh)
                         m.next = "LIF"

@@ -11,6 +11,11 @@ Element (j, i) is stored in bank ``(i + j) mod P`` at address ``(j // P) * max_i
 either direction the P elements fall in P different banks, so one cycle serves them all; a barrel
 rotation by ``i mod P`` (column) or ``j mod P`` (row) puts them in lane order. One copy of the
 matrix, no transposed duplicate.
+
+Reads take :data:`READ_LATENCY` = 2 cycles: the bank outputs are registered before the rotation.
+A block RAM's clock-to-out is most of a 100 MHz cycle on its own (5.8 ns for an ECP5 DP16KD
+without its output register, which Yosys' ECP5 memory library does not use), so the rotation and
+whatever the reader does with the word go into the next cycle.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from amaranth.utils import ceil_log2
 
 from .arith import times_const
 
-__all__ = ["SkewedMemory", "skew_address", "read_matrix"]
+__all__ = ["SkewedMemory", "skew_address", "read_matrix", "READ_LATENCY"]
+
+READ_LATENCY = 2  # cycles from rd_en to rd_data / rd_banks
 
 
 def read_matrix(ctx, smem: "SkewedMemory", rows: int, cols: int) -> list[list[int]]:
@@ -44,11 +51,12 @@ def skew_address(j: int, i: int, lanes: int, max_inputs: int) -> tuple[int, int]
 
 
 class SkewedMemory(wiring.Component):
-    """Ports (both 1-cycle read latency; read and write may run in different directions):
+    """Ports (read and write may run in different directions):
 
     ``rd_en``, ``rd_row`` (0 = column, 1 = row), ``rd_major`` (i for column, j for row),
-    ``rd_group`` (g or h) → ``rd_data`` (P lanes, lane k = element gP+k / hP+k) next cycle;
-    lanes past the matrix edge read as 0. ``rd_banks`` is the same read before the rotation
+    ``rd_group`` (g or h) → ``rd_data`` (P lanes, lane k = element gP+k / hP+k)
+    :data:`READ_LATENCY` cycles later, held until the next read arrives; reads may issue every
+    cycle; lanes past the matrix edge read as 0. ``rd_banks`` is the same read before the rotation
     (bank b = lane (b - major) mod P): a reader of one element picks its bank directly instead of
     rotating the whole word and then picking a lane.
     ``wr_en``, ``wr_row``, ``wr_major``, ``wr_group``, ``wr_data``, ``wr_mask`` (per lane).
@@ -146,9 +154,14 @@ class SkewedMemory(wiring.Component):
         P = self.lanes
         rd_rot, rd_map = self._lane_map(m, "rd", self.rd_row, self.rd_major, self.rd_group)
         wr_rot, wr_map = self._lane_map(m, "wr", self.wr_row, self.wr_major, self.wr_group)
-        rd_rot_d = Signal(range(P), name="rd_rot_d")
+        # the read pipeline: rd_en → (block RAM) → rd_en_d → (bank register) → rd_data
+        rd_en_d = Signal()
+        m.d.sync += rd_en_d.eq(self.rd_en)
+        rd_rot_d, rd_rot_q = Signal(range(P), name="rd_rot_d"), Signal(range(P), name="rd_rot_q")
         with m.If(self.rd_en):
             m.d.sync += rd_rot_d.eq(rd_rot)
+        with m.If(rd_en_d):
+            m.d.sync += rd_rot_q.eq(rd_rot_d)
         bank_data = []
         self.banks = []  # kept for simulation-time inspection (tests read the stored matrix)
         wr_banks = _rotate(m, "wr_bank", [Cat(self.wr_data[k], self.wr_mask[k]) for k in range(P)],
@@ -163,13 +176,16 @@ class SkewedMemory(wiring.Component):
             ok_d = Signal(name=f"rd_ok_d{b}")
             with m.If(self.rd_en):
                 m.d.sync += ok_d.eq(ok)
-            bank_data.append(Mux(ok_d, rp.data, 0))
+            bank_q = Signal(signed(self.width), name=f"rd_bank_q{b}")
+            with m.If(rd_en_d):
+                m.d.sync += bank_q.eq(Mux(ok_d, rp.data, 0))
+            bank_data.append(bank_q)
             waddr, wok = wr_map[b]
             wsel, wmask = wr_banks[b][:self.width], wr_banks[b][self.width]
             m.d.comb += [wp.en.eq(self.wr_en & wok & wmask), wp.addr.eq(waddr), wp.data.eq(wsel)]
         for b in range(P):
             m.d.comb += self.rd_banks[b].eq(bank_data[b])
-        lanes = _rotate(m, "rd_lane", bank_data, rd_rot_d, toward_lanes=True)
+        lanes = _rotate(m, "rd_lane", bank_data, rd_rot_q, toward_lanes=True)
         for k in range(P):
             m.d.comb += self.rd_data[k].eq(lanes[k])
         return m

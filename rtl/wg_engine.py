@@ -228,8 +228,9 @@ class WgEngine(wiring.Component):
                 m.d.sync += nz_count.eq(nz_count + 1)
         m.d.sync += sc_valid.eq(0)
 
-        # ---- accumulate pipeline: issue (list read) → s1 (gradient read) → s2 (gradient out,
-        # registered) → s3 (add, registered) → s4 (write). A word is read three cycles before the
+        # ---- accumulate pipeline: issue (list read) → s1 (gradient read) → s2 (bank words
+        # registered in the memory) → s3 (rotated, add, registered) → s4 (write). A word is read
+        # three cycles before the
         # previous item's write of it could land, so the issue holds while an item in s1..s3
         # targets the same word: same input index and same list entry (one timestep's entries
         # are distinct groups; the list is only rewritten after the pipe has drained at eot).
@@ -247,7 +248,6 @@ class WgEngine(wiring.Component):
         s3_entry = Signal(range(G_max + 1))
         s3_group = Signal(p.group_bits)
         s3_delta = Signal(data.ArrayLayout(signed(p.error_bits), P))
-        s3_old = Signal(data.ArrayLayout(signed(p.grad_bits), P))
         s4_valid = Signal()
         s4_major = Signal(p.input_index_bits)
         s4_group = Signal(p.group_bits)
@@ -260,10 +260,10 @@ class WgEngine(wiring.Component):
         m.d.sync += [s2_valid.eq(s1_valid), s2_index.eq(s1_index), s2_entry.eq(s1_entry),
                      s2_group.eq(nz_rd.data.group), s2_delta.eq(nz_rd.data.delta),
                      s3_valid.eq(s2_valid), s3_index.eq(s2_index), s3_entry.eq(s2_entry), s3_group.eq(s2_group),
-                     s3_delta.eq(s2_delta), s3_old.eq(grad.rd_data),
+                     s3_delta.eq(s2_delta),
                      s4_valid.eq(s3_valid), s4_major.eq(s3_index), s4_group.eq(s3_group)]
         # exact: grad_bits is validated wide enough for error_bits x T x B
-        m.d.sync += [s4_data[k].eq(s3_old[k] + s3_delta[k]) for k in range(P)]
+        m.d.sync += [s4_data[k].eq(grad.rd_data[k] + s3_delta[k]) for k in range(P)]
         m.d.sync += [s4_mask[k].eq(s3_group * P + k < self.rows) for k in range(P)]
         raw_hazard = Signal()  # the word about to be issued is still being updated in s1..s3
         m.d.comb += raw_hazard.eq(Cat(*[v & (i == ev.payload.index) & (e == issue_idx) for v, i, e in (
@@ -271,15 +271,17 @@ class WgEngine(wiring.Component):
         acc_busy = Signal()
         m.d.comb += acc_busy.eq(s1_valid | s2_valid | s3_valid | s4_valid)
 
-        # ---- update datapath: read (UPDATE state) → u1 data arrives → u2 registered → u3 step base
-        # and rounding increment (or draw and r') → u4 step → u5 saturated weight, written. The
-        # stages only exist for the clock: each
+        # ---- update datapath: read (UPDATE state) → u1 in the block RAMs → u1d bank words
+        # registered (in the memories) → u2 rotated, registered → u3 step base and rounding
+        # increment (or draw and r') → u4 step → u5 saturated weight, written. The stages only
+        # exist for the clock: each
         # (row, group) is read once and written once, so nothing in flight can alias.
         shift = Signal(range(MAX_LR_SHIFT + 1))  # latched with the update pulse
         u1_valid = Signal()
         u1_row = Signal(len(grad.rd_major))
         u1_group = Signal(len(grad.rd_group))
         u1_last = Signal()  # last group of its row
+        u1d_valid = Signal()
         lanes_of = lambda bits: data.ArrayLayout(signed(bits), P)  # noqa: E731
         u2_valid = Signal()
         u2_grad = Signal(lanes_of(p.grad_bits))
@@ -295,9 +297,10 @@ class WgEngine(wiring.Component):
         u4_w = Signal(lanes_of(p.weight_bits))
         u5_valid = Signal()
         u5_w = Signal(lanes_of(p.weight_bits))
-        u_row = [Signal(len(grad.rd_major), name=f"u{n}_row") for n in (2, 3, 4, 5)]
-        u_group = [Signal(len(grad.rd_group), name=f"u{n}_group") for n in (2, 3, 4, 5)]
-        m.d.sync += [u2_valid.eq(u1_valid), u2_grad.eq(grad.rd_data), u2_w.eq(self.w_rd_data),
+        u_row = [Signal(len(grad.rd_major), name=f"u{n}_row") for n in ("1d", 2, 3, 4, 5)]
+        u_group = [Signal(len(grad.rd_group), name=f"u{n}_group") for n in ("1d", 2, 3, 4, 5)]
+        m.d.sync += [u1d_valid.eq(u1_valid),
+                     u2_valid.eq(u1d_valid), u2_grad.eq(grad.rd_data), u2_w.eq(self.w_rd_data),
                      u3_valid.eq(u2_valid), u4_valid.eq(u3_valid), u5_valid.eq(u4_valid),
                      u_row[0].eq(u1_row), u_group[0].eq(u1_group)]
         for n in range(1, len(u_row)):
@@ -320,8 +323,8 @@ class WgEngine(wiring.Component):
                 m.d.comb += width.eq(draw_bits)
             if take is not None:
                 if self.short_counts:
-                    u2_last = Signal()
-                    m.d.sync += u2_last.eq(u1_last)
+                    u1d_last, u2_last = Signal(), Signal()
+                    m.d.sync += [u1d_last.eq(u1_last), u2_last.eq(u1d_last)]
                     m.d.comb += take.eq(Mux(u2_last & (tail != 0), tail, P))
                 else:
                     m.d.comb += take.eq(P)
@@ -437,7 +440,7 @@ class WgEngine(wiring.Component):
         m.d.comb += [
             self.event.eq(ev.valid & ev.ready & ~ev.payload.eot),
             self.stalled.eq(ev.valid & ~working),
-            self.busy.eq(pending | ev.valid | acc_busy | sc_valid | u1_valid | u2_valid | u3_valid | u4_valid
+            self.busy.eq(pending | ev.valid | acc_busy | sc_valid | u1_valid | u1d_valid | u2_valid | u3_valid | u4_valid
                          | u5_valid                         | ~fsm.ongoing("RUN")),
         ]
         return m

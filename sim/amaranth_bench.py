@@ -1,7 +1,7 @@
 """Small helpers shared by the Amaranth-simulator tests of the blocks (no cocotb here).
 
-One way to run a simulation, to offer a stream item with random idle gaps, to lay out a plain
-weight memory for the FP engine, and to report the first golden-vs-RTL mismatch.
+One way to run a simulation, to offer a stream item with random idle gaps, to lay out and
+connect a plain weight memory for the FP engine, and to report the first golden-vs-RTL mismatch.
 """
 
 from __future__ import annotations
@@ -9,11 +9,13 @@ from __future__ import annotations
 import random
 
 import torch
+from amaranth import Signal
 from amaranth.sim import Simulator
 
 from spikeforge.rtl.params import CoreParams
+from spikeforge.rtl.skewed_memory import READ_LATENCY
 
-__all__ = ["simulate", "send", "fp_weight_words", "assert_same"]
+__all__ = ["simulate", "send", "fp_weight_words", "connect_fp_weights", "assert_same"]
 
 
 def simulate(dut, *testbenches, background=()) -> None:
@@ -54,6 +56,22 @@ def fp_weight_words(params: CoreParams, weights: torch.Tensor) -> list[int]:
                     word |= (int(weights[j, i]) & mask) << (k * params.weight_bits)
             words.append(word)
     return words
+
+
+def connect_fp_weights(m, fp, wmem, params: CoreParams) -> None:
+    """Serve ``fp``'s weight reads from the plain memory ``wmem`` (laid out by
+    :func:`fp_weight_words`) with the core weight memory's latency: the block RAM read plus
+    output registers, READ_LATENCY cycles in all."""
+    rd = wmem.read_port()
+    m.d.comb += [rd.addr.eq(fp.weight_input * params.max_groups + fp.weight_group), rd.en.eq(fp.weight_en)]
+    data, en = rd.data, fp.weight_en
+    for n in range(READ_LATENCY - 1):
+        en_d, data_q = Signal(name=f"weight_en_d{n}"), Signal.like(rd.data, name=f"weight_q{n}")
+        m.d.sync += en_d.eq(en)
+        with m.If(en_d):
+            m.d.sync += data_q.eq(data)
+        data, en = data_q, en_d
+    m.d.comb += fp.weight_data.as_value().eq(data)
 
 
 def assert_same(tensors, seed: int, replay: str, index_names=("timestep", "index")) -> None:

@@ -17,7 +17,7 @@ from spikeforge.config import SpikeforgeConfig
 from spikeforge.golden import model
 from spikeforge.rtl.fp_engine import FpEngine
 from spikeforge.rtl.params import CoreParams
-from spikeforge.sim.amaranth_bench import assert_same, fp_weight_words, send, simulate
+from spikeforge.sim.amaranth_bench import assert_same, connect_fp_weights, fp_weight_words, send, simulate
 
 
 class FpHarness(Elaboratable):
@@ -33,12 +33,7 @@ class FpHarness(Elaboratable):
         p = self.p
         m.submodules.fp = self.fp
         m.submodules.wmem = wmem = Memory(shape=p.lanes * p.weight_bits, depth=len(self.words), init=self.words)
-        rd = wmem.read_port()
-        m.d.comb += [
-            rd.addr.eq(self.fp.weight_input * p.max_groups + self.fp.weight_group),
-            rd.en.eq(self.fp.weight_en),
-            self.fp.weight_data.as_value().eq(rd.data),
-        ]
+        connect_fp_weights(m, self.fp, wmem, p)
         return m
 
 

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from spikeforge.rtl.skewed_memory import SkewedMemory
+from spikeforge.rtl.skewed_memory import READ_LATENCY, SkewedMemory
 from spikeforge.sim.amaranth_bench import simulate
 
 
@@ -32,6 +32,8 @@ def test_row_and_column_reads_and_writes(lanes, n_out, n_in):
             ctx.set(dut.rd_group, group)
             await ctx.tick()
             ctx.set(dut.rd_en, 0)
+            for _ in range(READ_LATENCY - 1):
+                await ctx.tick()
             got = [ctx.get(dut.rd_data[k]) for k in range(lanes)]
             assert got == expect(row, major, group), (step, row, major, group)
             # read data holds while rd_en is low
@@ -56,6 +58,45 @@ def test_row_and_column_reads_and_writes(lanes, n_out, n_in):
                 key = (wmajor, wgroup * lanes + k) if wrow else (wgroup * lanes + k, wmajor)
                 if (mask >> k) & 1 and key[0] < n_out and key[1] < n_in:
                     mat[key] = vals[k]
+
+    simulate(dut, bench)
+
+
+@pytest.mark.parametrize("lanes, n_out, n_in", [(1, 3, 4), (4, 10, 7), (8, 16, 64)])
+def test_back_to_back_reads_arrive_in_order(lanes, n_out, n_in):
+    """Reads issued in consecutive cycles (with random idle cycles between bursts) each arrive
+    READ_LATENCY cycles later, in either direction, and the last one holds through idle cycles."""
+    rng = random.Random(lanes * 7 + n_out + n_in)
+    mat = {(j, i): rng.randint(-128, 127) for j in range(n_out) for i in range(n_in)}
+    dut = SkewedMemory(lanes=lanes, width=8, max_outputs=n_out, max_inputs=n_in, init=mat)
+    G, H = -(-n_out // lanes), -(-n_in // lanes)
+
+    async def bench(ctx):
+        issued = []  # per cycle: the expected word of the read issued then, or None
+        held = None
+        for cycle in range(400):
+            if rng.random() < 0.7:
+                row = rng.random() < 0.5
+                major = rng.randrange(n_out if row else n_in)
+                group = rng.randrange(H if row else G)
+                ctx.set(dut.rd_en, 1)
+                ctx.set(dut.rd_row, row)
+                ctx.set(dut.rd_major, major)
+                ctx.set(dut.rd_group, group)
+                if row:
+                    issued.append([mat.get((major, group * lanes + k), 0) for k in range(lanes)])
+                else:
+                    issued.append([mat.get((group * lanes + k, major), 0) for k in range(lanes)])
+            else:
+                ctx.set(dut.rd_en, 0)
+                issued.append(None)
+            await ctx.tick()
+            if len(issued) >= READ_LATENCY:
+                due = issued[-READ_LATENCY]
+                held = due if due is not None else held
+                if held is not None:
+                    got = [ctx.get(dut.rd_data[k]) for k in range(lanes)]
+                    assert got == held, (cycle, got, held)
 
     simulate(dut, bench)
 

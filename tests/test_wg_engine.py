@@ -26,7 +26,7 @@ from spikeforge.golden import model
 from spikeforge.golden.backend import update_seed
 from spikeforge.golden.fixedpoint import exact_matmul
 from spikeforge.rtl.params import CoreParams
-from spikeforge.rtl.skewed_memory import SkewedMemory
+from spikeforge.rtl.skewed_memory import READ_LATENCY, SkewedMemory
 from spikeforge.rtl.wg_engine import WgEngine
 from spikeforge.sim.amaranth_bench import simulate
 from spikeforge.sim.amaranth_bench import send
@@ -158,6 +158,10 @@ def run_phases(engine: WgEngine, weights, phases, seed: int, gap: float = 0.3):
                     ctx.set(dut.tb_rd_major, j)
                     ctx.set(dut.tb_rd_group, h)
                 await ctx.tick()
+                ctx.set(wg.grad_rd_en, 0)
+                ctx.set(dut.tb_rd_en, 0)
+                for _ in range(READ_LATENCY - 1):
+                    await ctx.tick()
                 data = wg.grad_rd_data if which == "grad" else dut.tb_rd_data
                 for k in range(p.lanes):
                     i = h * p.lanes + k

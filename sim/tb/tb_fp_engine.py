@@ -37,7 +37,7 @@ from spikeforge.config import SpikeforgeConfig
 from spikeforge.golden import model
 from spikeforge.rtl.fp_engine import FpEngine, neuron_group_layout, spike_event_layout
 from spikeforge.rtl.params import CoreParams
-from spikeforge.sim.amaranth_bench import fp_weight_words
+from spikeforge.sim.amaranth_bench import connect_fp_weights, fp_weight_words
 
 CLOCK_NS = 10
 
@@ -83,7 +83,6 @@ class FpEngineTop(wiring.Component):
         m.submodules.fp = fp = self.fp
         m.submodules.wmem = wmem = Memory(shape=p.lanes * p.weight_bits, depth=self.depth, init=[])
         wr = wmem.write_port()
-        rd = wmem.read_port()
         wiring.connect(m, wiring.flipped(self.spikes_in), fp.spikes_in)
         wiring.connect(m, fp.neuron_out, wiring.flipped(self.neuron_out))
         m.d.comb += [
@@ -92,13 +91,11 @@ class FpEngineTop(wiring.Component):
             wr.en.eq(self.wload_en),
             wr.addr.eq(self.wload_addr),
             wr.data.eq(self.wload_data),
-            rd.addr.eq(fp.weight_input * p.max_groups + fp.weight_group),
-            rd.en.eq(fp.weight_en),
-            fp.weight_data.eq(rd.data),
             self.busy.eq(fp.busy),
             self.stalled.eq(fp.stalled),
             self.event_done.eq(fp.event),
         ]
+        connect_fp_weights(m, fp, wmem, p)
         return m
 
 
