@@ -422,8 +422,9 @@ class Core(wiring.Component):
                 with m.If(rd):
                     m.d.comb += [w.rd_en.eq(1), w.rd_row.eq(1), w.rd_major.eq(row), w.rd_group.eq(group)]
                 with m.If(wr):
+                    # one element: its bank (lane + row) mod P, the value offered to every bank
                     m.d.comb += [w.wr_en.eq(1), w.wr_row.eq(1), w.wr_major.eq(row), w.wr_group.eq(group),
-                                 w.wr_mask.eq(Const(1, P) << lane)]
+                                 w.wr_mask.eq(Const(1, P) << ((lane + row)[:log_p] if P > 1 else 0))]
                     for k in range(P):
                         m.d.comb += w.wr_data[k].eq(self.acc_wdata)
             with m.If(r2_region == RegionId.WEIGHTS + l):
@@ -536,7 +537,7 @@ class Core(wiring.Component):
                 with m.If(updating):
                     m.d.comb += [wg.update.eq(update_start),
                                  w.rd_en.eq(wg.w_rd_en), w.rd_row.eq(wg.w_rd_row), w.rd_major.eq(wg.w_rd_major),
-                                 w.rd_group.eq(wg.w_rd_group), wg.w_rd_data.eq(w.rd_data),
+                                 w.rd_group.eq(wg.w_rd_group), wg.w_rd_banks.eq(w.rd_banks),
                                  w.wr_en.eq(wg.w_wr_en), w.wr_row.eq(wg.w_wr_row), w.wr_major.eq(wg.w_wr_major),
                                  w.wr_group.eq(wg.w_wr_group), w.wr_data.eq(wg.w_wr_data), w.wr_mask.eq(wg.w_wr_mask)]
                 if update_lfsr is not None:

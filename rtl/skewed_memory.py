@@ -12,6 +12,13 @@ either direction the P elements fall in P different banks, so one cycle serves t
 rotation by ``i mod P`` (column) or ``j mod P`` (row) puts them in lane order. One copy of the
 matrix, no transposed duplicate.
 
+In both directions lane k of an access with major index ``major`` sits in bank
+``(k + major) mod P``. Reads come in both orders: ``rd_data`` rotated into lanes, ``rd_banks`` as
+stored. Writes come in bank order only: every writer in the core has a cheaper way to produce bank
+order than a rotation of the word it writes (the WG engine rotates a 16-bit delta instead of a
+32-bit gradient, its draws instead of its results; the host writes one element, a one-hot bank
+mask; a gradient clear writes zeros), and a rotation the memory does not build costs nothing.
+
 Reads take :data:`READ_LATENCY` = 2 cycles: the bank outputs are registered before the rotation.
 A block RAM's clock-to-out is most of a 100 MHz cycle on its own (5.8 ns for an ECP5 DP16KD
 without its output register, which Yosys' ECP5 memory library does not use), so the rotation and
@@ -20,7 +27,7 @@ whatever the reader does with the word go into the next cycle.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -28,7 +35,7 @@ from amaranth.utils import ceil_log2
 
 from .arith import times_const
 
-__all__ = ["SkewedMemory", "skew_address", "read_matrix", "READ_LATENCY"]
+__all__ = ["SkewedMemory", "skew_address", "read_matrix", "to_banks", "READ_LATENCY"]
 
 READ_LATENCY = 2  # cycles from rd_en to rd_data / rd_banks
 
@@ -57,9 +64,11 @@ class SkewedMemory(wiring.Component):
     ``rd_group`` (g or h) → ``rd_data`` (P lanes, lane k = element gP+k / hP+k)
     :data:`READ_LATENCY` cycles later, held until the next read arrives; reads may issue every
     cycle; lanes past the matrix edge read as 0. ``rd_banks`` is the same read before the rotation
-    (bank b = lane (b - major) mod P): a reader of one element picks its bank directly instead of
-    rotating the whole word and then picking a lane.
-    ``wr_en``, ``wr_row``, ``wr_major``, ``wr_group``, ``wr_data``, ``wr_mask`` (per lane).
+    (bank b = lane (b - major) mod P): a reader of one element picks its bank directly, a reader
+    that works elementwise works in bank order.
+    ``wr_en``, ``wr_row``, ``wr_major``, ``wr_group``, ``wr_data``, ``wr_mask``: data and mask in
+    bank order (bank b = lane (b - major) mod P; :func:`to_banks` rotates lanes into it); banks
+    whose element lies past the matrix edge are not written.
     """
 
     def __init__(self, *, lanes: int, width: int, max_outputs: int, max_inputs: int, init=None):
@@ -153,7 +162,7 @@ class SkewedMemory(wiring.Component):
         m = Module()
         P = self.lanes
         rd_rot, rd_map = self._lane_map(m, "rd", self.rd_row, self.rd_major, self.rd_group)
-        wr_rot, wr_map = self._lane_map(m, "wr", self.wr_row, self.wr_major, self.wr_group)
+        _, wr_map = self._lane_map(m, "wr", self.wr_row, self.wr_major, self.wr_group)
         # the read pipeline: rd_en → (block RAM) → rd_en_d → (bank register) → rd_data
         rd_en_d = Signal()
         m.d.sync += rd_en_d.eq(self.rd_en)
@@ -164,8 +173,6 @@ class SkewedMemory(wiring.Component):
             m.d.sync += rd_rot_q.eq(rd_rot_d)
         bank_data = []
         self.banks = []  # kept for simulation-time inspection (tests read the stored matrix)
-        wr_banks = _rotate(m, "wr_bank", [Cat(self.wr_data[k], self.wr_mask[k]) for k in range(P)],
-                           wr_rot, toward_lanes=False)
         for b in range(P):
             mem = Memory(shape=signed(self.width), depth=self.depth, init=self._bank_init(b))
             self.banks.append(mem)
@@ -181,14 +188,24 @@ class SkewedMemory(wiring.Component):
                 m.d.sync += bank_q.eq(Mux(ok_d, rp.data, 0))
             bank_data.append(bank_q)
             waddr, wok = wr_map[b]
-            wsel, wmask = wr_banks[b][:self.width], wr_banks[b][self.width]
-            m.d.comb += [wp.en.eq(self.wr_en & wok & wmask), wp.addr.eq(waddr), wp.data.eq(wsel)]
+            m.d.comb += [wp.en.eq(self.wr_en & wok & self.wr_mask[b]), wp.addr.eq(waddr), wp.data.eq(self.wr_data[b])]
         for b in range(P):
             m.d.comb += self.rd_banks[b].eq(bank_data[b])
         lanes = _rotate(m, "rd_lane", bank_data, rd_rot_q, toward_lanes=True)
         for k in range(P):
             m.d.comb += self.rd_data[k].eq(lanes[k])
         return m
+
+
+def to_banks(m, name, items, major):
+    """``items`` (one per lane, for an access with major index ``major``) in bank order:
+    out[b] = items[(b - major) mod P], P = len(items) a power of two."""
+    P = len(items)
+    if P == 1:
+        return list(items)
+    rot = Signal(range(P), name=f"{name}_rot")
+    m.d.comb += rot.eq(major)  # major mod P (the assignment truncates; a narrow major extends)
+    return _rotate(m, name, items, rot, toward_lanes=False)
 
 
 def _rotate(m, name, items, rot, *, toward_lanes: bool):

@@ -48,7 +48,7 @@ from . import arith
 from .fp_engine import spike_event_layout
 from .lfsr import LfsrDraws
 from .params import CoreParams
-from .skewed_memory import SkewedMemory
+from .skewed_memory import SkewedMemory, to_banks
 
 __all__ = ["WgEngine", "MAX_LR_SHIFT"]
 
@@ -65,7 +65,9 @@ class WgEngine(wiring.Component):
     * ``delta_en``, ``delta_group`` → ``delta_data`` -- read port of the current timestep's deltas;
     * ``update``, ``lr_shift`` → ``shift_ok`` -- start the update (a one-cycle pulse);
     * ``w_rd_*`` / ``w_wr_*`` -- a read and a write port of the layer's weight
-      :class:`SkewedMemory`, same names and meaning as its ``rd_*`` / ``wr_*`` ports;
+      :class:`SkewedMemory`, same names and meaning as its ``rd_*`` / ``wr_*`` ports, the read
+      side in bank order (``w_rd_banks``, the memory's ``rd_banks``): the update works elementwise,
+      so it keeps the order the banks store and never rotates a gradient or a weight;
     * ``grad_rd_*`` -- a host read port of the gradient memory (multi-core reduction, debug),
       served while the engine is idle;
     * ``lfsr_load``, ``lfsr_seed``, ``lfsr_state`` -- the update LFSR (only with stochastic update
@@ -152,7 +154,7 @@ class WgEngine(wiring.Component):
                 "lr_shift": In(range(MAX_LR_SHIFT + 1)),
                 "shift_ok": Out(1),
                 "w_rd_en": Out(1), "w_rd_row": Out(1), "w_rd_major": Out(major_bits), "w_rd_group": Out(group_bits),
-                "w_rd_data": In(w_lanes),
+                "w_rd_banks": In(w_lanes),
                 "w_wr_en": Out(1), "w_wr_row": Out(1), "w_wr_major": Out(major_bits), "w_wr_group": Out(group_bits),
                 "w_wr_data": Out(w_lanes), "w_wr_mask": Out(P),
                 "grad_rd_en": In(1), "grad_rd_row": In(1), "grad_rd_major": In(major_bits),
@@ -229,8 +231,9 @@ class WgEngine(wiring.Component):
         m.d.sync += sc_valid.eq(0)
 
         # ---- accumulate pipeline: issue (list read) → s1 (gradient read) → s2 (bank words
-        # registered in the memory) → s3 (rotated, add, registered) → s4 (write). A word is read
-        # three cycles before the
+        # registered in the memory; the deltas rotated into bank order) → s3 (add, registered) →
+        # s4 (write). Bank order throughout: the 16-bit deltas are rotated instead of the 32-bit
+        # gradients, twice. A word is read three cycles before the
         # previous item's write of it could land, so the issue holds while an item in s1..s3
         # targets the same word: same input index and same list entry (one timestep's entries
         # are distinct groups; the list is only rewritten after the pipe has drained at eot).
@@ -260,32 +263,33 @@ class WgEngine(wiring.Component):
         m.d.sync += [s2_valid.eq(s1_valid), s2_index.eq(s1_index), s2_entry.eq(s1_entry),
                      s2_group.eq(nz_rd.data.group), s2_delta.eq(nz_rd.data.delta),
                      s3_valid.eq(s2_valid), s3_index.eq(s2_index), s3_entry.eq(s2_entry), s3_group.eq(s2_group),
-                     s3_delta.eq(s2_delta),
                      s4_valid.eq(s3_valid), s4_major.eq(s3_index), s4_group.eq(s3_group)]
         # exact: grad_bits is validated wide enough for error_bits x T x B
-        m.d.sync += [s4_data[k].eq(grad.rd_data[k] + s3_delta[k]) for k in range(P)]
-        m.d.sync += [s4_mask[k].eq(s3_group * P + k < self.rows) for k in range(P)]
+        delta_banks = to_banks(m, "acc_delta", [s2_delta[k] for k in range(P)], s2_index)
+        m.d.sync += [s3_delta[b].eq(delta_banks[b]) for b in range(P)]
+        m.d.sync += [s4_data[b].eq(grad.rd_banks[b] + s3_delta[b]) for b in range(P)]
+        s3_live = [Signal(name=f"acc_live_{k}") for k in range(P)]  # lane k is a neuron of the layer
+        m.d.comb += [s3_live[k].eq(s3_group * P + k < self.rows) for k in range(P)]
+        m.d.sync += s4_mask.eq(Cat(*to_banks(m, "acc_mask", s3_live, s3_index)))
         raw_hazard = Signal()  # the word about to be issued is still being updated in s1..s3
         m.d.comb += raw_hazard.eq(Cat(*[v & (i == ev.payload.index) & (e == issue_idx) for v, i, e in (
             (s1_valid, s1_index, s1_entry), (s2_valid, s2_index, s2_entry), (s3_valid, s3_index, s3_entry))]).any())
         acc_busy = Signal()
         m.d.comb += acc_busy.eq(s1_valid | s2_valid | s3_valid | s4_valid)
 
-        # ---- update datapath: read (UPDATE state) → u1 in the block RAMs → u1d bank words
-        # registered (in the memories) → u2 rotated, registered → u3 step base and rounding
-        # increment (or draw and r') → u4 step → u5 saturated weight, written. The stages only
-        # exist for the clock: each
+        # ---- update datapath, in bank order: read (UPDATE state) → u1 in the block RAMs, the
+        # draws taken → u2 bank words (registered in the memories), the draws rotated into bank
+        # order → u3 step base and rounding increment (or draw and r') → u4 step → u5 saturated
+        # weight, written. The stages only exist for the clock: each
         # (row, group) is read once and written once, so nothing in flight can alias.
         shift = Signal(range(MAX_LR_SHIFT + 1))  # latched with the update pulse
         u1_valid = Signal()
         u1_row = Signal(len(grad.rd_major))
         u1_group = Signal(len(grad.rd_group))
         u1_last = Signal()  # last group of its row
-        u1d_valid = Signal()
         lanes_of = lambda bits: data.ArrayLayout(signed(bits), P)  # noqa: E731
         u2_valid = Signal()
-        u2_grad = Signal(lanes_of(p.grad_bits))
-        u2_w = Signal(lanes_of(p.weight_bits))
+        u2_grad, u2_w = grad.rd_banks, self.w_rd_banks  # registered in the memories
         u3_valid = Signal()
         u3_base = Signal(lanes_of(self.step_bits))  # the step without its rounding increment
         u3_inc = Signal(P)  # the increment (half modes: registered; stochastic: draw < r_top)
@@ -297,11 +301,9 @@ class WgEngine(wiring.Component):
         u4_w = Signal(lanes_of(p.weight_bits))
         u5_valid = Signal()
         u5_w = Signal(lanes_of(p.weight_bits))
-        u_row = [Signal(len(grad.rd_major), name=f"u{n}_row") for n in ("1d", 2, 3, 4, 5)]
-        u_group = [Signal(len(grad.rd_group), name=f"u{n}_group") for n in ("1d", 2, 3, 4, 5)]
-        m.d.sync += [u1d_valid.eq(u1_valid),
-                     u2_valid.eq(u1d_valid), u2_grad.eq(grad.rd_data), u2_w.eq(self.w_rd_data),
-                     u3_valid.eq(u2_valid), u4_valid.eq(u3_valid), u5_valid.eq(u4_valid),
+        u_row = [Signal(len(grad.rd_major), name=f"u{n}_row") for n in (2, 3, 4, 5)]
+        u_group = [Signal(len(grad.rd_group), name=f"u{n}_group") for n in (2, 3, 4, 5)]
+        m.d.sync += [u2_valid.eq(u1_valid), u3_valid.eq(u2_valid), u4_valid.eq(u3_valid), u5_valid.eq(u4_valid),
                      u_row[0].eq(u1_row), u_group[0].eq(u1_group)]
         for n in range(1, len(u_row)):
             m.d.sync += [u_row[n].eq(u_row[n - 1]), u_group[n].eq(u_group[n - 1])]
@@ -323,36 +325,39 @@ class WgEngine(wiring.Component):
                 m.d.comb += width.eq(draw_bits)
             if take is not None:
                 if self.short_counts:
-                    u1d_last, u2_last = Signal(), Signal()
-                    m.d.sync += [u1d_last.eq(u1_last), u2_last.eq(u1d_last)]
-                    m.d.comb += take.eq(Mux(u2_last & (tail != 0), tail, P))
+                    m.d.comb += take.eq(Mux(u1_last & (tail != 0), tail, P))
                 else:
                     m.d.comb += take.eq(P)
             # one draw per weight, zero gradient or not (shift 0 takes no draws, as in the golden model)
-            m.d.comb += nxt.eq(u2_valid & (shift != 0))
+            m.d.comb += nxt.eq(u1_valid & (shift != 0))
+            u2_draw = Signal(data.ArrayLayout(unsigned(16), P))  # lane order, as the LFSR gives them
+            m.d.sync += [u2_draw[k].eq(draws[k]) for k in range(P)]
 
         ok = Const(0)
         for v in self.supported_shifts:
             ok = ok | (self.lr_shift == v)
         m.d.comb += self.shift_ok.eq(ok)
 
+        draw_banks = to_banks(m, "upd_draw", [u2_draw[k] for k in range(P)], u_row[0]) if draws is not None else None
         w_max, w_min = (1 << (p.weight_bits - 1)) - 1, -(1 << (p.weight_bits - 1))
-        for k in range(P):
+        for k in range(P):  # k is a bank here
             base, inc, r_top = self._rounding_parts(m, k, u2_grad[k], shift)
             m.d.sync += [u3_base[k].eq(base), u3_w[k].eq(u2_w[k])]
             if inc is not None:
                 m.d.sync += u3_inc[k].eq(inc)
             elif r_top is not None:  # the draw taken with this weight, compared next cycle
-                m.d.sync += [u3_rtop[k].eq(r_top), u3_draw[k].eq(draws[k] if draws is not None else 0)]
+                m.d.sync += [u3_rtop[k].eq(r_top), u3_draw[k].eq(draw_banks[k] if draws is not None else 0)]
                 m.d.comb += u3_inc[k].eq(u3_draw[k] < u3_rtop[k])
             m.d.sync += [u4_step[k].eq(u3_base[k] + u3_inc[k]), u4_w[k].eq(u3_w[k])]
             diff = Signal(signed(self.step_bits + 1), name=f"upd_diff_{k}")
             m.d.comb += diff.eq(u4_w[k] - u4_step[k])
             m.d.sync += u5_w[k].eq(arith.saturate(m, diff, w_min, w_max, p.weight_bits, f"upd_w_{k}"))
         # the weight memory may be wider than this layer: lanes past fan_in are not ours
-        upd_mask, clr_mask = Signal(P), Signal(P)
+        upd_lanes, clr_lanes = Signal(P), Signal(P)
         for k in range(P):
-            m.d.comb += [upd_mask[k].eq(u_group[-1] * P + k < self.cols), clr_mask[k].eq(u1_group * P + k < self.cols)]
+            m.d.comb += [upd_lanes[k].eq(u_group[-1] * P + k < self.cols), clr_lanes[k].eq(u1_group * P + k < self.cols)]
+        upd_mask = Cat(*to_banks(m, "upd_mask", list(upd_lanes), u_row[-1]))
+        clr_mask = Cat(*to_banks(m, "clr_mask", list(clr_lanes), u1_row))
 
         m.d.comb += [self.w_wr_row.eq(1), self.w_wr_major.eq(u_row[-1]), self.w_wr_group.eq(u_group[-1]),
                      self.w_wr_data.eq(u5_w), self.w_wr_mask.eq(upd_mask), self.w_rd_row.eq(1),
@@ -440,7 +445,7 @@ class WgEngine(wiring.Component):
         m.d.comb += [
             self.event.eq(ev.valid & ev.ready & ~ev.payload.eot),
             self.stalled.eq(ev.valid & ~working),
-            self.busy.eq(pending | ev.valid | acc_busy | sc_valid | u1_valid | u1d_valid | u2_valid | u3_valid | u4_valid
+            self.busy.eq(pending | ev.valid | acc_busy | sc_valid | u1_valid | u2_valid | u3_valid | u4_valid
                          | u5_valid                         | ~fsm.ongoing("RUN")),
         ]
         return m

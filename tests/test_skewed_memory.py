@@ -49,9 +49,10 @@ def test_row_and_column_reads_and_writes(lanes, n_out, n_in):
             ctx.set(dut.wr_row, wrow)
             ctx.set(dut.wr_major, wmajor)
             ctx.set(dut.wr_group, wgroup)
-            ctx.set(dut.wr_mask, mask)
+            # writes are in bank order: lane k goes to bank (k + major) mod P
+            ctx.set(dut.wr_mask, sum(((mask >> k) & 1) << ((k + wmajor) % lanes) for k in range(lanes)))
             for k in range(lanes):
-                ctx.set(dut.wr_data[k], vals[k])
+                ctx.set(dut.wr_data[(k + wmajor) % lanes], vals[k])
             await ctx.tick()
             ctx.set(dut.wr_en, 0)
             for k in range(lanes):

@@ -50,7 +50,7 @@ class WgHarness(Elaboratable):
         self.tb_rd_en = Signal()
         self.tb_rd_major = Signal(len(engine.w_rd_major))
         self.tb_rd_group = Signal(len(engine.w_rd_group))
-        self.tb_rd_data = Signal.like(engine.w_rd_data)
+        self.tb_rd_data = Signal.like(engine.w_rd_banks)
         G = p.max_groups
         mask = (1 << p.error_bits) - 1
         words = []
@@ -89,7 +89,7 @@ class WgHarness(Elaboratable):
             m.d.comb += [wm.wr_en.eq(on & wg.w_wr_en), wm.wr_row.eq(wg.w_wr_row), wm.wr_major.eq(wg.w_wr_major),
                          wm.wr_group.eq(wg.w_wr_group), wm.wr_data.eq(wg.w_wr_data), wm.wr_mask.eq(wg.w_wr_mask)]
             with m.If(on):
-                m.d.comb += [wg.w_rd_data.eq(wm.rd_data), self.tb_rd_data.eq(wm.rd_data)]
+                m.d.comb += [wg.w_rd_banks.eq(wm.rd_banks), self.tb_rd_data.eq(wm.rd_data)]
         return m
 
 
