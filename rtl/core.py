@@ -540,14 +540,23 @@ class Core(wiring.Component):
                                  w.rd_group.eq(wg.w_rd_group), wg.w_rd_banks.eq(w.rd_banks),
                                  w.wr_en.eq(wg.w_wr_en), w.wr_row.eq(wg.w_wr_row), w.wr_major.eq(wg.w_wr_major),
                                  w.wr_group.eq(wg.w_wr_group), w.wr_data.eq(wg.w_wr_data), w.wr_mask.eq(wg.w_wr_mask)]
-                if update_lfsr is not None:
-                    m.d.comb += update_lfsr.next.eq(wg.draw_next)
-                    if len(update_lfsr.widths) > 1:
-                        m.d.comb += update_lfsr.width.eq(wg.draw_width)
-                    if update_lfsr.short_counts:
-                        m.d.comb += update_lfsr.take.eq(wg.draw_take)
             if update_lfsr is not None:
                 m.d.comb += wg.draws.eq(update_lfsr.draws)
+        if update_lfsr is not None:
+            # an engine's draw controls are registers and 0 unless it is updating: one OR each,
+            # no layer select in front of the LFSR's next-state choice
+            m.d.comb += update_lfsr.next.eq(Cat(*[wg.draw_next for wg in wgs]).any())
+            if len(update_lfsr.widths) > 1:
+                m.d.comb += update_lfsr.width.eq(_or_all([wg.draw_width for wg in wgs]))
+            if update_lfsr.short_counts:
+                m.d.comb += update_lfsr.take.eq(_or_all([wg.draw_take for wg in wgs]))
         return {"bp": bp, "feed_start": feed_start, "feed_idle": ~active & ~fe_valid, "wg_busy": wg_busy,
                 "update_start": update_start, "updating": updating, "wgs": wgs, "update_lfsr": update_lfsr,
                 "wg_here": wg_here, "host_lfsr_load": host_lfsr_load}
+
+
+def _or_all(values):
+    out = values[0]
+    for v in values[1:]:
+        out = out | v
+    return out

@@ -34,6 +34,7 @@ rounded step; saturate; write) so that no stage holds more than one adder chain.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from types import SimpleNamespace
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -286,7 +287,6 @@ class WgEngine(wiring.Component):
         u1_valid = Signal()
         u1_row = Signal(len(grad.rd_major))
         u1_group = Signal(len(grad.rd_group))
-        u1_last = Signal()  # last group of its row
         lanes_of = lambda bits: data.ArrayLayout(signed(bits), P)  # noqa: E731
         u2_valid = Signal()
         u2_grad, u2_w = grad.rd_banks, self.w_rd_banks  # registered in the memories
@@ -310,7 +310,7 @@ class WgEngine(wiring.Component):
         draw_bits = Signal(range(17))
         m.d.comb += draw_bits.eq(Mux(shift > 16, 16, shift))
 
-        draws = None
+        draws = lfsr_ctl = None
         if self.has_lfsr or self.shared_lfsr:
             if self.has_lfsr:
                 lfsr = LfsrDraws(self.draw_widths, P, short_counts=self.short_counts, init_seed=self.lfsr_init_seed)
@@ -321,15 +321,18 @@ class WgEngine(wiring.Component):
                 take = lfsr.take if self.short_counts else None
             else:
                 draws, nxt, width, take = self.draws, self.draw_next, self.draw_width, self.draw_take
+            # the LFSR controls are registers, decided as the group is issued (UPDATE state) and
+            # acting while it is in u1: the LFSR's next-state select is then a register, not the
+            # end of a path through the core's layer select. Idle, all three are 0, so a core that
+            # shares one LFSR among engines ORs their controls instead of multiplexing them.
+            lfsr_ctl = SimpleNamespace(next=Signal(name="draw_next_q"),
+                                       take=Signal(range(P + 1), name="draw_take_q") if take is not None else None,
+                                       width=Signal(range(17), name="draw_width_q") if width is not None else None)
+            m.d.comb += nxt.eq(lfsr_ctl.next)
             if width is not None:
-                m.d.comb += width.eq(draw_bits)
+                m.d.comb += width.eq(lfsr_ctl.width)
             if take is not None:
-                if self.short_counts:
-                    m.d.comb += take.eq(Mux(u1_last & (tail != 0), tail, P))
-                else:
-                    m.d.comb += take.eq(P)
-            # one draw per weight, zero gradient or not (shift 0 takes no draws, as in the golden model)
-            m.d.comb += nxt.eq(u1_valid & (shift != 0))
+                m.d.comb += take.eq(lfsr_ctl.take)
             u2_draw = Signal(data.ArrayLayout(unsigned(16), P))  # lane order, as the LFSR gives them
             m.d.sync += [u2_draw[k].eq(draws[k]) for k in range(P)]
 
@@ -429,7 +432,7 @@ class WgEngine(wiring.Component):
                 m.d.comb += [self.w_rd_en.eq(1),
                              grad.rd_en.eq(1), grad.rd_row.eq(1), grad.rd_major.eq(upd_row), grad.rd_group.eq(upd_group)]
                 last_group = upd_group == n_hgroups - 1
-                m.d.sync += [u1_valid.eq(1), u1_row.eq(upd_row), u1_group.eq(upd_group), u1_last.eq(last_group)]
+                m.d.sync += [u1_valid.eq(1), u1_row.eq(upd_row), u1_group.eq(upd_group)]
                 with m.If(last_group):
                     m.d.sync += [upd_group.eq(0), upd_row.eq(upd_row + 1)]
                     with m.If(upd_row == self.rows - 1):
@@ -438,6 +441,17 @@ class WgEngine(wiring.Component):
                     m.d.sync += upd_group.eq(upd_group + 1)
             with m.State("UPDATE_LAST"):
                 m.next = "RUN"
+
+        if lfsr_ctl is not None:
+            issuing = fsm.ongoing("UPDATE")
+            # one draw per weight, zero gradient or not (shift 0 takes no draws, as in the golden model)
+            drawing = issuing & (shift != 0)
+            last = upd_group == n_hgroups - 1
+            m.d.sync += lfsr_ctl.next.eq(drawing)
+            if lfsr_ctl.width is not None:
+                m.d.sync += lfsr_ctl.width.eq(Mux(drawing, draw_bits, 0))
+            if lfsr_ctl.take is not None:
+                m.d.sync += lfsr_ctl.take.eq(Mux(drawing, Mux(last & (tail != 0), tail, P) if self.short_counts else P, 0))
 
         with m.If(self.update & self.shift_ok):
             m.d.sync += [pending.eq(1), shift.eq(self.lr_shift)]
