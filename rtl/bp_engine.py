@@ -112,18 +112,23 @@ class BpEngine(wiring.Component):
         group = Signal(self.gbits)
 
         # ---------------- A: delta step ---------------------------------------------------------
-        # stage 0 accepts a group (δ[t-1] read issued, ε·g formed), stage 1 leaks δ[t-1] and
-        # rounds ε·g, stage 2 adds, saturates, writes δ[t] back and emits it. All three move
-        # together on ``advance``. A pass visits each group once, and the pass for t starts only
-        # after the pass for t-1 has drained stage 2, so every δ[t-1] read sees its write.
+        # accepting registers a group's (ε, g, s) (it may come straight from a block RAM), stage 0
+        # forms ε·g and issues the δ[t-1] read, stage 1 leaks δ[t-1] and rounds ε·g, stage 2
+        # adds, saturates, writes δ[t] back and emits it, and the cycle after that files the group
+        # in the non-zero list if δ[t] is non-zero. All stages move together on ``advance``. A
+        # pass visits each group once, and the pass for t starts only after the pass for t-1 has
+        # drained, so every δ[t-1] read sees its write.
         out = self.delta_out
         advance = Signal()
         m.d.comb += advance.eq(~out.valid | out.ready)
+        s0_valid = Signal()
+        s0_group = Signal(self.gbits)
+        s0 = Signal(error_group_layout(p))
         s1_valid = Signal()
         s1_group = Signal(self.gbits)
         s1 = Signal(error_group_layout(p))
-        # ε·g is formed as the group is accepted and registered with it, so the multiplier and
-        # the rounding/leak/saturate chain fall in different cycles
+        # ε·g is formed in stage 0 and registered into stage 1, so the multiplier has a cycle of
+        # its own between the input register and the rounding/leak/saturate chain
         s1_eg = [Signal(signed(p.error_bits + p.surrogate_bits + 1), name=f"eg_{k}") for k in range(P)] \
             if p.surrogate != "rect" else []
         s2_valid = Signal()
@@ -150,27 +155,32 @@ class BpEngine(wiring.Component):
             s2_a.append(a_q)
             s2_c.append(c_q)
         with m.If(advance):
-            m.d.sync += [s2_valid.eq(s1_valid), s2_group.eq(s1_group)]
+            m.d.sync += [s1_valid.eq(s0_valid), s1_group.eq(s0_group), s1.eq(s0),
+                         s2_valid.eq(s1_valid), s2_group.eq(s1_group)]
+            m.d.sync += [eg.eq(s0.error[k] * s0.surrogate[k]) for k, eg in enumerate(s1_eg)]
+        nz_pending = Signal()  # the group emitted last cycle, to be filed if non-zero
+        nz_group = Signal(self.gbits)
         delta_drained = Signal()
-        m.d.comb += delta_drained.eq(~s1_valid & ~s2_valid)
+        m.d.comb += delta_drained.eq(~s0_valid & ~s1_valid & ~s2_valid & ~nz_pending)
         lanes_d = []
         for k in range(P):
             total = Signal(signed(max(len(s2_a[k]), len(s2_c[k])) + 1), name=f"dsum_{k}")
             m.d.comb += total.eq(s2_a[k] + s2_c[k])
             lanes_d.append(arith.saturate(m, total, emin, emax, p.error_bits, f"delta_{k}"))
-        nonzero = Signal()
-        m.d.comb += nonzero.eq(Cat(*[d != 0 for d in lanes_d]).any())
-
+        m.d.sync += nz_pending.eq(s2_valid & advance)
         with m.If(s2_valid & advance):
-            m.d.sync += [out.valid.eq(1), out.payload.group.eq(s2_group)]
+            m.d.sync += [out.valid.eq(1), out.payload.group.eq(s2_group), nz_group.eq(s2_group)]
             m.d.sync += [out.payload.delta[k].eq(lanes_d[k]) for k in range(P)]
             m.d.comb += [d_wr.en.eq(1), d_wr.addr.eq(s2_group)]
             m.d.comb += [d_wr.data[k].eq(lanes_d[k]) for k in range(P)]
-            with m.If(nonzero):
-                m.d.comb += [nz_wr.en.eq(1), nz_wr.addr.eq(nz_count), nz_wr.data.eq(s2_group)]
-                m.d.sync += nz_count.eq(nz_count + 1)
         with m.Elif(advance):
             m.d.sync += out.valid.eq(0)
+        # the emitted δ is still in the output register this cycle (a new one lands at its end)
+        nonzero = Signal()
+        m.d.comb += nonzero.eq(Cat(*[out.payload.delta[k] != 0 for k in range(P)]).any())
+        with m.If(nz_pending & nonzero):
+            m.d.comb += [nz_wr.en.eq(1), nz_wr.addr.eq(nz_count), nz_wr.data.eq(nz_group)]
+            m.d.sync += nz_count.eq(nz_count + 1)
 
         # ---------------- B: propagation --------------------------------------------------------
         nz_index = Signal(range(G + 1))
@@ -236,7 +246,7 @@ class BpEngine(wiring.Component):
 
         # ---------------- control ---------------------------------------------------------------
         m.d.comb += [self.w_rd_major.eq(Cat(lane, cur_group) if P > 1 else cur_group), self.w_rd_group.eq(h)]
-        m.d.comb += [d_rd.addr.eq(group), a_rd.addr.eq(Mux(q3_valid, q3_group, h)), nz_rd.addr.eq(nz_index)]
+        m.d.comb += [d_rd.addr.eq(s0_group), a_rd.addr.eq(Mux(q3_valid, q3_group, h)), nz_rd.addr.eq(nz_index)]
         ein = self.error_in
         with m.FSM():
             with m.State("IDLE"):
@@ -249,13 +259,11 @@ class BpEngine(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 m.d.comb += d_rd.en.eq(advance)
                 with m.If(advance):
-                    m.d.sync += s1_valid.eq(0)
+                    m.d.sync += s0_valid.eq(0)
                     with m.If(group < self.groups):
                         m.d.comb += ein.ready.eq(1)
                         with m.If(ein.valid):
-                            m.d.sync += [s1_valid.eq(1), s1_group.eq(group), s1.eq(ein.payload), group.eq(group + 1)]
-                            m.d.sync += [eg.eq(ein.payload.error[k] * ein.payload.surrogate[k])
-                                         for k, eg in enumerate(s1_eg)]
+                            m.d.sync += [s0_valid.eq(1), s0_group.eq(group), s0.eq(ein.payload), group.eq(group + 1)]
                         with m.Else():
                             m.d.comb += self.stalled.eq(1)
                     with m.Elif(delta_drained):
