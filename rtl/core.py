@@ -349,13 +349,19 @@ class Core(wiring.Component):
         with m.If(rd):
             m.d.sync += [r_region.eq(region), r_lane.eq(lane), r_col.eq(col),
                          r_bank.eq((lane + row)[:log_p] if P > 1 else 0)]
-        # the element: `value` the cycle after acc_rd (plain memories, registers), registered
-        # into `value_d`; the SkewedMemories answer a cycle later (`late`, regions r2_region).
-        # Either becomes acc_rdata READ_LATENCY = 3 cycles after acc_rd.
-        value, value_d, late = Signal(32), Signal(32), Signal(32)
-        r2_region, r2_bank = Signal(8), Signal(range(P))
-        m.d.sync += [value_d.eq(value), r2_region.eq(r_region), r2_bank.eq(r_bank), self.acc_rdata.eq(late)]
-        m.d.comb += late.eq(value_d)
+        # the element is picked two cycles after acc_rd, when every memory's word is in a
+        # register (the plain memories' words are registered here, the SkewedMemories register
+        # their banks themselves), and registered into acc_rdata: READ_LATENCY = 3. No block
+        # RAM output feeds the element and region multiplexers directly.
+        value = Signal(32)
+        r2_region, r2_lane, r2_col, r2_bank = Signal(8), Signal(range(P)), Signal(16), Signal(range(P))
+        m.d.sync += [r2_region.eq(r_region), r2_lane.eq(r_lane), r2_col.eq(r_col), r2_bank.eq(r_bank),
+                     self.acc_rdata.eq(value)]
+
+        def held(word):  # call outside any m.If: the register loads every cycle
+            q = Signal(word.shape())
+            m.d.sync += q.eq(word)
+            return q
 
         def element(word, index):
             # element `index` of a P-lane word (element views or plain bits); signed elements
@@ -367,9 +373,9 @@ class Core(wiring.Component):
             return sel
 
         def words(region_id, items):
-            with m.If(r_region == region_id):
+            with m.If(r2_region == region_id):
                 for i, item in enumerate(items):
-                    with m.If(r_col == i):
+                    with m.If(r2_col == i):
                         m.d.comb += value.eq(item)
 
         words(RegionId.INFO, [Const(w, 32) for w in info_words(cfg)])
@@ -394,22 +400,25 @@ class Core(wiring.Component):
                 m.d.comb += px_wr.data[k].eq(self.acc_wdata)
             with m.If(rd):
                 m.d.comb += [px_rd.en.eq(1), px_rd.addr.eq(group)]
-        with m.If(r_region == RegionId.PIXELS):
-            m.d.comb += value.eq(element(px_rd.data, r_lane))
+        px_q = held(px_rd.data)
+        with m.If(r2_region == RegionId.PIXELS):
+            m.d.comb += value.eq(element(px_q, r2_lane))
 
         # membranes of the output layer: row t, column j
         mt_rd = mems.mt_rd
         m.d.comb += [mt_rd.en.eq(rd & (region == RegionId.MEMBRANES)), mt_rd.addr.eq(times_const(row, self.groups[-1]) + group)]
-        with m.If(r_region == RegionId.MEMBRANES):
-            m.d.comb += value.eq(element(mt_rd.data, r_lane))
+        mt_q = held(mt_rd.data)
+        with m.If(r2_region == RegionId.MEMBRANES):
+            m.d.comb += value.eq(element(mt_q, r2_lane))
 
         # spike bitmaps: row t, column neuron
         for k, (srd, swr) in enumerate(zip(mems.spike_rd, mems.spike_wr)):
             here = region == RegionId.SPIKES + k
             with m.If(here & rd):
                 m.d.comb += [srd.en.eq(1), srd.addr.eq(times_const(row, self.groups[k]) + group)]
-            with m.If(r_region == RegionId.SPIKES + k):
-                m.d.comb += value.eq(element(srd.data, r_lane))
+            srd_q = held(srd.data)
+            with m.If(r2_region == RegionId.SPIKES + k):
+                m.d.comb += value.eq(element(srd_q, r2_lane))
             if k == 0:
                 with m.If(here & wr):
                     m.d.comb += [swr.en.eq(Const(1, P) << lane), swr.addr.eq(times_const(row, self.groups[0]) + group),
@@ -428,12 +437,12 @@ class Core(wiring.Component):
                     for k in range(P):
                         m.d.comb += w.wr_data[k].eq(self.acc_wdata)
             with m.If(r2_region == RegionId.WEIGHTS + l):
-                m.d.comb += late.eq(element(w.rd_banks, r2_bank))
+                m.d.comb += value.eq(element(w.rd_banks, r2_bank))
             with m.If((region == RegionId.GRADIENTS + l) & rd):
                 m.d.comb += [wg.grad_rd_en.eq(1), wg.grad_rd_row.eq(1), wg.grad_rd_major.eq(row),
                              wg.grad_rd_group.eq(group)]
             with m.If(r2_region == RegionId.GRADIENTS + l):
-                m.d.comb += late.eq(element(wg.grad_rd_banks, r2_bank))
+                m.d.comb += value.eq(element(wg.grad_rd_banks, r2_bank))
 
     def _backward(self, m, readout, scan, spike_mems, surr_mems, layer, backward, t, lr_shift):
         """BP engine, feeder, error memories, delta buffer and one WG engine per layer."""
