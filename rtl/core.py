@@ -349,14 +349,18 @@ class Core(wiring.Component):
         with m.If(rd):
             m.d.sync += [r_region.eq(region), r_lane.eq(lane), r_col.eq(col),
                          r_bank.eq((lane + row)[:log_p] if P > 1 else 0)]
-        # the element is picked two cycles after acc_rd, when every memory's word is in a
+        # The element is picked two cycles after acc_rd, when every memory's word is in a
         # register (the plain memories' words are registered here, the SkewedMemories register
         # their banks themselves), and registered into acc_rdata: READ_LATENCY = 3. No block
-        # RAM output feeds the element and region multiplexers directly.
-        value = Signal(32)
-        r2_region, r2_lane, r2_col, r2_bank = Signal(8), Signal(range(P)), Signal(16), Signal(range(P))
-        m.d.sync += [r2_region.eq(r_region), r2_lane.eq(r_lane), r2_col.eq(r_col), r2_bank.eq(r_bank),
-                     self.acc_rdata.eq(value)]
+        # RAM output feeds the element and region multiplexers directly. The register regions
+        # (INFO, CONFIG, STATUS, COUNTERS) are picked a cycle earlier into `words_q` (zero for
+        # any other region), and each memory region's hit is a registered one-hot bit, so the
+        # last stage is an element select and an OR.
+        r2_lane, r2_bank = Signal(range(P)), Signal(range(P))
+        m.d.sync += [r2_lane.eq(r_lane), r2_bank.eq(r_bank)]
+        words_val, words_q = Signal(32), Signal(32)
+        m.d.sync += words_q.eq(words_val)
+        mem_reads = []  # (region id, element at +2)
 
         def held(word):  # call outside any m.If: the register loads every cycle
             q = Signal(word.shape())
@@ -373,10 +377,10 @@ class Core(wiring.Component):
             return sel
 
         def words(region_id, items):
-            with m.If(r2_region == region_id):
+            with m.If(r_region == region_id):
                 for i, item in enumerate(items):
-                    with m.If(r2_col == i):
-                        m.d.comb += value.eq(item)
+                    with m.If(r_col == i):
+                        m.d.comb += words_val.eq(item)
 
         words(RegionId.INFO, [Const(w, 32) for w in info_words(cfg)])
         upd_lfsr = bwd["update_lfsr"]
@@ -401,15 +405,13 @@ class Core(wiring.Component):
             with m.If(rd):
                 m.d.comb += [px_rd.en.eq(1), px_rd.addr.eq(group)]
         px_q = held(px_rd.data)
-        with m.If(r2_region == RegionId.PIXELS):
-            m.d.comb += value.eq(element(px_q, r2_lane))
+        mem_reads.append((RegionId.PIXELS, element(px_q, r2_lane)))
 
         # membranes of the output layer: row t, column j
         mt_rd = mems.mt_rd
         m.d.comb += [mt_rd.en.eq(rd & (region == RegionId.MEMBRANES)), mt_rd.addr.eq(times_const(row, self.groups[-1]) + group)]
         mt_q = held(mt_rd.data)
-        with m.If(r2_region == RegionId.MEMBRANES):
-            m.d.comb += value.eq(element(mt_q, r2_lane))
+        mem_reads.append((RegionId.MEMBRANES, element(mt_q, r2_lane)))
 
         # spike bitmaps: row t, column neuron
         for k, (srd, swr) in enumerate(zip(mems.spike_rd, mems.spike_wr)):
@@ -417,8 +419,7 @@ class Core(wiring.Component):
             with m.If(here & rd):
                 m.d.comb += [srd.en.eq(1), srd.addr.eq(times_const(row, self.groups[k]) + group)]
             srd_q = held(srd.data)
-            with m.If(r2_region == RegionId.SPIKES + k):
-                m.d.comb += value.eq(element(srd_q, r2_lane))
+            mem_reads.append((RegionId.SPIKES + k, element(srd_q, r2_lane)))
             if k == 0:
                 with m.If(here & wr):
                     m.d.comb += [swr.en.eq(Const(1, P) << lane), swr.addr.eq(times_const(row, self.groups[0]) + group),
@@ -436,13 +437,18 @@ class Core(wiring.Component):
                                  w.wr_mask.eq(Const(1, P) << ((lane + row)[:log_p] if P > 1 else 0))]
                     for k in range(P):
                         m.d.comb += w.wr_data[k].eq(self.acc_wdata)
-            with m.If(r2_region == RegionId.WEIGHTS + l):
-                m.d.comb += value.eq(element(w.rd_banks, r2_bank))
+            mem_reads.append((RegionId.WEIGHTS + l, element(w.rd_banks, r2_bank)))
             with m.If((region == RegionId.GRADIENTS + l) & rd):
                 m.d.comb += [wg.grad_rd_en.eq(1), wg.grad_rd_row.eq(1), wg.grad_rd_major.eq(row),
                              wg.grad_rd_group.eq(group)]
-            with m.If(r2_region == RegionId.GRADIENTS + l):
-                m.d.comb += value.eq(element(wg.grad_rd_banks, r2_bank))
+            mem_reads.append((RegionId.GRADIENTS + l, element(wg.grad_rd_banks, r2_bank)))
+
+        value = words_q
+        for region_id, elem in mem_reads:
+            hit = Signal(name=f"read_hit_{int(region_id)}")
+            m.d.sync += hit.eq(r_region == region_id)
+            value = value | Mux(hit, elem, 0)
+        m.d.sync += self.acc_rdata.eq(value)
 
     def _backward(self, m, readout, scan, spike_mems, surr_mems, layer, backward, t, lr_shift):
         """BP engine, feeder, error memories, delta buffer and one WG engine per layer."""
