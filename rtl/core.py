@@ -36,7 +36,7 @@ from .arith import times_const
 from .bp_engine import BpEngine, delta_group_layout
 from .bp_engine import group_bits as bp_group_bits
 from .encoder import Encoder
-from .fp_engine import FpEngine, neuron_group_layout
+from .fp_engine import FpEngine, neuron_group_layout, spike_event_layout
 from .counters import PerfCounters
 from .host import READ_LATENCY
 from .lfsr import LfsrDraws
@@ -44,6 +44,7 @@ from .params import CoreParams
 from .protocol import COUNTERS, CONFIG_FIELDS, Error, Op, RegionId, info_words
 from .readout import Readout
 from .skewed_memory import SkewedMemory
+from .skid_buffer import SkidBuffer
 from .spike_scanner import SpikeScanner
 from .wg_engine import MAX_LR_SHIFT, WgEngine
 
@@ -123,6 +124,11 @@ class Core(wiring.Component):
         depth_max = max(T * g for g in self.groups)
         m.submodules.scanner = scan = SpikeScanner(lanes=P, max_words=max(self.groups), depth=depth_max,
                                                    index_bits=p.input_index_bits)
+        # the scanner's events pass a skid buffer: the consumers' ready (the WG engine's same-word
+        # hazard check) never reaches back into the scanner within a cycle
+        m.submodules.events = events_buf = SkidBuffer(spike_event_layout(p.input_index_bits))
+        wiring.connect(m, scan.events, events_buf.i)
+        events = events_buf.o
         layer = Signal(range(self.n_layers + 1))
         backward = Signal()  # BP/WG phase: the scanner feeds WG, weights are read by row
         t = Signal(range(T + 1))
@@ -141,9 +147,9 @@ class Core(wiring.Component):
                                  w.rd_group.eq(fp.weight_group)]
                 m.d.comb += fp.weight_data.eq(w.rd_data)
         # scanner events go to the FP engine going forward, to the layer's WG engine going backward
-        m.d.comb += [fp.spikes_in.payload.eq(scan.events.payload)]
+        m.d.comb += [fp.spikes_in.payload.eq(events.payload)]
         with m.If(~backward):
-            m.d.comb += [fp.spikes_in.valid.eq(scan.events.valid), scan.events.ready.eq(fp.spikes_in.ready)]
+            m.d.comb += [fp.spikes_in.valid.eq(events.valid), events.ready.eq(fp.spikes_in.ready)]
 
         # FP output: to this layer's spike/surrogate memories, the readout, the observation port
         out = fp.neuron_out
@@ -183,7 +189,7 @@ class Core(wiring.Component):
         label = Signal.like(readout.label)
         m.d.comb += readout.label.eq(label)
         lr_shift = Signal(32, init=cfg.training.lr_shift)  # CONFIG.lr_shift, checked at UPDATE
-        bwd = self._backward(m, readout, scan, spike_mems, surr_mems, layer, backward, t, lr_shift)
+        bwd = self._backward(m, readout, events, spike_mems, surr_mems, layer, backward, t, lr_shift)
 
         # ---- sequencer ------------------------------------------------------------------------
         sample_loaded = Signal()
@@ -450,7 +456,7 @@ class Core(wiring.Component):
             value = value | Mux(hit, elem, 0)
         m.d.sync += self.acc_rdata.eq(value)
 
-    def _backward(self, m, readout, scan, spike_mems, surr_mems, layer, backward, t, lr_shift):
+    def _backward(self, m, readout, events, spike_mems, surr_mems, layer, backward, t, lr_shift):
         """BP engine, feeder, error memories, delta buffer and one WG engine per layer."""
         cfg, p = self.cfg, self.p
         P, T, L, n = p.lanes, self.T, cfg.network.layers, self.n_layers
@@ -540,12 +546,12 @@ class Core(wiring.Component):
         for l, (wg, w) in enumerate(zip(wgs, self.weights)):
             here = layer == l
             m.d.comb += [wg.rows.eq(L[l + 1]), wg.cols.eq(L[l]), wg.lr_shift.eq(lr_shift),
-                         wg.spikes_in.payload.eq(scan.events.payload), wg.delta_data.eq(d_rd.data)]
+                         wg.spikes_in.payload.eq(events.payload), wg.delta_data.eq(d_rd.data)]
             with m.If(here):
                 m.d.comb += [wg_busy.eq(wg.busy | wg.spikes_in.valid), wg_here.busy.eq(wg.busy),
                              wg_here.stalled.eq(wg.stalled), wg_here.event.eq(wg.event)]
                 with m.If(backward):
-                    m.d.comb += [wg.spikes_in.valid.eq(scan.events.valid), scan.events.ready.eq(wg.spikes_in.ready),
+                    m.d.comb += [wg.spikes_in.valid.eq(events.valid), events.ready.eq(wg.spikes_in.ready),
                                  d_rd.en.eq(wg.delta_en), d_rd.addr.eq(wg.delta_group),
                                  w.rd_en.eq(bp.w_rd_en), w.rd_row.eq(1), w.rd_major.eq(bp.w_rd_major),
                                  w.rd_group.eq(bp.w_rd_group), bp.w_rd_data.eq(w.rd_data)]
