@@ -76,7 +76,7 @@ class BpEngine(wiring.Component):
                 "propagate": In(1),  # with start: compute ε' for the previous layer
                 "groups": In(self.gbits),
                 "in_groups": In(self.gbits),
-                # weight memory, row access: W[j, hP+k] in lane k READ_LATENCY (2) cycles after w_rd_en
+                # weight memory, row access: W[j, hP+k] in lane k READ_LATENCY (3) cycles after w_rd_en
                 "w_rd_en": Out(1),
                 "w_rd_major": Out(max(1, ceil_log2(max(p.max_inputs, p.max_neurons)))),
                 "w_rd_group": Out(self.gbits),
@@ -206,18 +206,19 @@ class BpEngine(wiring.Component):
         dj = Signal(signed(p.error_bits))
         m.d.comb += dj.eq(cur_delta[lane])
         h = Signal(self.gbits)
-        # the accumulate pipeline, one weight group per cycle: q1 the weight read is in the block
-        # RAM → q2 the bank words are registered (in the memory) → q3 weights rotated and
+        # the accumulate pipeline, one weight group per cycle: q0 the read request is registered
+        # (in the memory) → q1 the weight read is in the block RAM → q2 the bank words are
+        # registered (in the memory) → q3 weights rotated and
         # registered → q4 w·δ registered (the multiplier in its own cycle), acc read issued → q4
         # acc += w·δ written. Each item reads acc one cycle before it writes it, so the next
         # item's read of the same group meets that write on the transparent port: no group is
         # ever read stale.
-        q1_valid, q2_valid, q3_valid, q4_valid = Signal(), Signal(), Signal(), Signal()
-        q1_group, q2_group, q3_group, q4_group = (Signal(self.gbits, name=f"q{n}_group") for n in range(1, 5))
-        q1_delta, q2_delta, q3_delta = (Signal(signed(p.error_bits), name=f"q{n}_delta") for n in range(1, 4))
+        q0_valid, q1_valid, q2_valid, q3_valid, q4_valid = Signal(), Signal(), Signal(), Signal(), Signal()
+        q0_group, q1_group, q2_group, q3_group, q4_group = (Signal(self.gbits, name=f"q{n}_group") for n in range(5))
+        q0_delta, q1_delta, q2_delta, q3_delta = (Signal(signed(p.error_bits), name=f"q{n}_delta") for n in range(4))
         q3_w = Signal(data.ArrayLayout(signed(p.weight_bits), P))
         q4_prod = Signal(data.ArrayLayout(signed(p.weight_bits + p.error_bits), P))
-        m.d.sync += [q2_valid.eq(q1_valid), q2_group.eq(q1_group), q2_delta.eq(q1_delta),
+        m.d.sync += [q1_valid.eq(q0_valid), q1_group.eq(q0_group), q1_delta.eq(q0_delta), q2_valid.eq(q1_valid), q2_group.eq(q1_group), q2_delta.eq(q1_delta),
                      q3_valid.eq(q2_valid), q3_group.eq(q2_group), q3_delta.eq(q2_delta), q3_w.eq(self.w_rd_data),
                      q4_valid.eq(q3_valid), q4_group.eq(q3_group)]
         m.d.sync += [q4_prod[k].eq(q3_w[k] * q3_delta) for k in range(P)]
@@ -225,9 +226,9 @@ class BpEngine(wiring.Component):
             m.d.comb += [a_wr.en.eq(1), a_wr.addr.eq(q4_group)]
             for k in range(P):
                 m.d.comb += a_wr.data[k].eq(a_rd.data[k] + q4_prod[k])
-        m.d.sync += q1_valid.eq(0)
+        m.d.sync += q0_valid.eq(0)
         draining = Signal()
-        m.d.comb += draining.eq(q1_valid | q2_valid | q3_valid | q4_valid)
+        m.d.comb += draining.eq(q0_valid | q1_valid | q2_valid | q3_valid | q4_valid)
 
         # ---------------- C: error out ---------------------------------------------------------
         eo = self.error_out
@@ -292,7 +293,7 @@ class BpEngine(wiring.Component):
                 m.next = "PROPAGATE"
             with m.State("PROPAGATE"):
                 m.d.comb += [self.busy.eq(1), self.w_rd_en.eq(1)]
-                m.d.sync += [q1_valid.eq(1), q1_group.eq(h), q1_delta.eq(dj)]
+                m.d.sync += [q0_valid.eq(1), q0_group.eq(h), q0_delta.eq(dj)]
                 with m.If(h == self.in_groups - 1):
                     m.d.comb += self.event.eq(1)
                     # clear the lowest set lane: the one just propagated

@@ -355,23 +355,26 @@ class Core(wiring.Component):
         with m.If(rd):
             m.d.sync += [r_region.eq(region), r_lane.eq(lane), r_col.eq(col),
                          r_bank.eq((lane + row)[:log_p] if P > 1 else 0)]
-        # The element is picked two cycles after acc_rd, when every memory's word is in a
-        # register (the plain memories' words are registered here, the SkewedMemories register
-        # their banks themselves), and registered into acc_rdata: READ_LATENCY = 3. No block
-        # RAM output feeds the element and region multiplexers directly. The register regions
-        # (INFO, CONFIG, STATUS, COUNTERS) are picked a cycle earlier into `words_q` (zero for
-        # any other region), and each memory region's hit is a registered one-hot bit, so the
-        # last stage is an element select and an OR.
-        r2_lane, r2_bank = Signal(range(P)), Signal(range(P))
-        m.d.sync += [r2_lane.eq(r_lane), r2_bank.eq(r_bank)]
-        words_val, words_q = Signal(32), Signal(32)
-        m.d.sync += words_q.eq(words_val)
-        mem_reads = []  # (region id, element at +2)
+        # The answer is assembled three cycles after acc_rd, when every region's element is in a
+        # register, and registered into acc_rdata: READ_LATENCY = 4. The plain memories answer
+        # at +1; their words are registered and the element picked and registered again (+3).
+        # The SkewedMemories' banks are registered words at +3. The register regions (INFO,
+        # CONFIG, STATUS, COUNTERS) are picked at +1 into `words_q` (zero for any other region)
+        # and carried along. Each memory region's hit is a registered one-hot bit, so the last
+        # stage is a bank select and an OR. No block RAM output feeds a multiplexer directly.
+        r2_lane, r2_bank, r2_region, r3_bank = Signal(range(P)), Signal(range(P)), Signal(8), Signal(range(P))
+        m.d.sync += [r2_lane.eq(r_lane), r2_bank.eq(r_bank), r2_region.eq(r_region), r3_bank.eq(r2_bank)]
+        words_val, words_q, words_q2 = Signal(32), Signal(32), Signal(32)
+        m.d.sync += [words_q.eq(words_val), words_q2.eq(words_q)]
+        mem_reads = []  # (region id, element at +3)
 
         def held(word):  # call outside any m.If: the register loads every cycle
             q = Signal(word.shape())
             m.d.sync += q.eq(word)
             return q
+
+        def plain_element(word):  # a plain memory's element at +3: word registered, picked, registered
+            return held(element(held(word), r2_lane))
 
         def element(word, index):
             # element `index` of a P-lane word (element views or plain bits); signed elements
@@ -410,22 +413,22 @@ class Core(wiring.Component):
                 m.d.comb += px_wr.data[k].eq(self.acc_wdata)
             with m.If(rd):
                 m.d.comb += [px_rd.en.eq(1), px_rd.addr.eq(group)]
-        px_q = held(px_rd.data)
-        mem_reads.append((RegionId.PIXELS, element(px_q, r2_lane)))
+        px_q = plain_element(px_rd.data)
+        mem_reads.append((RegionId.PIXELS, px_q))
 
         # membranes of the output layer: row t, column j
         mt_rd = mems.mt_rd
         m.d.comb += [mt_rd.en.eq(rd & (region == RegionId.MEMBRANES)), mt_rd.addr.eq(times_const(row, self.groups[-1]) + group)]
-        mt_q = held(mt_rd.data)
-        mem_reads.append((RegionId.MEMBRANES, element(mt_q, r2_lane)))
+        mt_q = plain_element(mt_rd.data)
+        mem_reads.append((RegionId.MEMBRANES, mt_q))
 
         # spike bitmaps: row t, column neuron
         for k, (srd, swr) in enumerate(zip(mems.spike_rd, mems.spike_wr)):
             here = region == RegionId.SPIKES + k
             with m.If(here & rd):
                 m.d.comb += [srd.en.eq(1), srd.addr.eq(times_const(row, self.groups[k]) + group)]
-            srd_q = held(srd.data)
-            mem_reads.append((RegionId.SPIKES + k, element(srd_q, r2_lane)))
+            srd_q = plain_element(srd.data)
+            mem_reads.append((RegionId.SPIKES + k, srd_q))
             if k == 0:
                 with m.If(here & wr):
                     m.d.comb += [swr.en.eq(Const(1, P) << lane), swr.addr.eq(times_const(row, self.groups[0]) + group),
@@ -443,16 +446,16 @@ class Core(wiring.Component):
                                  w.wr_mask.eq(Const(1, P) << ((lane + row)[:log_p] if P > 1 else 0))]
                     for k in range(P):
                         m.d.comb += w.wr_data[k].eq(self.acc_wdata)
-            mem_reads.append((RegionId.WEIGHTS + l, element(w.rd_banks, r2_bank)))
+            mem_reads.append((RegionId.WEIGHTS + l, element(w.rd_banks, r3_bank)))
             with m.If((region == RegionId.GRADIENTS + l) & rd):
                 m.d.comb += [wg.grad_rd_en.eq(1), wg.grad_rd_row.eq(1), wg.grad_rd_major.eq(row),
                              wg.grad_rd_group.eq(group)]
-            mem_reads.append((RegionId.GRADIENTS + l, element(wg.grad_rd_banks, r2_bank)))
+            mem_reads.append((RegionId.GRADIENTS + l, element(wg.grad_rd_banks, r3_bank)))
 
-        value = words_q
+        value = words_q2
         for region_id, elem in mem_reads:
             hit = Signal(name=f"read_hit_{int(region_id)}")
-            m.d.sync += hit.eq(r_region == region_id)
+            m.d.sync += hit.eq(r2_region == region_id)
             value = value | Mux(hit, elem, 0)
         m.d.sync += self.acc_rdata.eq(value)
 

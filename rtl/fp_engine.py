@@ -12,7 +12,7 @@ Per timestep (docs/arithmetic.md §5) the engine
    spike mask, surrogates) for the spike/BP memories and for the testbench.
 
 Weights come from the core's weight memory through a read port with
-:data:`~spikeforge.rtl.skewed_memory.READ_LATENCY` = 2 cycles of latency
+:data:`~spikeforge.rtl.skewed_memory.READ_LATENCY` = 3 cycles of latency
 (``weight_input``/``weight_group``/``weight_en`` → ``weight_data`` in lane order); the engine owns
 its state memories (membrane + last spike, and the accumulators).
 """
@@ -59,7 +59,7 @@ class FpEngine(wiring.Component):
                 # layer geometry, held stable while the engine runs
                 "groups": In(params.group_bits),
                 "neurons": In(max(1, (params.max_neurons).bit_length())),
-                # weight read port: data arrives two cycles after weight_en
+                # weight read port: data arrives READ_LATENCY (3) cycles after weight_en
                 "weight_en": Out(1),
                 "weight_input": Out(params.input_index_bits),
                 "weight_group": Out(params.group_bits),
@@ -92,11 +92,12 @@ class FpEngine(wiring.Component):
 
         group = Signal(p.group_bits)  # group being issued
         fresh = Signal()
-        # the integrate pipeline: issue (weight read) → i1 (accumulator read of the same group)
-        # → i2 (both words arrive: add, write). Each item reads its accumulator one cycle before
-        # writing it, so the next item's read of that group meets the write on the transparent port.
-        int1_valid, int2_valid = Signal(), Signal()
-        int1_group, int2_group = Signal(p.group_bits), Signal(p.group_bits)
+        # the integrate pipeline: issue (weight read requested) → i1 → i2 (accumulator read of the
+        # same group) → i3 (both words arrive: add, write). Each item reads its accumulator one
+        # cycle before writing it, so the next item's read of that group meets the write on the
+        # transparent port.
+        int1_valid, int2_valid, int3_valid = Signal(), Signal(), Signal()
+        int1_group, int2_group, int3_group = (Signal(p.group_bits, name=f"int{n}_group") for n in (1, 2, 3))
         # stage 1 of the LIF pipeline
         lif_valid = Signal()
         lif_group = Signal(p.group_bits)
@@ -105,9 +106,10 @@ class FpEngine(wiring.Component):
         m.d.comb += last_group.eq(group == self.groups - 1)
 
         # ---- integrate: accumulator += weights ---------------------------------------------------
-        m.d.sync += [int2_valid.eq(int1_valid), int2_group.eq(int1_group)]
-        with m.If(int2_valid):
-            m.d.comb += [acc_wr.en.eq(1), acc_wr.addr.eq(int2_group)]
+        m.d.sync += [int2_valid.eq(int1_valid), int2_group.eq(int1_group),
+                     int3_valid.eq(int2_valid), int3_group.eq(int2_group)]
+        with m.If(int3_valid):
+            m.d.comb += [acc_wr.en.eq(1), acc_wr.addr.eq(int3_group)]
             for k in range(P):
                 m.d.comb += acc_wr.data[k].eq(acc_rd.data[k] + self.weight_data[k])
         m.d.sync += int1_valid.eq(0)
@@ -161,7 +163,7 @@ class FpEngine(wiring.Component):
         # ---- control ---------------------------------------------------------------------------
         ev = self.spikes_in
         m.d.comb += [
-            acc_rd.addr.eq(Mux(int1_valid, int1_group, group)),
+            acc_rd.addr.eq(Mux(int2_valid, int2_group, group)),
             state_rd.addr.eq(group),
             self.weight_input.eq(ev.payload.index),
             self.weight_group.eq(group),
@@ -179,9 +181,9 @@ class FpEngine(wiring.Component):
                         m.d.sync += group.eq(group + 1)
                 with m.Elif(ev.valid & ev.payload.eot):
                     m.d.comb += self.busy.eq(1)
-                    # sweep the groups once the last item is in i2 at most: its accumulator write
+                    # sweep the groups once the last item is in i3 at most: its accumulator write
                     # lands this cycle, before the sweep's first read
-                    with m.If(~int1_valid):
+                    with m.If(~int1_valid & ~int2_valid):
                         m.d.comb += ev.ready.eq(1)
                         m.d.sync += fresh.eq(ev.payload.fresh)
                         m.next = "LIF"

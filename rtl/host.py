@@ -32,9 +32,9 @@ from .protocol import Error, Op, Region, RegionId
 __all__ = ["HostInterface", "READ_LATENCY"]
 
 # element reads: the core's memories answer in one cycle (the weight and gradient SkewedMemories
-# in two: their bank outputs are registered), and the answer is registered once more into
-# acc_rdata; one figure for every region
-READ_LATENCY = 3
+# in three: their requests and bank outputs are registered), and the answer is registered once
+# more into acc_rdata; one figure for every region
+READ_LATENCY = 4
 
 
 class HostInterface(wiring.Component):

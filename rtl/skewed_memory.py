@@ -19,10 +19,13 @@ order than a rotation of the word it writes (the WG engine rotates a 16-bit delt
 32-bit gradient, its draws instead of its results; the host writes one element, a one-hot bank
 mask; a gradient clear writes zeros), and a rotation the memory does not build costs nothing.
 
-Reads take :data:`READ_LATENCY` = 2 cycles: the bank outputs are registered before the rotation.
-A block RAM's clock-to-out is most of a 100 MHz cycle on its own (5.8 ns for an ECP5 DP16KD
-without its output register, which Yosys' ECP5 memory library does not use), so the rotation and
-whatever the reader does with the word go into the next cycle.
+Reads take :data:`READ_LATENCY` = 3 cycles. The read request is registered on the way in: the
+memory is shared by several requesters (FP, BP, WG, host) chosen by the core's sequencer, and
+their multiplexer should not share a cycle with the address arithmetic and the block RAM's
+address setup. The bank outputs are registered before the rotation: a block RAM's clock-to-out
+is most of a 100 MHz cycle on its own (5.8 ns for an ECP5 DP16KD without its output register,
+which Yosys' ECP5 memory library does not use), so the rotation and whatever the reader does with
+the word go into the next cycle. Writes are not delayed.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from .arith import times_const
 
 __all__ = ["SkewedMemory", "skew_address", "read_matrix", "to_banks", "READ_LATENCY"]
 
-READ_LATENCY = 2  # cycles from rd_en to rd_data / rd_banks
+READ_LATENCY = 3  # cycles from rd_en to rd_data / rd_banks
 
 
 def read_matrix(ctx, smem: "SkewedMemory", rows: int, cols: int) -> list[list[int]]:
@@ -161,13 +164,20 @@ class SkewedMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         P = self.lanes
-        rd_rot, rd_map = self._lane_map(m, "rd", self.rd_row, self.rd_major, self.rd_group)
-        _, wr_map = self._lane_map(m, "wr", self.wr_row, self.wr_major, self.wr_group)
-        # the read pipeline: rd_en → (block RAM) → rd_en_d → (bank register) → rd_data
-        rd_en_d = Signal()
-        m.d.sync += rd_en_d.eq(self.rd_en)
-        rd_rot_d, rd_rot_q = Signal(range(P), name="rd_rot_d"), Signal(range(P), name="rd_rot_q")
+        # the read pipeline: rd_* → (request register) req_* → (block RAM) rd_en_d →
+        # (bank register) → rd_data
+        req_en, req_row = Signal(name="rd_req_en"), Signal(name="rd_req_row")
+        req_major = Signal(len(self.rd_major), name="rd_req_major")
+        req_group = Signal(len(self.rd_group), name="rd_req_group")
+        m.d.sync += req_en.eq(self.rd_en)
         with m.If(self.rd_en):
+            m.d.sync += [req_row.eq(self.rd_row), req_major.eq(self.rd_major), req_group.eq(self.rd_group)]
+        rd_rot, rd_map = self._lane_map(m, "rd", req_row, req_major, req_group)
+        _, wr_map = self._lane_map(m, "wr", self.wr_row, self.wr_major, self.wr_group)
+        rd_en_d = Signal()
+        m.d.sync += rd_en_d.eq(req_en)
+        rd_rot_d, rd_rot_q = Signal(range(P), name="rd_rot_d"), Signal(range(P), name="rd_rot_q")
+        with m.If(req_en):
             m.d.sync += rd_rot_d.eq(rd_rot)
         with m.If(rd_en_d):
             m.d.sync += rd_rot_q.eq(rd_rot_d)
@@ -179,9 +189,9 @@ class SkewedMemory(wiring.Component):
             m.submodules[f"bank{b}"] = mem
             rp, wp = mem.read_port(), mem.write_port()
             addr, ok = rd_map[b]
-            m.d.comb += [rp.en.eq(self.rd_en), rp.addr.eq(addr)]
+            m.d.comb += [rp.en.eq(req_en), rp.addr.eq(addr)]
             ok_d = Signal(name=f"rd_ok_d{b}")
-            with m.If(self.rd_en):
+            with m.If(req_en):
                 m.d.sync += ok_d.eq(ok)
             bank_q = Signal(signed(self.width), name=f"rd_bank_q{b}")
             with m.If(rd_en_d):

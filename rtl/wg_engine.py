@@ -231,13 +231,14 @@ class WgEngine(wiring.Component):
                 m.d.sync += nz_count.eq(nz_count + 1)
         m.d.sync += sc_valid.eq(0)
 
-        # ---- accumulate pipeline: issue (list read) → s1 (gradient read) → s2 (bank words
-        # registered in the memory; the deltas rotated into bank order) → s3 (add, registered) →
-        # s4 (write). Bank order throughout: the 16-bit deltas are rotated instead of the 32-bit
-        # gradients, twice. A word is read three cycles before the
-        # previous item's write of it could land, so the issue holds while an item in s1..s3
-        # targets the same word: same input index and same list entry (one timestep's entries
-        # are distinct groups; the list is only rewritten after the pipe has drained at eot).
+        # ---- accumulate pipeline: issue (list read) → s1 (gradient read requested) → s2 (the
+        # block RAM reads; the deltas rotated into bank order) → s3 (bank words registered in
+        # the memory) → s4 (add, registered) → s5 (write). Bank order throughout: the 16-bit
+        # deltas are rotated instead of the 32-bit gradients, twice. The block RAM reads a word
+        # at the end of s2, and the write of an item issued earlier lands at the end of its s5, so
+        # the issue holds while an item in s1..s3 targets the same word: same input index and
+        # same list entry (one timestep's entries are distinct groups; the list is only
+        # rewritten after the pipe has drained at eot).
         issue_idx = Signal(range(G_max + 1))  # list entry of the current spike
         s1_valid = Signal()
         s1_index = Signal(p.input_index_bits)
@@ -255,8 +256,13 @@ class WgEngine(wiring.Component):
         s4_valid = Signal()
         s4_major = Signal(p.input_index_bits)
         s4_group = Signal(p.group_bits)
-        s4_data = Signal(data.ArrayLayout(signed(p.grad_bits), P))
+        s4_delta = Signal(data.ArrayLayout(signed(p.error_bits), P))
         s4_mask = Signal(P)
+        s5_valid = Signal()
+        s5_major = Signal(p.input_index_bits)
+        s5_group = Signal(p.group_bits)
+        s5_data = Signal(data.ArrayLayout(signed(p.grad_bits), P))
+        s5_mask = Signal(P)
 
         with m.If(s1_valid):
             m.d.comb += [grad.rd_en.eq(1), grad.rd_row.eq(0), grad.rd_major.eq(s1_index),
@@ -264,11 +270,12 @@ class WgEngine(wiring.Component):
         m.d.sync += [s2_valid.eq(s1_valid), s2_index.eq(s1_index), s2_entry.eq(s1_entry),
                      s2_group.eq(nz_rd.data.group), s2_delta.eq(nz_rd.data.delta),
                      s3_valid.eq(s2_valid), s3_index.eq(s2_index), s3_entry.eq(s2_entry), s3_group.eq(s2_group),
-                     s4_valid.eq(s3_valid), s4_major.eq(s3_index), s4_group.eq(s3_group)]
+                     s4_valid.eq(s3_valid), s4_major.eq(s3_index), s4_group.eq(s3_group), s4_delta.eq(s3_delta),
+                     s5_valid.eq(s4_valid), s5_major.eq(s4_major), s5_group.eq(s4_group), s5_mask.eq(s4_mask)]
         # exact: grad_bits is validated wide enough for error_bits x T x B
         delta_banks = to_banks(m, "acc_delta", [s2_delta[k] for k in range(P)], s2_index)
         m.d.sync += [s3_delta[b].eq(delta_banks[b]) for b in range(P)]
-        m.d.sync += [s4_data[b].eq(grad.rd_banks[b] + s3_delta[b]) for b in range(P)]
+        m.d.sync += [s5_data[b].eq(grad.rd_banks[b] + s4_delta[b]) for b in range(P)]
         s3_live = [Signal(name=f"acc_live_{k}") for k in range(P)]  # lane k is a neuron of the layer
         m.d.comb += [s3_live[k].eq(s3_group * P + k < self.rows) for k in range(P)]
         m.d.sync += s4_mask.eq(Cat(*to_banks(m, "acc_mask", s3_live, s3_index)))
@@ -276,13 +283,13 @@ class WgEngine(wiring.Component):
         m.d.comb += raw_hazard.eq(Cat(*[v & (i == ev.payload.index) & (e == issue_idx) for v, i, e in (
             (s1_valid, s1_index, s1_entry), (s2_valid, s2_index, s2_entry), (s3_valid, s3_index, s3_entry))]).any())
         acc_busy = Signal()
-        m.d.comb += acc_busy.eq(s1_valid | s2_valid | s3_valid | s4_valid)
+        m.d.comb += acc_busy.eq(s1_valid | s2_valid | s3_valid | s4_valid | s5_valid)
 
-        # ---- update datapath, in bank order: read (UPDATE state) → u1 in the block RAMs, the
-        # draws taken → u2 bank words (registered in the memories), the draws rotated into bank
-        # order → u3 step base and rounding increment (or draw and r') → u4 step → u5 saturated
-        # weight, written. The stages only exist for the clock: each
-        # (row, group) is read once and written once, so nothing in flight can alias.
+        # ---- update datapath, in bank order: read requested (UPDATE state) → u1 the block RAMs
+        # read → u1b the gradient cleared, the draws taken → u2 bank words (registered in the
+        # memories), the draws rotated into bank order → u3 step base and rounding increment (or
+        # draw and r') → u4 step → u5 saturated weight, written. The stages only exist for the
+        # clock: each (row, group) is read once and written once, so nothing in flight can alias.
         shift = Signal(range(MAX_LR_SHIFT + 1))  # latched with the update pulse
         u1_valid = Signal()
         u1_row = Signal(len(grad.rd_major))
@@ -301,9 +308,10 @@ class WgEngine(wiring.Component):
         u4_w = Signal(lanes_of(p.weight_bits))
         u5_valid = Signal()
         u5_w = Signal(lanes_of(p.weight_bits))
-        u_row = [Signal(len(grad.rd_major), name=f"u{n}_row") for n in (2, 3, 4, 5)]
-        u_group = [Signal(len(grad.rd_group), name=f"u{n}_group") for n in (2, 3, 4, 5)]
-        m.d.sync += [u2_valid.eq(u1_valid), u3_valid.eq(u2_valid), u4_valid.eq(u3_valid), u5_valid.eq(u4_valid),
+        u1b_valid = Signal()
+        u_row = [Signal(len(grad.rd_major), name=f"u{n}_row") for n in ("1b", 2, 3, 4, 5)]
+        u_group = [Signal(len(grad.rd_group), name=f"u{n}_group") for n in ("1b", 2, 3, 4, 5)]
+        m.d.sync += [u1b_valid.eq(u1_valid), u2_valid.eq(u1b_valid), u3_valid.eq(u2_valid), u4_valid.eq(u3_valid), u5_valid.eq(u4_valid),
                      u_row[0].eq(u1_row), u_group[0].eq(u1_group)]
         for n in range(1, len(u_row)):
             m.d.sync += [u_row[n].eq(u_row[n - 1]), u_group[n].eq(u_group[n - 1])]
@@ -322,7 +330,7 @@ class WgEngine(wiring.Component):
             else:
                 draws, nxt, width, take = self.draws, self.draw_next, self.draw_width, self.draw_take
             # the LFSR controls are registers, decided as the group is issued (UPDATE state) and
-            # acting while it is in u1: the LFSR's next-state select is then a register, not the
+            # acting while it is in u1b: the LFSR's next-state select is then a register, not the
             # end of a path through the core's layer select. Idle, all three are 0, so a core that
             # shares one LFSR among engines ORs their controls instead of multiplexing them.
             lfsr_ctl = SimpleNamespace(next=Signal(name="draw_next_q"),
@@ -341,7 +349,7 @@ class WgEngine(wiring.Component):
             ok = ok | (self.lr_shift == v)
         m.d.comb += self.shift_ok.eq(ok)
 
-        draw_banks = to_banks(m, "upd_draw", [u2_draw[k] for k in range(P)], u_row[0]) if draws is not None else None
+        draw_banks = to_banks(m, "upd_draw", [u2_draw[k] for k in range(P)], u_row[1]) if draws is not None else None
         w_max, w_min = (1 << (p.weight_bits - 1)) - 1, -(1 << (p.weight_bits - 1))
         for k in range(P):  # k is a bank here
             base, inc, r_top = self._rounding_parts(m, k, u2_grad[k], shift)
@@ -358,21 +366,21 @@ class WgEngine(wiring.Component):
         # the weight memory may be wider than this layer: lanes past fan_in are not ours
         upd_lanes, clr_lanes = Signal(P), Signal(P)
         for k in range(P):
-            m.d.comb += [upd_lanes[k].eq(u_group[-1] * P + k < self.cols), clr_lanes[k].eq(u1_group * P + k < self.cols)]
+            m.d.comb += [upd_lanes[k].eq(u_group[-1] * P + k < self.cols), clr_lanes[k].eq(u_group[0] * P + k < self.cols)]
         upd_mask = Cat(*to_banks(m, "upd_mask", list(upd_lanes), u_row[-1]))
-        clr_mask = Cat(*to_banks(m, "clr_mask", list(clr_lanes), u1_row))
+        clr_mask = Cat(*to_banks(m, "clr_mask", list(clr_lanes), u_row[0]))
 
         m.d.comb += [self.w_wr_row.eq(1), self.w_wr_major.eq(u_row[-1]), self.w_wr_group.eq(u_group[-1]),
                      self.w_wr_data.eq(u5_w), self.w_wr_mask.eq(upd_mask), self.w_rd_row.eq(1),
                      self.w_wr_en.eq(u5_valid)]
-        with m.If(u1_valid):
-            # the gradient is cleared as soon as it has been read (the accumulate path may
-            # write again once the FSM is back in RUN, while u2..u5 still drain)
-            m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(1), grad.wr_major.eq(u1_row), grad.wr_group.eq(u1_group),
+        with m.If(u1b_valid):
+            # the gradient is cleared the cycle after the block RAM read it (the accumulate path
+            # may write again once the FSM is back in RUN, while u2..u5 still drain)
+            m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(1), grad.wr_major.eq(u_row[0]), grad.wr_group.eq(u_group[0]),
                          grad.wr_data.eq(0), grad.wr_mask.eq(clr_mask)]
-        with m.Elif(s4_valid):
-            m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(0), grad.wr_major.eq(s4_major), grad.wr_group.eq(s4_group),
-                         grad.wr_data.eq(s4_data), grad.wr_mask.eq(s4_mask)]
+        with m.Elif(s5_valid):
+            m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(0), grad.wr_major.eq(s5_major), grad.wr_group.eq(s5_group),
+                         grad.wr_data.eq(s5_data), grad.wr_mask.eq(s5_mask)]
         m.d.sync += u1_valid.eq(0)
 
         # ---- control ---------------------------------------------------------------------------
@@ -447,11 +455,16 @@ class WgEngine(wiring.Component):
             # one draw per weight, zero gradient or not (shift 0 takes no draws, as in the golden model)
             drawing = issuing & (shift != 0)
             last = upd_group == n_hgroups - 1
-            m.d.sync += lfsr_ctl.next.eq(drawing)
+            pre = SimpleNamespace(  # the group's controls while it is in u1
+                next=Signal(name="draw_next_u1"),
+                take=Signal(range(P + 1), name="draw_take_u1") if lfsr_ctl.take is not None else None,
+                width=Signal(range(17), name="draw_width_u1") if lfsr_ctl.width is not None else None)
+            m.d.sync += [pre.next.eq(drawing), lfsr_ctl.next.eq(pre.next)]
             if lfsr_ctl.width is not None:
-                m.d.sync += lfsr_ctl.width.eq(Mux(drawing, draw_bits, 0))
+                m.d.sync += [pre.width.eq(Mux(drawing, draw_bits, 0)), lfsr_ctl.width.eq(pre.width)]
             if lfsr_ctl.take is not None:
-                m.d.sync += lfsr_ctl.take.eq(Mux(drawing, Mux(last & (tail != 0), tail, P) if self.short_counts else P, 0))
+                m.d.sync += [pre.take.eq(Mux(drawing, Mux(last & (tail != 0), tail, P) if self.short_counts else P, 0)),
+                             lfsr_ctl.take.eq(pre.take)]
 
         with m.If(self.update & self.shift_ok):
             m.d.sync += [pending.eq(1), shift.eq(self.lr_shift)]
@@ -459,7 +472,7 @@ class WgEngine(wiring.Component):
         m.d.comb += [
             self.event.eq(ev.valid & ev.ready & ~ev.payload.eot),
             self.stalled.eq(ev.valid & ~working),
-            self.busy.eq(pending | ev.valid | acc_busy | sc_valid | u1_valid | u2_valid | u3_valid | u4_valid
+            self.busy.eq(pending | ev.valid | acc_busy | sc_valid | u1_valid | u1b_valid | u2_valid | u3_valid | u4_valid
                          | u5_valid                         | ~fsm.ongoing("RUN")),
         ]
         return m
