@@ -21,6 +21,8 @@ spike bitmaps, the output layer's membranes).
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
 from types import SimpleNamespace
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
@@ -571,16 +573,9 @@ class Core(wiring.Component):
             # no layer select in front of the LFSR's next-state choice
             m.d.comb += update_lfsr.next.eq(Cat(*[wg.draw_next for wg in wgs]).any())
             if len(update_lfsr.widths) > 1:
-                m.d.comb += update_lfsr.width.eq(_or_all([wg.draw_width for wg in wgs]))
+                m.d.comb += update_lfsr.width.eq(reduce(operator.or_, [wg.draw_width for wg in wgs]))
             if update_lfsr.short_counts:
-                m.d.comb += update_lfsr.take.eq(_or_all([wg.draw_take for wg in wgs]))
+                m.d.comb += update_lfsr.take.eq(reduce(operator.or_, [wg.draw_take for wg in wgs]))
         return {"bp": bp, "feed_start": feed_start, "feed_idle": ~active & ~fe_valid, "wg_busy": wg_busy,
                 "update_start": update_start, "updating": updating, "wgs": wgs, "update_lfsr": update_lfsr,
                 "wg_here": wg_here, "host_lfsr_load": host_lfsr_load}
-
-
-def _or_all(values):
-    out = values[0]
-    for v in values[1:]:
-        out = out | v
-    return out

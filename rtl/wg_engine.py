@@ -34,7 +34,6 @@ rounded step; saturate; write) so that no stage holds more than one adder chain.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from types import SimpleNamespace
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -318,7 +317,7 @@ class WgEngine(wiring.Component):
         draw_bits = Signal(range(17))
         m.d.comb += draw_bits.eq(Mux(shift > 16, 16, shift))
 
-        draws = lfsr_ctl = None
+        draws = lfsr_in = None
         if self.has_lfsr or self.shared_lfsr:
             if self.has_lfsr:
                 lfsr = LfsrDraws(self.draw_widths, P, short_counts=self.short_counts, init_seed=self.lfsr_init_seed)
@@ -329,18 +328,7 @@ class WgEngine(wiring.Component):
                 take = lfsr.take if self.short_counts else None
             else:
                 draws, nxt, width, take = self.draws, self.draw_next, self.draw_width, self.draw_take
-            # the LFSR controls are registers, decided as the group is issued (UPDATE state) and
-            # acting while it is in u1b: the LFSR's next-state select is then a register, not the
-            # end of a path through the core's layer select. Idle, all three are 0, so a core that
-            # shares one LFSR among engines ORs their controls instead of multiplexing them.
-            lfsr_ctl = SimpleNamespace(next=Signal(name="draw_next_q"),
-                                       take=Signal(range(P + 1), name="draw_take_q") if take is not None else None,
-                                       width=Signal(range(17), name="draw_width_q") if width is not None else None)
-            m.d.comb += nxt.eq(lfsr_ctl.next)
-            if width is not None:
-                m.d.comb += width.eq(lfsr_ctl.width)
-            if take is not None:
-                m.d.comb += take.eq(lfsr_ctl.take)
+            lfsr_in = (nxt, take, width)  # driven below, once the update FSM exists
             u2_draw = Signal(data.ArrayLayout(unsigned(16), P))  # lane order, as the LFSR gives them
             m.d.sync += [u2_draw[k].eq(draws[k]) for k in range(P)]
 
@@ -450,21 +438,21 @@ class WgEngine(wiring.Component):
             with m.State("UPDATE_LAST"):
                 m.next = "RUN"
 
-        if lfsr_ctl is not None:
-            issuing = fsm.ongoing("UPDATE")
+        if lfsr_in is not None:
+            # The LFSR controls are decided as a group is issued (UPDATE state) and delayed to act
+            # while it is in u1b, so the LFSR's next-state select is driven by registers, not by
+            # the end of a path through the core's layer select. Idle, all three are 0, so a core
+            # that shares one LFSR among engines ORs their controls instead of multiplexing them.
+            nxt, take, width = lfsr_in
             # one draw per weight, zero gradient or not (shift 0 takes no draws, as in the golden model)
-            drawing = issuing & (shift != 0)
+            drawing = fsm.ongoing("UPDATE") & (shift != 0)
             last = upd_group == n_hgroups - 1
-            pre = SimpleNamespace(  # the group's controls while it is in u1
-                next=Signal(name="draw_next_u1"),
-                take=Signal(range(P + 1), name="draw_take_u1") if lfsr_ctl.take is not None else None,
-                width=Signal(range(17), name="draw_width_u1") if lfsr_ctl.width is not None else None)
-            m.d.sync += [pre.next.eq(drawing), lfsr_ctl.next.eq(pre.next)]
-            if lfsr_ctl.width is not None:
-                m.d.sync += [pre.width.eq(Mux(drawing, draw_bits, 0)), lfsr_ctl.width.eq(pre.width)]
-            if lfsr_ctl.take is not None:
-                m.d.sync += [pre.take.eq(Mux(drawing, Mux(last & (tail != 0), tail, P) if self.short_counts else P, 0)),
-                             lfsr_ctl.take.eq(pre.take)]
+            m.d.comb += nxt.eq(_delayed(m, drawing, 2, "draw_next"))
+            if width is not None:
+                m.d.comb += width.eq(_delayed(m, Mux(drawing, draw_bits, 0), 2, "draw_width"))
+            if take is not None:
+                count = Mux(last & (tail != 0), tail, P) if self.short_counts else P
+                m.d.comb += take.eq(_delayed(m, Mux(drawing, count, 0), 2, "draw_take"))
 
         with m.If(self.update & self.shift_ok):
             m.d.sync += [pending.eq(1), shift.eq(self.lr_shift)]
@@ -473,7 +461,7 @@ class WgEngine(wiring.Component):
             self.event.eq(ev.valid & ev.ready & ~ev.payload.eot),
             self.stalled.eq(ev.valid & ~working),
             self.busy.eq(pending | ev.valid | acc_busy | sc_valid | u1_valid | u1b_valid | u2_valid | u3_valid | u4_valid
-                         | u5_valid                         | ~fsm.ongoing("RUN")),
+                         | u5_valid | ~fsm.ongoing("RUN")),
         ]
         return m
 
@@ -521,3 +509,12 @@ class WgEngine(wiring.Component):
                         kb = update_draw_bits(v)
                         m.d.comb += r_top.eq((x >> (v - kb))[:kb] if kb else 0)
         return arith.clamp_bits(m, q, c, f"upd_qc_{k}"), None, r_top
+
+
+def _delayed(m, value, cycles: int, name: str):
+    """``value`` through ``cycles`` registers."""
+    for n in range(cycles):
+        q = Signal(value.shape(), name=f"{name}_d{n + 1}")
+        m.d.sync += q.eq(value)
+        value = q
+    return value

@@ -8,6 +8,21 @@ from spikeforge.rtl.skewed_memory import READ_LATENCY, SkewedMemory
 from spikeforge.sim.amaranth_bench import simulate
 
 
+def issue_random_read(ctx, dut, rng, mat, n_out, n_in):
+    """Drive a read of a random row or column group; return the word it must give, in lanes."""
+    lanes = dut.lanes
+    row = rng.random() < 0.5
+    major = rng.randrange(n_out if row else n_in)
+    group = rng.randrange(-(-(n_in if row else n_out) // lanes))
+    ctx.set(dut.rd_en, 1)
+    ctx.set(dut.rd_row, row)
+    ctx.set(dut.rd_major, major)
+    ctx.set(dut.rd_group, group)
+    if row:
+        return [mat.get((major, group * lanes + k), 0) for k in range(lanes)]
+    return [mat.get((group * lanes + k, major), 0) for k in range(lanes)]
+
+
 @pytest.mark.parametrize("lanes, n_out, n_in", [(1, 3, 4), (2, 5, 3), (4, 10, 7), (8, 16, 64), (4, 3, 9)])
 def test_row_and_column_reads_and_writes(lanes, n_out, n_in):
     rng = random.Random(lanes * 1000 + n_out * 10 + n_in)
@@ -16,26 +31,15 @@ def test_row_and_column_reads_and_writes(lanes, n_out, n_in):
     dut = SkewedMemory(lanes=lanes, width=width, max_outputs=n_out, max_inputs=n_in, init=mat)
     G, H = -(-n_out // lanes), -(-n_in // lanes)
 
-    def expect(row, major, group):
-        if row:
-            return [mat.get((major, group * lanes + k), 0) for k in range(lanes)]
-        return [mat.get((group * lanes + k, major), 0) for k in range(lanes)]
-
     async def bench(ctx):
         for step in range(300):
-            row = rng.random() < 0.5
-            major = rng.randrange(n_out if row else n_in)
-            group = rng.randrange(H if row else G)
-            ctx.set(dut.rd_en, 1)
-            ctx.set(dut.rd_row, row)
-            ctx.set(dut.rd_major, major)
-            ctx.set(dut.rd_group, group)
+            expected = issue_random_read(ctx, dut, rng, mat, n_out, n_in)
             await ctx.tick()
             ctx.set(dut.rd_en, 0)
             for _ in range(READ_LATENCY - 1):
                 await ctx.tick()
             got = [ctx.get(dut.rd_data[k]) for k in range(lanes)]
-            assert got == expect(row, major, group), (step, row, major, group)
+            assert got == expected, (step, got, expected)
             # read data holds while rd_en is low
             await ctx.tick()
             assert [ctx.get(dut.rd_data[k]) for k in range(lanes)] == got
@@ -70,24 +74,13 @@ def test_back_to_back_reads_arrive_in_order(lanes, n_out, n_in):
     rng = random.Random(lanes * 7 + n_out + n_in)
     mat = {(j, i): rng.randint(-128, 127) for j in range(n_out) for i in range(n_in)}
     dut = SkewedMemory(lanes=lanes, width=8, max_outputs=n_out, max_inputs=n_in, init=mat)
-    G, H = -(-n_out // lanes), -(-n_in // lanes)
 
     async def bench(ctx):
         issued = []  # per cycle: the expected word of the read issued then, or None
         held = None
         for cycle in range(400):
             if rng.random() < 0.7:
-                row = rng.random() < 0.5
-                major = rng.randrange(n_out if row else n_in)
-                group = rng.randrange(H if row else G)
-                ctx.set(dut.rd_en, 1)
-                ctx.set(dut.rd_row, row)
-                ctx.set(dut.rd_major, major)
-                ctx.set(dut.rd_group, group)
-                if row:
-                    issued.append([mat.get((major, group * lanes + k), 0) for k in range(lanes)])
-                else:
-                    issued.append([mat.get((group * lanes + k, major), 0) for k in range(lanes)])
+                issued.append(issue_random_read(ctx, dut, rng, mat, n_out, n_in))
             else:
                 ctx.set(dut.rd_en, 0)
                 issued.append(None)
