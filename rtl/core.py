@@ -63,8 +63,9 @@ class Core(wiring.Component):
         P = p.lanes
         self.groups = [-(-n // P) for n in L]  # groups of every layer, inputs included
         self.weights = [
+            # writes registered: nothing reads a weight in the cycle after it is written
             SkewedMemory(lanes=P, width=p.weight_bits, max_outputs=L[l + 1], max_inputs=L[l],
-                         init=(weights_init[l] if weights_init else None))
+                         init=(weights_init[l] if weights_init else None), write_latency=1)
             for l in range(self.n_layers)
         ]
         super().__init__(
@@ -199,6 +200,13 @@ class Core(wiring.Component):
         batch_samples = Signal(range(p.max_batch + 1))
         decided_now = Signal()
         phase = {name: Signal(name=f"phase_{name}") for name in ("encode", "fp", "bp", "wg", "update")}
+        # the waits below look at the engines through registers: "drained" as it was last cycle.
+        # Drained is absorbing (nothing restarts an engine but the sequencer), so last cycle's
+        # view is late by a cycle, never wrong -- except in the cycle after a start, when it
+        # still shows the engine idle from before: a start clears it.
+        bp_drained, wg_drained = Signal(), Signal()
+        m.d.sync += [bp_drained.eq(bwd["bp"].done & bwd["feed_idle"] & ~bwd["bp"].start),
+                     wg_drained.eq(scan.done & ~bwd["wg_busy"] & ~scan.start & ~bwd["update_start"])]
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.core_idle.eq(1)
@@ -249,12 +257,12 @@ class Core(wiring.Component):
                 m.next = "BP_WAIT"
             with m.State("BP_WAIT"):
                 m.d.comb += phase["bp"].eq(1)
-                with m.If(bwd["bp"].done & bwd["feed_idle"]):
+                with m.If(bp_drained):
                     m.d.comb += scan.start.eq(1)
                     m.next = "WG_WAIT"
             with m.State("WG_WAIT"):
                 m.d.comb += phase["wg"].eq(1)
-                with m.If(scan.done & ~bwd["wg_busy"]):
+                with m.If(wg_drained):
                     with m.If(t == 0):
                         with m.If(layer == 0):
                             m.d.sync += backward.eq(0)
@@ -270,7 +278,7 @@ class Core(wiring.Component):
                 m.next = "UPDATE_WAIT"
             with m.State("UPDATE_WAIT"):
                 m.d.comb += [phase["update"].eq(1), bwd["updating"].eq(1)]
-                with m.If(~bwd["wg_busy"]):
+                with m.If(wg_drained):
                     with m.If(layer == self.n_layers - 1):
                         m.next = "IDLE"
                     with m.Else():
@@ -341,12 +349,37 @@ class Core(wiring.Component):
         with m.Elif(self.acc_wr & (self.acc_region == RegionId.PIXELS)):
             m.d.sync += state.sample_loaded.eq(0)
 
-        row, col = self.acc_row, self.acc_col
+        # Host accesses take one register stage here. The host's acc_* are registers already, but
+        # the region decode and each memory's address arithmetic sat between them and the memory
+        # ports (and the ports' multiplexers with the engines). Now every memory sees a registered
+        # region hit and registered address parts; reads and writes both take the cycle.
+        row, col = Signal(16, name="acc_row_q"), Signal(16, name="acc_col_q")
+        wr, rd = Signal(name="acc_wr_q"), Signal(name="acc_rd_q")
+        region = Signal(8, name="acc_region_q")
+        wdata = Signal(32, name="acc_wdata_q")
+        lane = Signal(range(P), name="acc_lane_q")
+        m.d.sync += [row.eq(self.acc_row), col.eq(self.acc_col), wr.eq(self.acc_wr), rd.eq(self.acc_rd),
+                     region.eq(self.acc_region), wdata.eq(self.acc_wdata), lane.eq(self.acc_col)]  # col mod P
         group = col >> log_p
-        lane = Signal(range(P))
-        m.d.comb += lane.eq(col)  # col mod P: P is a power of two
-        wr, rd = self.acc_wr, self.acc_rd
-        region = self.acc_region
+        lane_mask = Signal(P, name="acc_lane_mask_q")
+        bank = Signal(range(P), name="acc_bank_q")  # row-mode element (row, col): bank (lane + row) mod P
+        m.d.sync += [lane_mask.eq(Const(1, P) << self.acc_col[:log_p] if P > 1 else 1),
+                     bank.eq((self.acc_col + self.acc_row)[:log_p] if P > 1 else 0)]
+        hits = {}
+
+        def hit(region_id):
+            """acc_region == region_id, registered with the rest of the access"""
+            if region_id not in hits:
+                hits[region_id] = Signal(name=f"acc_hit_{int(region_id)}")
+                m.d.sync += hits[region_id].eq(self.acc_region == region_id)
+            return hits[region_id]
+
+        def row_major_addr(groups_per_row, name):
+            """row * groups_per_row + col // P of a plain memory, registered with the access"""
+            q = Signal(range(self.T * groups_per_row), name=f"acc_addr_{name}")  # in range: the host checked
+            m.d.sync += q.eq(times_const(self.acc_row, groups_per_row) + (self.acc_col >> log_p))
+            return q
+
         # the read's region and lane, for the cycle the memories answer
         r_region = Signal(8)
         r_lane = Signal(range(P))
@@ -355,10 +388,9 @@ class Core(wiring.Component):
         # sits in bank (lane + row) mod P, picked straight from the banks (no rotation on this path)
         r_bank = Signal(range(P))
         with m.If(rd):
-            m.d.sync += [r_region.eq(region), r_lane.eq(lane), r_col.eq(col),
-                         r_bank.eq((lane + row)[:log_p] if P > 1 else 0)]
-        # The answer is assembled three cycles after acc_rd, when every region's element is in a
-        # register, and registered into acc_rdata: READ_LATENCY = 4. The plain memories answer
+            m.d.sync += [r_region.eq(region), r_lane.eq(lane), r_col.eq(col), r_bank.eq(bank)]
+        # The answer is assembled three cycles after the access register, when every region's
+        # element is in a register, and registered into acc_rdata: READ_LATENCY = 5. The plain memories answer
         # at +1; their words are registered and the element picked and registered again (+3).
         # The SkewedMemories' banks are registered words at +3. The register regions (INFO,
         # CONFIG, STATUS, COUNTERS) are picked at +1 into `words_q` (zero for any other region)
@@ -400,19 +432,21 @@ class Core(wiring.Component):
         words(RegionId.STATUS, [flags, self.error_code, self.error_opcode, self.error_count, self.prediction,
                                 state.batch_samples])
         words(RegionId.COUNTERS, [counters.value[name] for name in COUNTERS])
-        config_wr = wr & (region == RegionId.CONFIG)
-        with m.If(config_wr & (col == CONFIG_FIELDS.index("lr_shift"))):
+        # the register regions are written straight from the host's access registers (no memory
+        # port, no address arithmetic)
+        config_wr = self.acc_wr & (self.acc_region == RegionId.CONFIG)
+        with m.If(config_wr & (self.acc_col == CONFIG_FIELDS.index("lr_shift"))):
             m.d.sync += lr_shift.eq(self.acc_wdata)
         if upd_lfsr is not None:  # without one, writes to update_lfsr_state are accepted and ignored
-            with m.If(config_wr & (col == CONFIG_FIELDS.index("update_lfsr_state"))):
+            with m.If(config_wr & (self.acc_col == CONFIG_FIELDS.index("update_lfsr_state"))):
                 m.d.comb += bwd["host_lfsr_load"].eq(1)
 
         # pixels
         px_wr, px_rd = mems.px_wr, mems.px_rd
-        with m.If(region == RegionId.PIXELS):
-            m.d.comb += [px_wr.en.eq(Mux(wr, Const(1, P) << lane, 0)), px_wr.addr.eq(group)]
+        with m.If(hit(RegionId.PIXELS)):
+            m.d.comb += [px_wr.en.eq(Mux(wr, lane_mask, 0)), px_wr.addr.eq(group)]
             for k in range(P):
-                m.d.comb += px_wr.data[k].eq(self.acc_wdata)
+                m.d.comb += px_wr.data[k].eq(wdata)
             with m.If(rd):
                 m.d.comb += [px_rd.en.eq(1), px_rd.addr.eq(group)]
         px_q = plain_element(px_rd.data)
@@ -420,36 +454,37 @@ class Core(wiring.Component):
 
         # membranes of the output layer: row t, column j
         mt_rd = mems.mt_rd
-        m.d.comb += [mt_rd.en.eq(rd & (region == RegionId.MEMBRANES)), mt_rd.addr.eq(times_const(row, self.groups[-1]) + group)]
+        m.d.comb += [mt_rd.en.eq(rd & hit(RegionId.MEMBRANES)), mt_rd.addr.eq(row_major_addr(self.groups[-1], "membranes"))]
         mt_q = plain_element(mt_rd.data)
         mem_reads.append((RegionId.MEMBRANES, mt_q))
 
         # spike bitmaps: row t, column neuron
         for k, (srd, swr) in enumerate(zip(mems.spike_rd, mems.spike_wr)):
-            here = region == RegionId.SPIKES + k
+            here = hit(RegionId.SPIKES + k)
+            spk_addr = row_major_addr(self.groups[k], f"spikes{k}")
             with m.If(here & rd):
-                m.d.comb += [srd.en.eq(1), srd.addr.eq(times_const(row, self.groups[k]) + group)]
+                m.d.comb += [srd.en.eq(1), srd.addr.eq(spk_addr)]
             srd_q = plain_element(srd.data)
             mem_reads.append((RegionId.SPIKES + k, srd_q))
             if k == 0:
                 with m.If(here & wr):
-                    m.d.comb += [swr.en.eq(Const(1, P) << lane), swr.addr.eq(times_const(row, self.groups[0]) + group),
-                                 swr.data.eq(Cat(self.acc_wdata[0] for _ in range(P)))]
+                    m.d.comb += [swr.en.eq(lane_mask), swr.addr.eq(spk_addr),
+                                 swr.data.eq(Cat(wdata[0] for _ in range(P)))]
                     m.d.sync += state.spikes_loaded.eq(1)
 
         # weights (row access: fixed output j = row, inputs hP.. with h = col // P) and gradients
         for l, (w, wg) in enumerate(zip(self.weights, bwd["wgs"])):
-            with m.If(region == RegionId.WEIGHTS + l):
+            with m.If(hit(RegionId.WEIGHTS + l)):
                 with m.If(rd):
                     m.d.comb += [w.rd_en.eq(1), w.rd_row.eq(1), w.rd_major.eq(row), w.rd_group.eq(group)]
                 with m.If(wr):
                     # one element: its bank (lane + row) mod P, the value offered to every bank
                     m.d.comb += [w.wr_en.eq(1), w.wr_row.eq(1), w.wr_major.eq(row), w.wr_group.eq(group),
-                                 w.wr_mask.eq(Const(1, P) << ((lane + row)[:log_p] if P > 1 else 0))]
+                                 w.wr_mask.eq(Const(1, P) << bank)]
                     for k in range(P):
-                        m.d.comb += w.wr_data[k].eq(self.acc_wdata)
+                        m.d.comb += w.wr_data[k].eq(wdata)
             mem_reads.append((RegionId.WEIGHTS + l, element(w.rd_banks, r3_bank)))
-            with m.If((region == RegionId.GRADIENTS + l) & rd):
+            with m.If(hit(RegionId.GRADIENTS + l) & rd):
                 m.d.comb += [wg.grad_rd_en.eq(1), wg.grad_rd_row.eq(1), wg.grad_rd_major.eq(row),
                              wg.grad_rd_group.eq(group)]
             mem_reads.append((RegionId.GRADIENTS + l, element(wg.grad_rd_banks, r3_bank)))

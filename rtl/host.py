@@ -12,7 +12,7 @@ Core side (all driven by this block unless marked In):
 * ``acc_*`` -- element access: ``acc_region``, ``acc_row``, ``acc_col``; a one-cycle ``acc_wr``
   with ``acc_wdata``, or a one-cycle ``acc_rd`` whose data is on ``acc_rdata`` (In) exactly
   :data:`READ_LATENCY` cycles later;
-* ``run`` (pulse) with ``run_train`` / ``run_spikes``; ``run_update`` (pulse); ``sample_set``
+* ``run`` (registered pulse) with ``run_train`` / ``run_spikes``; ``run_update`` (registered pulse); ``sample_set``
   (pulse, after SAMPLE's pixels, with ``label`` / ``seed``); ``clear_counters`` (pulse);
   ``core_idle`` (In) and ``prediction`` (In);
 * ``chk_op`` / ``chk_region`` → ``chk_error`` (In, combinational): the core's own refusal;
@@ -31,10 +31,11 @@ from .protocol import Error, Op, Region, RegionId
 
 __all__ = ["HostInterface", "READ_LATENCY"]
 
-# element reads: the core's memories answer in one cycle (the weight and gradient SkewedMemories
-# in three: their requests and bank outputs are registered), and the answer is registered once
-# more into acc_rdata; one figure for every region
-READ_LATENCY = 4
+# element reads: the core registers the access once more (region decode, addresses), its memories
+# answer in one cycle (the weight and gradient SkewedMemories in three: their requests and bank
+# outputs are registered), and the answer is registered once more into acc_rdata; one figure for
+# every region
+READ_LATENCY = 5
 
 
 class HostInterface(wiring.Component):
@@ -96,17 +97,20 @@ class HostInterface(wiring.Component):
                                  start.eq(times_const(row, r.cols) + col), size.eq(r.size)]
         known_q, writable_q, in_range_q = Signal(), Signal(), Signal()
         start_q, size_q = Signal(32), Signal(32)
-        value_ok = Signal()  # the WRITE word on cmd.payload fits the region's element format
+        # the WRITE word's range check against registered region facts (CHECK loads them): the
+        # bits above the element's width must be all zero, or for a signed element all equal to
+        # its sign bit; ``value_mask`` has those bits set (none for a 32-bit element)
+        value_mask, value_signed = Signal(32), Signal()
+        value_mask_q, value_signed_q = Signal(32), Signal()
         with m.Switch(region):
             for r in self.regions:
                 with m.Case(r.id):
-                    word = cmd.payload.as_signed() if r.signed else cmd.payload
-                    if r.bits >= 32:
-                        m.d.comb += value_ok.eq(1)
-                    elif r.signed:
-                        m.d.comb += value_ok.eq((word >= -(1 << (r.bits - 1))) & (word < (1 << (r.bits - 1))))
-                    else:  # an unsigned word is never below 0
-                        m.d.comb += value_ok.eq(word < (1 << r.bits))
+                    kept = min(32, r.bits - 1 if r.signed else r.bits)
+                    m.d.comb += [value_mask.eq(((1 << 32) - 1) ^ ((1 << kept) - 1)), value_signed.eq(r.signed)]
+        value_ok = Signal()  # the WRITE word on cmd.payload fits the region's element format
+        high = Signal(32)
+        m.d.comb += [high.eq(cmd.payload & value_mask_q),
+                     value_ok.eq((high == 0) | (value_signed_q & (high == value_mask_q)))]
         check = Signal(8)
         check_q = Signal(8)
         with m.Switch(op):
@@ -134,8 +138,10 @@ class HostInterface(wiring.Component):
             with m.Default():
                 m.d.comb += check.eq(Error.BAD_OPCODE)
 
+        cols_q = Signal(16)  # the region's columns, registered in CHECK: the address walk's wrap
+
         def advance():
-            with m.If(col == cols - 1):
+            with m.If(col == cols_q - 1):
                 m.d.sync += [col.eq(0), row.eq(row + 1)]
             with m.Else():
                 m.d.sync += col.eq(col + 1)
@@ -151,6 +157,9 @@ class HostInterface(wiring.Component):
             m.d.sync += [status.eq(code), rsp_count.eq(n)]
             m.next = "RESPOND"
 
+        m.d.sync += [self.run.eq(0), self.run_update.eq(0)]  # one-cycle pulses unless set below
+        pixels = next(r for r in self.regions if r.id == RegionId.PIXELS)
+        pixel_mask = ((1 << 32) - 1) ^ ((1 << min(32, pixels.bits - (1 if pixels.signed else 0))) - 1)
         with m.FSM():
             with m.State("HEADER"):
                 m.d.comb += cmd.ready.eq(1)
@@ -166,7 +175,8 @@ class HostInterface(wiring.Component):
             with m.State("CHECK"):
                 # the header checks get two cycles: region facts, then limits and core state
                 m.d.sync += [known_q.eq(known), writable_q.eq(writable), in_range_q.eq(in_range),
-                             start_q.eq(start), size_q.eq(size)]
+                             start_q.eq(start), size_q.eq(size), cols_q.eq(cols),
+                             value_mask_q.eq(value_mask), value_signed_q.eq(value_signed)]
                 m.next = "CHECK_LIMITS"
             with m.State("CHECK_LIMITS"):
                 m.d.sync += [check_q.eq(check), left.eq(count), bad_value.eq(0)]
@@ -189,17 +199,18 @@ class HostInterface(wiring.Component):
                         with m.Case(Op.SAMPLE):
                             # label and seed take effect only with a complete, valid SAMPLE
                             m.d.sync += [sample_label.eq(region), sample_seed.eq(arg), region.eq(RegionId.PIXELS),
-                                         row.eq(0), col.eq(0)]
+                                         row.eq(0), col.eq(0), cols_q.eq(pixels.cols),
+                                         value_mask_q.eq(pixel_mask), value_signed_q.eq(pixels.signed)]
                             m.next = "WRITE"
                         with m.Case(Op.READ):
                             m.d.sync += [status.eq(Error.OK), rsp_count.eq(count)]
                             m.next = "READ_HEADER"
                         with m.Case(Op.INFER, Op.TRAIN):
-                            m.d.comb += [self.run.eq(1), self.run_train.eq(op == Op.TRAIN),
+                            m.d.sync += [self.run.eq(1), self.run_train.eq(op == Op.TRAIN),
                                          self.run_spikes.eq(region[0])]
                             m.next = "RUNNING"
                         with m.Case(Op.UPDATE):
-                            m.d.comb += self.run_update.eq(1)
+                            m.d.sync += self.run_update.eq(1)
                             m.next = "UPDATING"
                         with m.Case(Op.CLEAR_ERROR):
                             m.d.sync += [self.error_code.eq(0), self.error_opcode.eq(0), self.error_count.eq(0)]
@@ -235,12 +246,13 @@ class HostInterface(wiring.Component):
                                 m.d.sync += [self.label.eq(sample_label), self.seed.eq(sample_seed)]
                             respond(Error.OK)
             with m.State("RUNNING"):
-                # the core drops core_idle the cycle after run; wait for it to come back
-                with m.If(self.core_idle):
+                # run is a registered pulse: the core sees it in this state's first cycle and drops
+                # core_idle in the next; wait for it to come back
+                with m.If(self.core_idle & ~self.run):
                     m.d.sync += data_word.eq(self.prediction)
                     respond(Error.OK, 1)
             with m.State("UPDATING"):
-                with m.If(self.core_idle):
+                with m.If(self.core_idle & ~self.run_update):
                     respond(Error.OK)
             with m.State("RESPOND"):
                 m.d.comb += [rsp.valid.eq(1), rsp.payload.eq((status << 24) | (op << 16) | rsp_count)]

@@ -25,10 +25,20 @@ their multiplexer should not share a cycle with the address arithmetic and the b
 address setup. The bank outputs are registered before the rotation: a block RAM's clock-to-out
 is most of a 100 MHz cycle on its own (5.8 ns for an ECP5 DP16KD without its output register,
 which Yosys' ECP5 memory library does not use), so the rotation and whatever the reader does with
-the word go into the next cycle. Writes are not delayed.
+the word go into the next cycle.
+
+Writes land ``write_latency`` cycles after they are offered: 0 (the default) writes in the cycle of
+``wr_en``; 1 registers the write request first, for the same reason as the read request (the
+weight memories take their writes from the WG update or the host, chosen by the sequencer). A
+registered write is safe only where nothing reads a word in the cycle after writing it; the
+weights qualify (the WG update reads each word once before writing it back, nothing else reads
+them while it runs), the gradients do not (the WG accumulate's read-modify-write hazard window
+assumes writes land at once).
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
@@ -74,7 +84,12 @@ class SkewedMemory(wiring.Component):
     whose element lies past the matrix edge are not written.
     """
 
-    def __init__(self, *, lanes: int, width: int, max_outputs: int, max_inputs: int, init=None):
+    def __init__(self, *, lanes: int, width: int, max_outputs: int, max_inputs: int, init=None,
+                 write_latency: int = 0):
+        if write_latency not in (0, 1):
+            self._MustUse__silence = True
+            raise ValueError(f"SkewedMemory: write_latency must be 0 or 1, got {write_latency!r}")
+        self.write_latency = write_latency
         for name, v in (("lanes", lanes), ("width", width), ("max_outputs", max_outputs), ("max_inputs", max_inputs)):
             if not isinstance(v, int) or v < 1:
                 self._MustUse__silence = True  # a refused construction is not an unused design
@@ -173,7 +188,15 @@ class SkewedMemory(wiring.Component):
         with m.If(self.rd_en):
             m.d.sync += [req_row.eq(self.rd_row), req_major.eq(self.rd_major), req_group.eq(self.rd_group)]
         rd_rot, rd_map = self._lane_map(m, "rd", req_row, req_major, req_group)
-        _, wr_map = self._lane_map(m, "wr", self.wr_row, self.wr_major, self.wr_group)
+        wr = SimpleNamespace(en=self.wr_en, row=self.wr_row, major=self.wr_major, group=self.wr_group,
+                             data=self.wr_data, mask=self.wr_mask)
+        if self.write_latency:
+            wr = SimpleNamespace(**{k: Signal.like(v, name=f"wr_req_{k}") for k, v in vars(wr).items()})
+            m.d.sync += wr.en.eq(self.wr_en)
+            with m.If(self.wr_en):
+                m.d.sync += [wr.row.eq(self.wr_row), wr.major.eq(self.wr_major), wr.group.eq(self.wr_group),
+                             wr.data.eq(self.wr_data), wr.mask.eq(self.wr_mask)]
+        _, wr_map = self._lane_map(m, "wr", wr.row, wr.major, wr.group)
         rd_en_d = Signal()
         m.d.sync += rd_en_d.eq(req_en)
         rd_rot_d, rd_rot_q = Signal(range(P), name="rd_rot_d"), Signal(range(P), name="rd_rot_q")
@@ -198,7 +221,7 @@ class SkewedMemory(wiring.Component):
                 m.d.sync += bank_q.eq(Mux(ok_d, rp.data, 0))
             bank_data.append(bank_q)
             waddr, wok = wr_map[b]
-            m.d.comb += [wp.en.eq(self.wr_en & wok & self.wr_mask[b]), wp.addr.eq(waddr), wp.data.eq(self.wr_data[b])]
+            m.d.comb += [wp.en.eq(wr.en & wok & wr.mask[b]), wp.addr.eq(waddr), wp.data.eq(wr.data[b])]
         for b in range(P):
             m.d.comb += self.rd_banks[b].eq(bank_data[b])
         lanes = _rotate(m, "rd_lane", bank_data, rd_rot_q, toward_lanes=True)

@@ -75,6 +75,27 @@ def test_memories_read_back_what_was_written():
     with_core(job)
 
 
+def test_write_values_at_the_edges_of_every_writable_region():
+    """Each writable region takes exactly its element range: the extremes are stored, one past
+    either end is refused (BAD_ARG) and leaves the element as it was. Words are 32-bit two's
+    complement on the wire, so a negative value is checked through its upper bits."""
+    writable = [r for r in regions(CFG) if r.writable and r.bits < 32]  # CONFIG: every word, own checks
+    assert {r.name for r in writable} == {"pixels", "weights0", "weights1", "spikes0"}
+
+    def job(c):
+        loaded(c)
+        for r in writable:
+            lo, hi = (-(1 << (r.bits - 1)), (1 << (r.bits - 1)) - 1) if r.signed else (0, (1 << r.bits) - 1)
+            c.write(r.id, [lo, hi])
+            assert c.read(r.id, 2) == [lo, hi], r.name
+            for bad in (lo - 1, hi + 1):
+                status, _ = raw(c, command(Op.WRITE, r.id, 1, 0, [bad & 0xFFFFFFFF]))
+                assert status == Error.BAD_ARG, (r.name, bad)
+                c.clear_error()
+            assert c.read(r.id, 2) == [lo, hi], r.name
+    with_core(job)
+
+
 BAD = [
     # (description, words, expected error)
     ("unknown opcode, payload drained", command(0x7E, 0, 3, 0, [1, 2, 3]), Error.BAD_OPCODE),

@@ -23,12 +23,16 @@ def issue_random_read(ctx, dut, rng, mat, n_out, n_in):
     return [mat.get((group * lanes + k, major), 0) for k in range(lanes)]
 
 
+@pytest.mark.parametrize("write_latency", [0, 1])
 @pytest.mark.parametrize("lanes, n_out, n_in", [(1, 3, 4), (2, 5, 3), (4, 10, 7), (8, 16, 64), (4, 3, 9)])
-def test_row_and_column_reads_and_writes(lanes, n_out, n_in):
-    rng = random.Random(lanes * 1000 + n_out * 10 + n_in)
+def test_row_and_column_reads_and_writes(lanes, n_out, n_in, write_latency):
+    """Random reads in either direction, each followed by a masked write in either direction;
+    the read issued in the cycle after a write sees it, with a registered write too."""
+    rng = random.Random(lanes * 1000 + n_out * 10 + n_in + write_latency)
     width = 8
     mat = {(j, i): rng.randint(-128, 127) for j in range(n_out) for i in range(n_in)}
-    dut = SkewedMemory(lanes=lanes, width=width, max_outputs=n_out, max_inputs=n_in, init=mat)
+    dut = SkewedMemory(lanes=lanes, width=width, max_outputs=n_out, max_inputs=n_in, init=mat,
+                       write_latency=write_latency)
     G, H = -(-n_out // lanes), -(-n_in // lanes)
 
     async def bench(ctx):
@@ -100,3 +104,5 @@ def test_bad_parameters_are_refused():
         SkewedMemory(lanes=0, width=8, max_outputs=4, max_inputs=4)
     with pytest.raises(ValueError, match="power of two"):
         SkewedMemory(lanes=3, width=8, max_outputs=4, max_inputs=4)
+    with pytest.raises(ValueError, match="write_latency"):
+        SkewedMemory(lanes=2, width=8, max_outputs=4, max_inputs=4, write_latency=2)
