@@ -42,7 +42,7 @@ def clamp_bits(m, x, bits: int, name: str):
         m.d.comb += out.eq(x)
         return out
     hi = x[bits - 1:]
-    fits = (hi == 0) | (hi == (1 << len(hi)) - 1)
+    fits = ~hi.any() | hi.all()
     m.d.comb += out.eq(Mux(fits, x[:bits].as_signed(), Mux(x[-1], -(1 << (bits - 1)), (1 << (bits - 1)) - 1)))
     return out
 

@@ -353,10 +353,12 @@ class Core(wiring.Component):
         # the region decode and each memory's address arithmetic sat between them and the memory
         # ports (and the ports' multiplexers with the engines). Now every memory sees a registered
         # region hit and registered address parts; reads and writes both take the cycle.
-        row, col = Signal(16, name="acc_row_q"), Signal(16, name="acc_col_q")
+        # (sized to what the memories take: the host checked the address and the value)
+        row = Signal(range(max(*L[1:], T)), name="acc_row_q")
+        col = Signal(16, name="acc_col_q")
         wr, rd = Signal(name="acc_wr_q"), Signal(name="acc_rd_q")
         region = Signal(8, name="acc_region_q")
-        wdata = Signal(32, name="acc_wdata_q")
+        wdata = Signal(max(cfg.formats.pixel_bits, p.weight_bits), name="acc_wdata_q")
         lane = Signal(range(P), name="acc_lane_q")
         m.d.sync += [row.eq(self.acc_row), col.eq(self.acc_col), wr.eq(self.acc_wr), rd.eq(self.acc_rd),
                      region.eq(self.acc_region), wdata.eq(self.acc_wdata), lane.eq(self.acc_col)]  # col mod P

@@ -87,12 +87,12 @@ class HostInterface(wiring.Component):
         # the address arithmetic (start = row * cols + col) and the limit compare
         # (start + count > size) land in different cycles
         known, writable, in_range = Signal(), Signal(), Signal()
-        cols = Signal(16)
+        last_col = Signal(16)
         start, size = Signal(32), Signal(32)
         with m.Switch(region):
             for r in self.regions:
                 with m.Case(r.id):
-                    m.d.comb += [known.eq(1), cols.eq(r.cols), writable.eq(r.writable),
+                    m.d.comb += [known.eq(1), last_col.eq(r.cols - 1), writable.eq(r.writable),
                                  in_range.eq((row < r.rows) & (col < r.cols)),
                                  start.eq(times_const(row, r.cols) + col), size.eq(r.size)]
         known_q, writable_q, in_range_q = Signal(), Signal(), Signal()
@@ -138,13 +138,14 @@ class HostInterface(wiring.Component):
             with m.Default():
                 m.d.comb += check.eq(Error.BAD_OPCODE)
 
-        cols_q = Signal(16)  # the region's columns, registered in CHECK: the address walk's wrap
+        last_col_q = Signal(16)  # the region's last column, registered in CHECK: the address walk's wrap
+        at_last_col = Signal()  # col == last_col_q, kept as a register along the walk
 
         def advance():
-            with m.If(col == cols_q - 1):
-                m.d.sync += [col.eq(0), row.eq(row + 1)]
+            with m.If(at_last_col):
+                m.d.sync += [col.eq(0), row.eq(row + 1), at_last_col.eq(last_col_q == 0)]
             with m.Else():
-                m.d.sync += col.eq(col + 1)
+                m.d.sync += [col.eq(col + 1), at_last_col.eq(col + 1 == last_col_q)]
 
         def record(code):
             # first error wins; the count saturates
@@ -175,11 +176,11 @@ class HostInterface(wiring.Component):
             with m.State("CHECK"):
                 # the header checks get two cycles: region facts, then limits and core state
                 m.d.sync += [known_q.eq(known), writable_q.eq(writable), in_range_q.eq(in_range),
-                             start_q.eq(start), size_q.eq(size), cols_q.eq(cols),
+                             start_q.eq(start), size_q.eq(size), last_col_q.eq(last_col),
                              value_mask_q.eq(value_mask), value_signed_q.eq(value_signed)]
                 m.next = "CHECK_LIMITS"
             with m.State("CHECK_LIMITS"):
-                m.d.sync += [check_q.eq(check), left.eq(count), bad_value.eq(0)]
+                m.d.sync += [check_q.eq(check), left.eq(count), bad_value.eq(0), at_last_col.eq(col == last_col_q)]
                 m.next = "DECIDE"
             with m.State("DECIDE"):
                 with m.If(check_q != Error.OK):
@@ -199,7 +200,7 @@ class HostInterface(wiring.Component):
                         with m.Case(Op.SAMPLE):
                             # label and seed take effect only with a complete, valid SAMPLE
                             m.d.sync += [sample_label.eq(region), sample_seed.eq(arg), region.eq(RegionId.PIXELS),
-                                         row.eq(0), col.eq(0), cols_q.eq(pixels.cols),
+                                         row.eq(0), col.eq(0), last_col_q.eq(pixels.cols - 1), at_last_col.eq(pixels.cols == 1),
                                          value_mask_q.eq(pixel_mask), value_signed_q.eq(pixels.signed)]
                             m.next = "WRITE"
                         with m.Case(Op.READ):

@@ -33,7 +33,9 @@ rounded step; saturate; write) so that no stage holds more than one adder chain.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
+from functools import reduce
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -239,6 +241,7 @@ class WgEngine(wiring.Component):
         # same list entry (one timestep's entries are distinct groups; the list is only
         # rewritten after the pipe has drained at eot).
         issue_idx = Signal(range(G_max + 1))  # list entry of the current spike
+        issue_next = Signal(range(G_max + 2), init=1)  # issue_idx + 1, kept as a register
         s1_valid = Signal()
         s1_index = Signal(p.input_index_bits)
         s1_entry = Signal(range(G_max + 1))
@@ -290,6 +293,8 @@ class WgEngine(wiring.Component):
         # draw and r') → u4 step → u5 saturated weight, written. The stages only exist for the
         # clock: each (row, group) is read once and written once, so nothing in flight can alias.
         shift = Signal(range(MAX_LR_SHIFT + 1))  # latched with the update pulse
+        # and decoded there: the rounding selects its shifted gradient by one register per value
+        shift_is = {v: Signal(name=f"shift_is_{v}") for v in self.supported_shifts}
         u1_valid = Signal()
         u1_row = Signal(len(grad.rd_major))
         u1_group = Signal(len(grad.rd_group))
@@ -340,7 +345,7 @@ class WgEngine(wiring.Component):
         draw_banks = to_banks(m, "upd_draw", [u2_draw[k] for k in range(P)], u_row[1]) if draws is not None else None
         w_max, w_min = (1 << (p.weight_bits - 1)) - 1, -(1 << (p.weight_bits - 1))
         for k in range(P):  # k is a bank here
-            base, inc, r_top = self._rounding_parts(m, k, u2_grad[k], shift)
+            base, inc, r_top = self._rounding_parts(m, k, u2_grad[k], shift_is)
             m.d.sync += [u3_base[k].eq(base), u3_w[k].eq(u2_w[k])]
             if inc is not None:
                 m.d.sync += u3_inc[k].eq(inc)
@@ -385,34 +390,39 @@ class WgEngine(wiring.Component):
         m.d.sync += s1_valid.eq(0)
         with m.FSM() as fsm:
             with m.State("RUN"):
+                # ready never looks at valid (the stream contract allows it), so the core's
+                # layer select in front of valid stays off the path into the skid buffer
                 with m.If(pending & (issue_idx == 0)):
                     # the last gradient write must land before the update reads the matrix
                     with m.If(~acc_busy):
                         m.d.sync += [pending.eq(0), upd_row.eq(0), upd_group.eq(0)]
                         with m.If((self.rows != 0) & (self.cols != 0)):
                             m.next = "UPDATE"
-                with m.Elif(ev.valid & ~ev.payload.eot):
-                    with m.If(~scanned):
+                with m.Elif(ev.payload.eot):
+                    # the pipe drains first: the next scan rewrites the list entries, and the
+                    # hazard check below only compares words of one timestep
+                    m.d.comb += ev.ready.eq(~acc_busy)
+                    with m.If(ev.valid & ~acc_busy):
+                        m.d.comb += working.eq(1)
+                        m.d.sync += scanned.eq(0)
+                with m.Elif(~scanned):
+                    with m.If(ev.valid):
                         m.d.sync += [scan_group.eq(0), nz_count.eq(0)]
                         with m.If(self.rows == 0):
                             m.d.sync += scanned.eq(1)
                         with m.Else():
                             m.next = "SCAN"
-                    with m.Elif(nz_count == 0):
-                        m.d.comb += [ev.ready.eq(1), working.eq(1)]
-                    with m.Elif(~raw_hazard):
+                with m.Elif(nz_count == 0):
+                    m.d.comb += [ev.ready.eq(1), working.eq(ev.valid)]
+                with m.Elif(~raw_hazard):
+                    m.d.comb += ev.ready.eq(issue_next == nz_count)  # this spike's last list entry
+                    with m.If(ev.valid):
                         m.d.comb += [nz_rd.en.eq(1), working.eq(1)]
                         m.d.sync += [s1_valid.eq(1), s1_index.eq(ev.payload.index), s1_entry.eq(issue_idx)]
-                        with m.If(issue_idx == nz_count - 1):
-                            m.d.comb += ev.ready.eq(1)
-                            m.d.sync += issue_idx.eq(0)
+                        with m.If(issue_next == nz_count):
+                            m.d.sync += [issue_idx.eq(0), issue_next.eq(1)]
                         with m.Else():
-                            m.d.sync += issue_idx.eq(issue_idx + 1)
-                with m.Elif(ev.valid & ev.payload.eot & ~acc_busy):
-                    # the pipe drains first: the next scan rewrites the list entries, and the
-                    # hazard check above only compares words of one timestep
-                    m.d.comb += [ev.ready.eq(1), working.eq(1)]
-                    m.d.sync += scanned.eq(0)
+                            m.d.sync += [issue_idx.eq(issue_next), issue_next.eq(issue_next + 1)]
             with m.State("SCAN"):
                 m.d.comb += self.delta_en.eq(1)
                 m.d.sync += [sc_valid.eq(1), sc_group.eq(scan_group)]
@@ -456,6 +466,7 @@ class WgEngine(wiring.Component):
 
         with m.If(self.update & self.shift_ok):
             m.d.sync += [pending.eq(1), shift.eq(self.lr_shift)]
+            m.d.sync += [shift_is[v].eq(self.lr_shift == v) for v in self.supported_shifts]
 
         m.d.comb += [
             self.event.eq(ev.valid & ev.ready & ~ev.payload.eot),
@@ -465,9 +476,9 @@ class WgEngine(wiring.Component):
         ]
         return m
 
-    def _rounding_parts(self, m, k, x, s):
+    def _rounding_parts(self, m, k, x, shift_is):
         """round(x / 2**s) by the config's update rounding (docs/arithmetic.md §2), s a runtime shift
-        out of ``supported_shifts``, split for the pipeline into ``(base, inc, r_top)``: the step is
+        out of ``supported_shifts`` given one-hot (``shift_is[v]``: s == v), split for the pipeline into ``(base, inc, r_top)``: the step is
         ``base + inc`` with ``inc`` a 0/1 known now (half modes), or ``base + (draw < r_top)``
         (stochastic, the draw compared one stage later), ``inc`` and ``r_top`` None where unused.
 
@@ -476,7 +487,8 @@ class WgEngine(wiring.Component):
         larger one, and a clamped step is still that large. It keeps the rounding adder, the
         subtractor and the saturation compares weight-sized instead of gradient-sized.
 
-        Each supported s is a constant shift (wiring); only the shifted values are multiplexed.
+        Each supported s is a constant shift (wiring); only the shifted values are multiplexed, by
+        an AND-OR over the one-hot select (no compare of s on the path).
         half_up / half_even: t = x >> (s-1) (x << 1 for s = 0) holds q and the half bit;
         half_up = (t >> 1) + t[0], half_even adds the half bit only when the bits below it are
         non-zero or q is odd; stochastic: q = x >> s, r' = (x mod 2^s) >> (s-k) with
@@ -489,26 +501,27 @@ class WgEngine(wiring.Component):
         if mode in ("half_up", "half_even"):
             t = Signal(signed(gb + 1), name=f"upd_t_{k}")
             sticky = Signal(name=f"upd_sticky_{k}")  # bits below the half bit
-            with m.Switch(s):
-                for v in self.supported_shifts:
-                    with m.Case(v):
-                        m.d.comb += t.eq(x << 1 if v == 0 else x >> (v - 1))
-                        if v >= 2:
-                            m.d.comb += sticky.eq(x.as_unsigned()[:min(v - 1, gb)] != 0)
+            m.d.comb += t.eq(_one_hot_select(shift_is, lambda v: x << 1 if v == 0 else x >> (v - 1)))
+            m.d.comb += sticky.eq(_one_hot_select(
+                shift_is, lambda v: (x.as_unsigned()[:min(v - 1, gb)] != 0) if v >= 2 else Const(0, 1)))
             tc = arith.clamp_bits(m, t, c + 1, f"upd_tc_{k}")
             base = tc >> 1
             inc = tc[0] if mode == "half_up" else tc[0] & (sticky | base[0])
             return base, inc, None
         q = Signal(signed(gb), name=f"upd_q_{k}")
         r_top = Signal(16, name=f"upd_rtop_{k}") if mode == "stochastic" else None
-        with m.Switch(s):
-            for v in self.supported_shifts:
-                with m.Case(v):
-                    m.d.comb += q.eq(x >> v)
-                    if r_top is not None:
-                        kb = update_draw_bits(v)
-                        m.d.comb += r_top.eq((x >> (v - kb))[:kb] if kb else 0)
+        m.d.comb += q.eq(_one_hot_select(shift_is, lambda v: x >> v))
+        if r_top is not None:
+            def top_bits(v):
+                kb = update_draw_bits(v)
+                return (x >> (v - kb))[:kb] if kb else Const(0, 1)
+            m.d.comb += r_top.eq(_one_hot_select(shift_is, top_bits))
         return arith.clamp_bits(m, q, c, f"upd_qc_{k}"), None, r_top
+
+
+def _one_hot_select(select: dict, value_of):
+    """OR over v of (select[v] ? value_of(v) : 0): a multiplexer whose select is already decoded."""
+    return reduce(operator.or_, [Mux(sel, value_of(v), 0) for v, sel in select.items()])
 
 
 def _delayed(m, value, cycles: int, name: str):
