@@ -205,6 +205,9 @@ class Core(wiring.Component):
         # view is late by a cycle, never wrong -- except in the cycle after a start, when it
         # still shows the engine idle from before: a start clears it.
         bp_drained, wg_drained = Signal(), Signal()
+        enc_start = Signal()  # a registered pulse: the run decision does not reach into the encoder
+        m.d.sync += enc_start.eq(0)
+        m.d.comb += enc.start.eq(enc_start)
         m.d.sync += [bp_drained.eq(bwd["bp"].done & bwd["feed_idle"] & ~bwd["bp"].start),
                      wg_drained.eq(scan.done & ~bwd["wg_busy"] & ~scan.start & ~bwd["update_start"])]
         with m.FSM():
@@ -220,11 +223,11 @@ class Core(wiring.Component):
                         m.d.sync += [layer.eq(0), t.eq(0), out_t.eq(0), out_g.eq(0)]
                         m.next = "SCAN"
                     with m.Else():
-                        m.d.comb += enc.start.eq(1)
+                        m.d.sync += enc_start.eq(1)
                         m.next = "ENCODE"
             with m.State("ENCODE"):
                 m.d.comb += phase["encode"].eq(1)
-                with m.If(enc.done):
+                with m.If(enc.done & ~enc_start):  # the encoder sees its start in this state's first cycle
                     m.d.sync += [layer.eq(0), t.eq(0), out_t.eq(0), out_g.eq(0)]
                     m.next = "SCAN"
             with m.State("SCAN"):
@@ -392,16 +395,15 @@ class Core(wiring.Component):
         with m.If(rd):
             m.d.sync += [r_region.eq(region), r_lane.eq(lane), r_col.eq(col), r_bank.eq(bank)]
         # The answer is assembled three cycles after the access register, when every region's
-        # element is in a register, and registered into acc_rdata: READ_LATENCY = 5. The plain memories answer
-        # at +1; their words are registered and the element picked and registered again (+3).
-        # The SkewedMemories' banks are registered words at +3. The register regions (INFO,
-        # CONFIG, STATUS, COUNTERS) are picked at +1 into `words_q` (zero for any other region)
-        # and carried along. Each memory region's hit is a registered one-hot bit, so the last
+        # element is in a register, and registered into acc_rdata: READ_LATENCY = 5. The plain
+        # memories answer at +1; their words are registered and the element picked and
+        # registered again (+3). The SkewedMemories' banks are registered words at +3. The
+        # register regions (INFO, CONFIG, STATUS, COUNTERS) pick their word at +1, the hit one
+        # is taken at +2 (`words_q2`, zero for any other region) and carried along. Each memory region's hit is a registered one-hot bit, so the last
         # stage is a bank select and an OR. No block RAM output feeds a multiplexer directly.
         r2_lane, r2_bank, r2_region, r3_bank = Signal(range(P)), Signal(range(P)), Signal(8), Signal(range(P))
         m.d.sync += [r2_lane.eq(r_lane), r2_bank.eq(r_bank), r2_region.eq(r_region), r3_bank.eq(r2_bank)]
-        words_val, words_q, words_q2 = Signal(32), Signal(32), Signal(32)
-        m.d.sync += [words_q.eq(words_val), words_q2.eq(words_q)]
+        words_q2 = Signal(32)  # the register regions' word at +2 (0 for a memory region)
         mem_reads = []  # (region id, element at +3)
 
         def held(word):  # call outside any m.If: the register loads every cycle
@@ -421,11 +423,19 @@ class Core(wiring.Component):
                     m.d.comb += sel.eq(word[k])
             return sel
 
+        reg_words = []
+
         def words(region_id, items):
-            with m.If(r_region == region_id):
+            # +1: each region's word picked by the column (the host checked it is in range) and
+            # its hit registered; +2: the hit region's word
+            pick = Signal(32, name=f"word_pick_{int(region_id)}")
+            with m.Switch(r_col[:max(1, ceil_log2(len(items)))]):
                 for i, item in enumerate(items):
-                    with m.If(r_col == i):
-                        m.d.comb += words_val.eq(item)
+                    with m.Case(i):
+                        m.d.comb += pick.eq(item)
+            hit = Signal(name=f"word_hit_{int(region_id)}")
+            m.d.sync += hit.eq(r_region == region_id)
+            reg_words.append(Mux(hit, held(pick), 0))
 
         words(RegionId.INFO, [Const(w, 32) for w in info_words(cfg)])
         upd_lfsr = bwd["update_lfsr"]
@@ -434,6 +444,7 @@ class Core(wiring.Component):
         words(RegionId.STATUS, [flags, self.error_code, self.error_opcode, self.error_count, self.prediction,
                                 state.batch_samples])
         words(RegionId.COUNTERS, [counters.value[name] for name in COUNTERS])
+        m.d.sync += words_q2.eq(reduce(operator.or_, reg_words))
         # the register regions are written straight from the host's access registers (no memory
         # port, no address arithmetic)
         config_wr = self.acc_wr & (self.acc_region == RegionId.CONFIG)
@@ -590,7 +601,7 @@ class Core(wiring.Component):
             m.d.comb += [wg.rows.eq(L[l + 1]), wg.cols.eq(L[l]), wg.lr_shift.eq(lr_shift),
                          wg.spikes_in.payload.eq(events.payload), wg.delta_data.eq(d_rd.data)]
             with m.If(here):
-                m.d.comb += [wg_busy.eq(wg.busy | wg.spikes_in.valid), wg_here.busy.eq(wg.busy),
+                m.d.comb += [wg_here.busy.eq(wg.busy),
                              wg_here.stalled.eq(wg.stalled), wg_here.event.eq(wg.event)]
                 with m.If(backward):
                     m.d.comb += [wg.spikes_in.valid.eq(events.valid), events.ready.eq(wg.spikes_in.ready),
@@ -605,6 +616,9 @@ class Core(wiring.Component):
                                  w.wr_group.eq(wg.w_wr_group), w.wr_data.eq(wg.w_wr_data), w.wr_mask.eq(wg.w_wr_mask)]
             if update_lfsr is not None:
                 m.d.comb += wg.draws.eq(update_lfsr.draws)
+        # the engines of the other layers are idle, so "the layer's engine is busy" is "any engine
+        # is busy" (an OR, no layer select); an event offered to the engine counts as busy
+        m.d.comb += wg_busy.eq(Cat(*[wg.busy for wg in wgs]).any() | (events.valid & backward))
         if update_lfsr is not None:
             # an engine's draw controls are registers and 0 unless it is updating: one OR each,
             # no layer select in front of the LFSR's next-state choice

@@ -3,11 +3,16 @@
 The core pulses ``inc[name]`` in every cycle the event holds (a phase, an engine's busy or stalled
 signal, an event it processed); the host reads ``value[name]`` through the COUNTERS region. The
 names and their order are :data:`spikeforge.rtl.protocol.COUNTERS`.
+
+The event and clear inputs are registered first, together, so a count is the same as if they
+were not, one cycle later: the events come from deep in the engines' control, and a 32-bit
+increment should not follow them in the same cycle. A read sees every event up to two cycles
+before it (the host reads counters long after a run).
 """
 
 from __future__ import annotations
 
-from amaranth import Module
+from amaranth import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -32,9 +37,11 @@ class PerfCounters(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        inc, clear = Signal.like(self.inc), Signal()
+        m.d.sync += [inc.eq(self.inc), clear.eq(self.clear)]
         for n in self.names:
-            with m.If(self.clear):
+            with m.If(clear):
                 m.d.sync += self.value[n].eq(0)
-            with m.Elif(self.inc[n]):
+            with m.Elif(inc[n]):
                 m.d.sync += self.value[n].eq(self.value[n] + 1)
         return m

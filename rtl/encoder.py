@@ -52,13 +52,21 @@ class Encoder(wiring.Component):
         addr = Signal(range(self.timesteps * H + 1))
         m.d.comb += [lfsr.seed.eq(self.seed), lfsr.load.eq(self.start), self.px_group.eq(h)]
 
+        # the spike word is registered before it goes to the spike memory (s2): the LFSR draw,
+        # the compare with the pixel and the memory's data setup would otherwise share a cycle
+        s2 = Signal()
+        s2_addr = Signal.like(addr)
+        s2_data = Signal(P)
+        m.d.sync += s2.eq(s1)
+        m.d.comb += [self.spk_en.eq(s2), self.spk_addr.eq(s2_addr), self.spk_data.eq(s2_data)]
         with m.If(s1):
             last = s1_h == H - 1
             bits = []
             for k in range(P):
                 exists = (s1_h * P + k) < self.inputs
                 bits.append(exists & (lfsr.draws[k] < self.px_data[k]))
-            m.d.comb += [self.spk_en.eq(1), self.spk_addr.eq(addr), self.spk_data.eq(Cat(*bits)), lfsr.next.eq(1)]
+            m.d.comb += lfsr.next.eq(1)
+            m.d.sync += [s2_addr.eq(addr), s2_data.eq(Cat(*bits))]
             if shorts:
                 m.d.comb += lfsr.take.eq(Mux(last, self.tail, P))
             m.d.sync += addr.eq(addr + 1)
@@ -72,7 +80,7 @@ class Encoder(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(t == self.timesteps):
-                    with m.If(~s1):
+                    with m.If(~s1 & ~s2):
                         m.next = "IDLE"
                 with m.Else():
                     m.d.comb += self.px_en.eq(1)

@@ -170,23 +170,27 @@ class FpEngine(wiring.Component):
         ]
         with m.FSM():
             with m.State("INTEGRATE"):
-                with m.If(ev.valid & ~ev.payload.eot):
+                # ready never looks at valid (the stream contract allows it): the core's selects
+                # in front of valid stay off the path into the skid buffer
+                with m.If(~ev.payload.eot):
                     # one group per cycle; the event is consumed with its last group
-                    m.d.comb += [self.weight_en.eq(1), self.busy.eq(1)]
-                    m.d.sync += [int1_valid.eq(1), int1_group.eq(group)]
-                    with m.If(last_group):
-                        m.d.comb += [ev.ready.eq(1), self.event.eq(1)]
-                        m.d.sync += group.eq(0)
-                    with m.Else():
-                        m.d.sync += group.eq(group + 1)
-                with m.Elif(ev.valid & ev.payload.eot):
-                    m.d.comb += self.busy.eq(1)
+                    m.d.comb += ev.ready.eq(last_group)
+                    with m.If(ev.valid):
+                        m.d.comb += [self.weight_en.eq(1), self.busy.eq(1), self.event.eq(last_group)]
+                        m.d.sync += [int1_valid.eq(1), int1_group.eq(group)]
+                        with m.If(last_group):
+                            m.d.sync += group.eq(0)
+                        with m.Else():
+                            m.d.sync += group.eq(group + 1)
+                with m.Else():
                     # sweep the groups once the last item is in i3 at most: its accumulator write
                     # lands this cycle, before the sweep's first read
-                    with m.If(~int1_valid & ~int2_valid):
-                        m.d.comb += ev.ready.eq(1)
-                        m.d.sync += fresh.eq(ev.payload.fresh)
-                        m.next = "LIF"
+                    m.d.comb += ev.ready.eq(~int1_valid & ~int2_valid)
+                    with m.If(ev.valid):
+                        m.d.comb += self.busy.eq(1)
+                        with m.If(~int1_valid & ~int2_valid):
+                            m.d.sync += fresh.eq(ev.payload.fresh)
+                            m.next = "LIF"
             with m.State("LIF"):
                 m.d.comb += self.busy.eq(1)
                 m.d.comb += [state_rd.en.eq(advance), acc_rd.en.eq(advance)]

@@ -21,7 +21,10 @@ Core side (all driven by this block unless marked In):
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+import operator
+from functools import reduce
+
+from amaranth import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -83,30 +86,35 @@ class HostInterface(wiring.Component):
                      self.acc_rd.eq(acc_rd), self.acc_wr.eq(acc_wr), self.sample_set.eq(sample_set)]
 
         # ---- header-only checks, against the region table -------------------------------------
-        # region facts first (a Switch: parallel, not a priority chain), registered in CHECK, so
-        # the address arithmetic (start = row * cols + col) and the limit compare
-        # (start + count > size) land in different cycles
-        known, writable, in_range = Signal(), Signal(), Signal()
-        last_col = Signal(16)
-        start, size = Signal(32), Signal(32)
-        with m.Switch(region):
-            for r in self.regions:
-                with m.Case(r.id):
-                    m.d.comb += [known.eq(1), last_col.eq(r.cols - 1), writable.eq(r.writable),
-                                 in_range.eq((row < r.rows) & (col < r.cols)),
-                                 start.eq(times_const(row, r.cols) + col), size.eq(r.size)]
+        # region facts first, registered in CHECK, so the address arithmetic (start = row * cols
+        # + col) and the limit compare (start + count > size) land in different cycles. The
+        # region is decoded into one-hot registers while the argument word arrives (ARGUMENT),
+        # and each fact is an AND-OR over them: no region compare in front of the arithmetic.
+        region_is = {r.id: Signal(name=f"region_is_{r.name}") for r in self.regions}
+
+        def fact(value_of, width):
+            out = Signal(width)
+            m.d.comb += out.eq(reduce(operator.or_, [Mux(region_is[r.id], value_of(r), 0) for r in self.regions]))
+            return out
+
+        known = fact(lambda r: 1, 1)
+        writable = fact(lambda r: int(r.writable), 1)
+        last_col = fact(lambda r: r.cols - 1, 16)
+        in_range = fact(lambda r: (row < r.rows) & (col < r.cols), 1)
+        start = fact(lambda r: times_const(row, r.cols) + col, 32)
+        size = fact(lambda r: r.size, 32)
         known_q, writable_q, in_range_q = Signal(), Signal(), Signal()
         start_q, size_q = Signal(32), Signal(32)
         # the WRITE word's range check against registered region facts (CHECK loads them): the
         # bits above the element's width must be all zero, or for a signed element all equal to
         # its sign bit; ``value_mask`` has those bits set (none for a 32-bit element)
-        value_mask, value_signed = Signal(32), Signal()
+        def mask_of(r):
+            kept = min(32, r.bits - 1 if r.signed else r.bits)
+            return ((1 << 32) - 1) ^ ((1 << kept) - 1)
+
+        value_mask = fact(mask_of, 32)
+        value_signed = fact(lambda r: int(r.signed), 1)
         value_mask_q, value_signed_q = Signal(32), Signal()
-        with m.Switch(region):
-            for r in self.regions:
-                with m.Case(r.id):
-                    kept = min(32, r.bits - 1 if r.signed else r.bits)
-                    m.d.comb += [value_mask.eq(((1 << 32) - 1) ^ ((1 << kept) - 1)), value_signed.eq(r.signed)]
         value_ok = Signal()  # the WRITE word on cmd.payload fits the region's element format
         high = Signal(32)
         m.d.comb += [high.eq(cmd.payload & value_mask_q),
@@ -160,7 +168,6 @@ class HostInterface(wiring.Component):
 
         m.d.sync += [self.run.eq(0), self.run_update.eq(0)]  # one-cycle pulses unless set below
         pixels = next(r for r in self.regions if r.id == RegionId.PIXELS)
-        pixel_mask = ((1 << 32) - 1) ^ ((1 << min(32, pixels.bits - (1 if pixels.signed else 0))) - 1)
         with m.FSM():
             with m.State("HEADER"):
                 m.d.comb += cmd.ready.eq(1)
@@ -172,6 +179,7 @@ class HostInterface(wiring.Component):
                 m.d.comb += cmd.ready.eq(1)
                 with m.If(cmd.valid):
                     m.d.sync += [row.eq(cmd.payload[16:32]), col.eq(cmd.payload[0:16]), arg.eq(cmd.payload)]
+                    m.d.sync += [is_r.eq(region == rid) for rid, is_r in region_is.items()]
                     m.next = "CHECK"
             with m.State("CHECK"):
                 # the header checks get two cycles: region facts, then limits and core state
@@ -201,7 +209,7 @@ class HostInterface(wiring.Component):
                             # label and seed take effect only with a complete, valid SAMPLE
                             m.d.sync += [sample_label.eq(region), sample_seed.eq(arg), region.eq(RegionId.PIXELS),
                                          row.eq(0), col.eq(0), last_col_q.eq(pixels.cols - 1), at_last_col.eq(pixels.cols == 1),
-                                         value_mask_q.eq(pixel_mask), value_signed_q.eq(pixels.signed)]
+                                         value_mask_q.eq(mask_of(pixels)), value_signed_q.eq(pixels.signed)]
                             m.next = "WRITE"
                         with m.Case(Op.READ):
                             m.d.sync += [status.eq(Error.OK), rsp_count.eq(count)]

@@ -2,8 +2,8 @@
 
 It listens to the output layer's ``neuron_out`` stream during the forward pass (docs/arithmetic.md
 §5 "Readout"), keeping per output neuron the count c = Σ s[t] and the membrane sum m = Σ v[t].
-``decide`` walks the neurons once (one per cycle) for the class with the largest (c, m), ties to
-the lowest index. The output error (§6.1) is combinational per group of P neurons:
+``decide`` walks the neurons once (one per cycle, a pick stage then a compare stage) for the
+class with the largest (c, m), ties to the lowest index. The output error (§6.1) is combinational per group of P neurons:
 ε = sat_error((c - y) << output_error_shift), hinge-masked for ``count_hinge``.
 """
 
@@ -66,24 +66,33 @@ class Readout(wiring.Component):
                                      sums[j].eq(sums[j] + ni.payload.membrane[k])]
 
         # decide: one neuron per cycle; strict > keeps the lowest index on equal (count, sum)
+        # two stages: neuron idx's (count, sum) is picked and registered, then compared with the
+        # best so far, which is kept by value as well as by index (no multiplexer in the compare)
         idx = Signal(range(N + 1))
         best = Signal(range(N))
+        best_c = Signal.like(counts[0])
+        best_s = Signal.like(sums[0])
+        cand_valid = Signal()
+        cand = Signal(range(N))
+        cand_c = Signal.like(counts[0])
+        cand_s = Signal.like(sums[0])
+        m.d.sync += cand_valid.eq(0)
+        with m.If(cand_valid & ((cand_c > best_c) | ((cand_c == best_c) & (cand_s > best_s)))):
+            m.d.sync += [best.eq(cand), best_c.eq(cand_c), best_s.eq(cand_s)]
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.decided.eq(1)
                 with m.If(self.decide):
-                    m.d.sync += [idx.eq(1), best.eq(0)]
+                    m.d.sync += [idx.eq(1), best.eq(0), best_c.eq(counts[0]), best_s.eq(sums[0])]
                     m.next = "SCAN"
             with m.State("SCAN"):
                 with m.If(idx == N):
-                    m.d.sync += self.prediction.eq(best)
-                    m.next = "IDLE"
+                    with m.If(~cand_valid):  # the last candidate has been compared
+                        m.d.sync += self.prediction.eq(best)
+                        m.next = "IDLE"
                 with m.Else():
-                    better = (counts[idx] > counts[best]) | (
-                        (counts[idx] == counts[best]) & (sums[idx] > sums[best]))
-                    with m.If(better):
-                        m.d.sync += best.eq(idx)
-                    m.d.sync += idx.eq(idx + 1)
+                    m.d.sync += [cand_valid.eq(1), cand.eq(idx), cand_c.eq(counts[idx]), cand_s.eq(sums[idx]),
+                                 idx.eq(idx + 1)]
 
         emin, emax = -(1 << (p.error_bits - 1)), (1 << (p.error_bits - 1)) - 1
         for k in range(P):

@@ -302,8 +302,13 @@ class WgEngine(wiring.Component):
         u2_valid = Signal()
         u2_grad, u2_w = grad.rd_banks, self.w_rd_banks  # registered in the memories
         u3_valid = Signal()
-        u3_base = Signal(lanes_of(self.step_bits))  # the step without its rounding increment
-        u3_inc = Signal(P)  # the increment (half modes: registered; stochastic: draw < r_top)
+        # u3 holds the shifted gradient's low bits and whether it fits them (the clamp is
+        # finished in u4, with the rounding increment's add)
+        u3_low = Signal(lanes_of(self.step_bits))
+        u3_fits = Signal(P)
+        u3_neg = Signal(P)
+        u3_sticky = Signal(P)  # half_even: bits below the half bit
+        u3_inc = Signal(P)  # stochastic: draw < r_top
         u3_rtop = Signal(data.ArrayLayout(unsigned(16), P))
         u3_draw = Signal(data.ArrayLayout(unsigned(16), P))
         u3_w = Signal(lanes_of(p.weight_bits))
@@ -345,14 +350,15 @@ class WgEngine(wiring.Component):
         draw_banks = to_banks(m, "upd_draw", [u2_draw[k] for k in range(P)], u_row[1]) if draws is not None else None
         w_max, w_min = (1 << (p.weight_bits - 1)) - 1, -(1 << (p.weight_bits - 1))
         for k in range(P):  # k is a bank here
-            base, inc, r_top = self._rounding_parts(m, k, u2_grad[k], shift_is)
-            m.d.sync += [u3_base[k].eq(base), u3_w[k].eq(u2_w[k])]
-            if inc is not None:
-                m.d.sync += u3_inc[k].eq(inc)
-            elif r_top is not None:  # the draw taken with this weight, compared next cycle
+            low, fits, sticky, r_top = self._rounding_select(m, k, u2_grad[k], shift_is)
+            m.d.sync += [u3_low[k].eq(low), u3_fits[k].eq(fits), u3_neg[k].eq(u2_grad[k][-1]), u3_w[k].eq(u2_w[k])]
+            if sticky is not None:
+                m.d.sync += u3_sticky[k].eq(sticky)
+            if r_top is not None:  # the draw taken with this weight, compared next cycle
                 m.d.sync += [u3_rtop[k].eq(r_top), u3_draw[k].eq(draw_banks[k] if draws is not None else 0)]
                 m.d.comb += u3_inc[k].eq(u3_draw[k] < u3_rtop[k])
-            m.d.sync += [u4_step[k].eq(u3_base[k] + u3_inc[k]), u4_w[k].eq(u3_w[k])]
+            step = self._rounded_step(m, k, u3_low[k], u3_fits[k], u3_neg[k], u3_sticky[k], u3_inc[k])
+            m.d.sync += [u4_step[k].eq(step), u4_w[k].eq(u3_w[k])]
             diff = Signal(signed(self.step_bits + 1), name=f"upd_diff_{k}")
             m.d.comb += diff.eq(u4_w[k] - u4_step[k])
             m.d.sync += u5_w[k].eq(arith.saturate(m, diff, w_min, w_max, p.weight_bits, f"upd_w_{k}"))
@@ -476,48 +482,81 @@ class WgEngine(wiring.Component):
         ]
         return m
 
-    def _rounding_parts(self, m, k, x, shift_is):
+    def _rounding_select(self, m, k, x, shift_is):
         """round(x / 2**s) by the config's update rounding (docs/arithmetic.md §2), s a runtime shift
-        out of ``supported_shifts`` given one-hot (``shift_is[v]``: s == v), split for the pipeline into ``(base, inc, r_top)``: the step is
-        ``base + inc`` with ``inc`` a 0/1 known now (half modes), or ``base + (draw < r_top)``
-        (stochastic, the draw compared one stage later), ``inc`` and ``r_top`` None where unused.
+        out of ``supported_shifts`` given one-hot (``shift_is[v]``: s == v), first stage: returns
+        ``(low, fits, sticky, r_top)`` for :meth:`_rounded_step` (``sticky``, ``r_top`` None where
+        the mode has none).
 
         The step is *clamped* to ``step_bits`` = weight_bits + 3 bits. The clamp is exact for the
         update: a step of magnitude >= 2**(weight_bits+1) saturates W - step to the same rail as any
         larger one, and a clamped step is still that large. It keeps the rounding adder, the
         subtractor and the saturation compares weight-sized instead of gradient-sized.
 
-        Each supported s is a constant shift (wiring); only the shifted values are multiplexed, by
-        an AND-OR over the one-hot select (no compare of s on the path).
-        half_up / half_even: t = x >> (s-1) (x << 1 for s = 0) holds q and the half bit;
-        half_up = (t >> 1) + t[0], half_even adds the half bit only when the bits below it are
-        non-zero or q is odd; stochastic: q = x >> s, r' = (x mod 2^s) >> (s-k) with
-        k = min(s, 16), step = q + (draw < r'). t or q is clamped before the adder.
+        Each supported s is a constant shift (wiring); the shifted values' low bits, and whether
+        each shifted value fits them (its bits above all equal to the sign, one reduction per s,
+        in parallel), are multiplexed by an AND-OR over the one-hot select: no compare of s and no
+        wide reduction behind the multiplexer.
+        half_up / half_even: t = x >> (s-1) (x << 1 for s = 0) holds q and the half bit, clamped to
+        c + 1 bits; stochastic: q = x >> s clamped to c bits, r' = (x mod 2^s) >> (s-k) with
+        k = min(s, 16).
         """
         p = self.p
         mode = p.update_rounding
         gb = p.grad_bits
         c = self.step_bits - 1  # q in [-2^(c-1), 2^(c-1)-1]; q + 1 still fits step_bits
-        if mode in ("half_up", "half_even"):
-            t = Signal(signed(gb + 1), name=f"upd_t_{k}")
-            sticky = Signal(name=f"upd_sticky_{k}")  # bits below the half bit
-            m.d.comb += t.eq(_one_hot_select(shift_is, lambda v: x << 1 if v == 0 else x >> (v - 1)))
+        half = mode in ("half_up", "half_even")
+        bits = c + 1 if half else c
+
+        def shifted(v):
+            if half:
+                return x << 1 if v == 0 else x >> (v - 1)
+            return x >> v
+
+        def fits(v):
+            val = shifted(v)
+            if len(val) <= bits:
+                return Const(1, 1)
+            hi = val[bits - 1:]
+            return ~hi.any() | hi.all()
+
+        def low_bits(v):  # truncated, or sign-extended when the gradient is narrower than the step
+            w = Signal(signed(bits), name=f"upd_low_{k}_s{v}")
+            m.d.comb += w.eq(shifted(v))
+            return w
+
+        low = Signal(signed(bits), name=f"upd_low_{k}")
+        fit = Signal(name=f"upd_fits_{k}")
+        m.d.comb += [low.eq(_one_hot_select(shift_is, low_bits)), fit.eq(_one_hot_select(shift_is, fits))]
+        sticky = r_top = None
+        if mode == "half_even":
+            sticky = Signal(name=f"upd_sticky_{k}")
             m.d.comb += sticky.eq(_one_hot_select(
                 shift_is, lambda v: (x.as_unsigned()[:min(v - 1, gb)] != 0) if v >= 2 else Const(0, 1)))
-            tc = arith.clamp_bits(m, t, c + 1, f"upd_tc_{k}")
-            base = tc >> 1
-            inc = tc[0] if mode == "half_up" else tc[0] & (sticky | base[0])
-            return base, inc, None
-        q = Signal(signed(gb), name=f"upd_q_{k}")
-        r_top = Signal(16, name=f"upd_rtop_{k}") if mode == "stochastic" else None
-        m.d.comb += q.eq(_one_hot_select(shift_is, lambda v: x >> v))
-        if r_top is not None:
+        if mode == "stochastic":
+            r_top = Signal(16, name=f"upd_rtop_{k}")
+
             def top_bits(v):
                 kb = update_draw_bits(v)
                 return (x >> (v - kb))[:kb] if kb else Const(0, 1)
             m.d.comb += r_top.eq(_one_hot_select(shift_is, top_bits))
-        return arith.clamp_bits(m, q, c, f"upd_qc_{k}"), None, r_top
+        return low, fit, sticky, r_top
 
+    def _rounded_step(self, m, k, low, fits, neg, sticky, draw_inc):
+        """Second stage: the clamp finished (``low`` if it ``fits``, else the rail of the sign
+        ``neg``) and the rounding increment added: the step, ``step_bits`` wide."""
+        mode = self.p.update_rounding
+        half = mode in ("half_up", "half_even")
+        bits = self.step_bits if half else self.step_bits - 1  # as _rounding_select clamps
+        clamped = Signal(signed(bits), name=f"upd_clamped_{k}")
+        m.d.comb += clamped.eq(Mux(fits, low[:bits].as_signed(), Mux(neg, -(1 << (bits - 1)), (1 << (bits - 1)) - 1)))
+        if half:
+            base = clamped >> 1
+            inc = clamped[0] if mode == "half_up" else clamped[0] & (sticky | base[0])
+            return base + inc
+        if mode == "stochastic":
+            return clamped + draw_inc
+        return clamped  # floor
 
 def _one_hot_select(select: dict, value_of):
     """OR over v of (select[v] ? value_of(v) : 0): a multiplexer whose select is already decoded."""
