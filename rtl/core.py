@@ -552,10 +552,14 @@ class Core(wiring.Component):
         ein = bp.error_in
         adv = Signal()
         m.d.comb += adv.eq(active & (~fe_valid | ein.ready))
-        addr = Signal(range(T * max(groups[1:])))  # the error/surrogate/spike read address of layer l+1
+        # the error/surrogate/spike read address of layer l+1 at timestep t, group fe_g: a counter
+        # (t * groups + fe_g, started at feed_start), not a layer select and an adder in front of
+        # the block RAMs
+        addr = Signal(range(T * max(groups[1:]) + 1))
+        t_base = Signal.like(addr)
         for l in range(n):
             with m.If(layer == l):
-                m.d.comb += addr.eq(times_const(t, groups[l + 1]) + fe_g)
+                m.d.comb += t_base.eq(times_const(t, groups[l + 1]))
         m.d.comb += [readout.err_group.eq(fe_g), ein.valid.eq(fe_valid)]
         for l in range(n):
             with m.If(layer == l):
@@ -567,11 +571,11 @@ class Core(wiring.Component):
                 else:
                     m.d.comb += ein.payload.error.eq(err_q)
         with m.If(feed_start):
-            m.d.sync += [active.eq(1), fe_g.eq(0), fe_valid.eq(0)]
+            m.d.sync += [active.eq(1), fe_g.eq(0), fe_valid.eq(0), addr.eq(t_base)]
         with m.Elif(adv):
             m.d.sync += [fe_valid.eq(fe_g < G), err_q.eq(readout.err_data)]
             with m.If(fe_g < G):
-                m.d.sync += fe_g.eq(fe_g + 1)
+                m.d.sync += [fe_g.eq(fe_g + 1), addr.eq(addr + 1)]
             with m.Else():
                 m.d.sync += active.eq(0)
 
@@ -581,10 +585,16 @@ class Core(wiring.Component):
                      d_wr.data.eq(bp.delta_out.payload.delta)]
         m.d.comb += [self.bp_obs_valid.eq(bp.delta_out.valid), self.bp_obs_layer.eq(layer),
                      self.bp_obs.eq(bp.delta_out.payload)]
+        # t * groups of the layer below, registered: t and the layer are set at BP_START, and BP
+        # emits its first ε' several cycles later
+        eps_base = Signal(range(T * max(groups[1:-1] or [1]) + 1))
+        for l in range(1, n):
+            with m.If(layer == l):
+                m.d.sync += eps_base.eq(times_const(t, groups[l]))
         for l in range(1, n):
             with m.If(layer == l):
                 m.d.comb += [eps_wr[l - 1].en.eq(bp.error_out.valid),
-                             eps_wr[l - 1].addr.eq(times_const(t, groups[l]) + bp.error_out.payload.group),
+                             eps_wr[l - 1].addr.eq(eps_base + bp.error_out.payload.group),
                              eps_wr[l - 1].data.eq(bp.error_out.payload.delta)]
 
         # ---- weights: BP reads rows while going backward, the WG engine updates its layer ----

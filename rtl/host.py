@@ -245,15 +245,18 @@ class HostInterface(wiring.Component):
                     m.d.sync += left.eq(left - 1)
                     advance()
                     with m.If(left == 1):
-                        # a refused word is recorded once per command, like any other error
-                        with m.If(bad_value | ~value_ok):
-                            record(Error.BAD_ARG)
-                            respond(Error.BAD_ARG)
-                        with m.Else():
-                            with m.If(op == Op.SAMPLE):
-                                m.d.comb += sample_set.eq(1)  # lands with (after) the last pixel
-                                m.d.sync += [self.label.eq(sample_label), self.seed.eq(sample_seed)]
-                            respond(Error.OK)
+                        m.next = "WRITE_DONE"
+            with m.State("WRITE_DONE"):
+                # the last word's check is in bad_value now (a register, not the word's compare)
+                with m.If(bad_value):
+                    # a refused word is recorded once per command, like any other error
+                    record(Error.BAD_ARG)
+                    respond(Error.BAD_ARG)
+                with m.Else():
+                    with m.If(op == Op.SAMPLE):
+                        m.d.comb += sample_set.eq(1)  # lands after the last pixel
+                        m.d.sync += [self.label.eq(sample_label), self.seed.eq(sample_seed)]
+                    respond(Error.OK)
             with m.State("RUNNING"):
                 # run is a registered pulse: the core sees it in this state's first cycle and drops
                 # core_idle in the next; wait for it to come back

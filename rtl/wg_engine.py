@@ -221,16 +221,20 @@ class WgEngine(wiring.Component):
         sc_valid = Signal()
         sc_group = Signal(p.group_bits)
 
+        # sc: the δ word is on delta_data and tested; sc2: a non-zero group is filed (registered
+        # first, so the test and the list's write enable do not share a cycle)
+        sc2_valid = Signal()
+        sc2_entry = Signal(entry)
+        m.d.sync += [sc_valid.eq(0), sc2_valid.eq(0)]
         with m.If(sc_valid):
             live = Signal(P)
             for k in range(P):
                 # lanes past the layer's last neuron are never counted nor written
                 m.d.comb += live[k].eq((self.delta_data[k] != 0) & (sc_group * P + k < self.rows))
-            with m.If(live.any()):
-                m.d.comb += [nz_wr.en.eq(1), nz_wr.addr.eq(nz_count), nz_wr.data.group.eq(sc_group),
-                             nz_wr.data.delta.eq(self.delta_data)]
-                m.d.sync += nz_count.eq(nz_count + 1)
-        m.d.sync += sc_valid.eq(0)
+            m.d.sync += [sc2_valid.eq(live.any()), sc2_entry.group.eq(sc_group), sc2_entry.delta.eq(self.delta_data)]
+        with m.If(sc2_valid):
+            m.d.comb += [nz_wr.en.eq(1), nz_wr.addr.eq(nz_count), nz_wr.data.eq(sc2_entry)]
+            m.d.sync += nz_count.eq(nz_count + 1)
 
         # ---- accumulate pipeline: issue (list read) → s1 (gradient read requested) → s2 (the
         # block RAM reads; the deltas rotated into bank order) → s3 (bank words registered in
@@ -437,7 +441,10 @@ class WgEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += scan_group.eq(scan_group + 1)
             with m.State("SCAN_LAST"):
-                # the last group's deltas are being filed this cycle
+                # the last group's deltas are being tested this cycle
+                m.next = "SCAN_FILE"
+            with m.State("SCAN_FILE"):
+                # and filed in this one
                 m.d.sync += scanned.eq(1)
                 m.next = "RUN"
             with m.State("UPDATE"):
@@ -477,7 +484,7 @@ class WgEngine(wiring.Component):
         m.d.comb += [
             self.event.eq(ev.valid & ev.ready & ~ev.payload.eot),
             self.stalled.eq(ev.valid & ~working),
-            self.busy.eq(pending | ev.valid | acc_busy | sc_valid | u1_valid | u1b_valid | u2_valid | u3_valid | u4_valid
+            self.busy.eq(pending | ev.valid | acc_busy | sc_valid | sc2_valid | u1_valid | u1b_valid | u2_valid | u3_valid | u4_valid
                          | u5_valid | ~fsm.ongoing("RUN")),
         ]
         return m
