@@ -37,8 +37,9 @@ class PerfCounters(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        inc, clear = Signal.like(self.inc), Signal()
-        m.d.sync += [inc.eq(self.inc), clear.eq(self.clear)]
+        inc = {n: Signal(name=f"inc_{n}_q") for n in self.names}
+        clear = Signal(name="clear_q")
+        m.d.sync += [clear.eq(self.clear)] + [inc[n].eq(self.inc[n]) for n in self.names]
         for n in self.names:
             with m.If(clear):
                 m.d.sync += self.value[n].eq(0)

@@ -21,10 +21,7 @@ Core side (all driven by this block unless marked In):
 
 from __future__ import annotations
 
-import operator
-from functools import reduce
-
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -89,31 +86,31 @@ class HostInterface(wiring.Component):
         # region facts first, registered in CHECK, so the address arithmetic (start = row * cols
         # + col) and the limit compare (start + count > size) land in different cycles. The
         # region is decoded into one-hot registers while the argument word arrives (ARGUMENT),
-        # and each fact is an AND-OR over them: no region compare in front of the arithmetic.
+        # and the facts are selected by them: no region compare in front of the arithmetic.
         region_is = {r.id: Signal(name=f"region_is_{r.name}") for r in self.regions}
-
-        def fact(value_of, width):
-            out = Signal(width)
-            m.d.comb += out.eq(reduce(operator.or_, [Mux(region_is[r.id], value_of(r), 0) for r in self.regions]))
-            return out
-
-        known = fact(lambda r: 1, 1)
-        writable = fact(lambda r: int(r.writable), 1)
-        last_col = fact(lambda r: r.cols - 1, 16)
-        in_range = fact(lambda r: (row < r.rows) & (col < r.cols), 1)
-        start = fact(lambda r: times_const(row, r.cols) + col, 32)
-        size = fact(lambda r: r.size, 32)
-        known_q, writable_q, in_range_q = Signal(), Signal(), Signal()
-        start_q, size_q = Signal(32), Signal(32)
+        known, writable, in_range, value_signed = Signal(), Signal(), Signal(), Signal()
+        last_col = Signal(16)
+        start, size = Signal(32), Signal(32)
         # the WRITE word's range check against registered region facts (CHECK loads them): the
         # bits above the element's width must be all zero, or for a signed element all equal to
         # its sign bit; ``value_mask`` has those bits set (none for a 32-bit element)
+        value_mask = Signal(32)
+
         def mask_of(r):
             kept = min(32, r.bits - 1 if r.signed else r.bits)
             return ((1 << 32) - 1) ^ ((1 << kept) - 1)
 
-        value_mask = fact(mask_of, 32)
-        value_signed = fact(lambda r: int(r.signed), 1)
+        # a Switch over the one-hot bits with don't-care patterns: each case tests one register
+        onehot = Cat(*[region_is[r.id] for r in self.regions])
+        with m.Switch(onehot):
+            for i, r in enumerate(self.regions):
+                with m.Case("".join("1" if j == i else "-" for j in reversed(range(len(self.regions))))):
+                    m.d.comb += [known.eq(1), last_col.eq(r.cols - 1), writable.eq(r.writable),
+                                 in_range.eq((row < r.rows) & (col < r.cols)),
+                                 start.eq(times_const(row, r.cols) + col), size.eq(r.size),
+                                 value_mask.eq(mask_of(r)), value_signed.eq(r.signed)]
+        known_q, writable_q, in_range_q = Signal(), Signal(), Signal()
+        start_q, size_q = Signal(32), Signal(32)
         value_mask_q, value_signed_q = Signal(32), Signal()
         value_ok = Signal()  # the WRITE word on cmd.payload fits the region's element format
         high = Signal(32)
