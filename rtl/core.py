@@ -291,7 +291,8 @@ class Core(wiring.Component):
         # ---- performance counters -------------------------------------------------------------
         m.submodules.counters = counters = PerfCounters(COUNTERS)
         wg_here = bwd["wg_here"]
-        accumulating = backward & ~bwd["updating"]
+        accumulating = Signal()  # registered, like the engines' signals it qualifies
+        m.d.sync += accumulating.eq(backward & ~bwd["updating"])
         events = {
             "cycles": 1, "encode_cycles": phase["encode"], "fp_cycles": phase["fp"], "bp_cycles": phase["bp"],
             "wg_cycles": phase["wg"], "update_cycles": phase["update"],
@@ -601,8 +602,14 @@ class Core(wiring.Component):
         update_start = Signal()
         updating = Signal()
         wg_busy = Signal()
-        wg_here = SimpleNamespace(busy=Signal(name="wg_here_busy"), stalled=Signal(name="wg_here_stalled"),
-                                  event=Signal(name="wg_here_event"))
+        # the counters' view of the layer's engine: the others are idle, so an OR (no layer
+        # select) of the engines' signals, each registered first (a count may land a cycle late;
+        # the engines' busy logic is deep enough without the OR and the counter behind it)
+        wg_here = SimpleNamespace(**{name: Signal(name=f"wg_here_{name}") for name in ("busy", "stalled", "event")})
+        for name, sig in vars(wg_here).items():
+            late = [Signal(name=f"wg{l}_{name}_q") for l in range(n)]
+            m.d.sync += [q.eq(getattr(wg, name)) for q, wg in zip(late, wgs)]
+            m.d.comb += sig.eq(Cat(*late).any())
         host_lfsr_load = Signal()
         if update_lfsr is not None:
             m.d.comb += [update_lfsr.load.eq(host_lfsr_load), update_lfsr.seed.eq(self.acc_wdata)]
@@ -611,8 +618,6 @@ class Core(wiring.Component):
             m.d.comb += [wg.rows.eq(L[l + 1]), wg.cols.eq(L[l]), wg.lr_shift.eq(lr_shift),
                          wg.spikes_in.payload.eq(events.payload), wg.delta_data.eq(d_rd.data)]
             with m.If(here):
-                m.d.comb += [wg_here.busy.eq(wg.busy),
-                             wg_here.stalled.eq(wg.stalled), wg_here.event.eq(wg.event)]
                 with m.If(backward):
                     m.d.comb += [wg.spikes_in.valid.eq(events.valid), events.ready.eq(wg.spikes_in.ready),
                                  d_rd.en.eq(wg.delta_en), d_rd.addr.eq(wg.delta_group),
