@@ -21,7 +21,10 @@ Core side (all driven by this block unless marked In):
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal
+import operator
+from functools import reduce
+
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -88,9 +91,10 @@ class HostInterface(wiring.Component):
         # region is decoded into one-hot registers while the argument word arrives (ARGUMENT),
         # and the facts are selected by them: no region compare in front of the arithmetic.
         region_is = {r.id: Signal(name=f"region_is_{r.name}") for r in self.regions}
-        known, writable, in_range, value_signed = Signal(), Signal(), Signal(), Signal()
+        known, writable = Signal(name="known"), Signal(name="writable")
+        in_range, value_signed = Signal(name="in_range"), Signal(name="value_signed")
         last_col = Signal(16)
-        start, size = Signal(32), Signal(32)
+        start, size = Signal(32, name="start"), Signal(32, name="size")
         # the WRITE word's range check against registered region facts (CHECK loads them): the
         # bits above the element's width must be all zero, or for a signed element all equal to
         # its sign bit; ``value_mask`` has those bits set (none for a 32-bit element)
@@ -105,10 +109,22 @@ class HostInterface(wiring.Component):
         with m.Switch(onehot):
             for i, r in enumerate(self.regions):
                 with m.Case("".join("1" if j == i else "-" for j in reversed(range(len(self.regions))))):
-                    m.d.comb += [known.eq(1), last_col.eq(r.cols - 1), writable.eq(r.writable),
-                                 in_range.eq((row < r.rows) & (col < r.cols)),
-                                 start.eq(times_const(row, r.cols) + col), size.eq(r.size),
+                    m.d.comb += [known.eq(1), last_col.eq(r.cols - 1), writable.eq(r.writable), size.eq(r.size),
                                  value_mask.eq(mask_of(r)), value_signed.eq(r.signed)]
+        # the address arithmetic once per distinct shape, selected by an AND-OR of the one-hot bits
+        # (a Switch would put a priority chain behind the adders)
+        shapes: dict[tuple[int, int], list[int]] = {}
+        for r in self.regions:
+            shapes.setdefault((r.rows, r.cols), []).append(r.id)
+        by_cols: dict[int, list[int]] = {}
+        for r in self.regions:
+            by_cols.setdefault(r.cols, []).append(r.id)
+        m.d.comb += [
+            in_range.eq(reduce(operator.or_, [Cat(*[region_is[i] for i in ids]).any() & (row < rows) & (col < cols)
+                                              for (rows, cols), ids in shapes.items()])),
+            start.eq(reduce(operator.or_, [Mux(Cat(*[region_is[i] for i in ids]).any(), times_const(row, cols) + col, 0)
+                                           for cols, ids in by_cols.items()])),
+        ]
         known_q, writable_q, in_range_q = Signal(), Signal(), Signal()
         start_q, size_q = Signal(32), Signal(32)
         value_mask_q, value_signed_q = Signal(32), Signal()
