@@ -28,7 +28,10 @@ def round_shift(m, x, shift: int, mode: str, name: str):
 
 
 def saturate(m, x, lo: int, hi: int, width: int, name: str):
-    """Clamp to [lo, hi] into a signed ``width``-bit signal."""
+    """Clamp to [lo, hi] into a signed ``width``-bit signal. The full range of ``width`` bits is
+    :func:`clamp_bits` (two reductions over the high bits instead of two compare chains)."""
+    if (lo, hi) == (-(1 << (width - 1)), (1 << (width - 1)) - 1):
+        return clamp_bits(m, x, width, name)
     out = Signal(signed(width), name=name)
     m.d.comb += out.eq(Mux(x > hi, hi, Mux(x < lo, lo, x)))
     return out

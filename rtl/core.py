@@ -127,11 +127,19 @@ class Core(wiring.Component):
         depth_max = max(T * g for g in self.groups)
         m.submodules.scanner = scan = SpikeScanner(lanes=P, max_words=max(self.groups), depth=depth_max,
                                                    index_bits=p.input_index_bits)
-        # the scanner's events pass a skid buffer: the consumers' ready (the WG engine's same-word
-        # hazard check) never reaches back into the scanner within a cycle
-        m.submodules.events = events_buf = SkidBuffer(spike_event_layout(p.input_index_bits))
+        # the scanner's events pass a skid buffer, then a second one per consumer (the FP engine,
+        # each layer's WG engine): a consumer's ready (the WG engine's same-word hazard check)
+        # only reaches its own buffer's output register, and the layer select between the
+        # buffers looks at registered readies. Nothing reaches back into the scanner.
+        ev_layout = spike_event_layout(p.input_index_bits)
+        m.submodules.events = events_buf = SkidBuffer(ev_layout)
         wiring.connect(m, scan.events, events_buf.i)
         events = events_buf.o
+        m.submodules.fp_events = fp_events = SkidBuffer(ev_layout)
+        wg_events = [SkidBuffer(ev_layout) for _ in range(self.n_layers)]
+        for l, buf in enumerate(wg_events):
+            m.submodules[f"wg{l}_events"] = buf
+        wiring.connect(m, fp_events.o, fp.spikes_in)
         layer = Signal(range(self.n_layers + 1))
         backward = Signal()  # BP/WG phase: the scanner feeds WG, weights are read by row
         t = Signal(range(T + 1))
@@ -150,9 +158,14 @@ class Core(wiring.Component):
                                  w.rd_group.eq(fp.weight_group)]
                 m.d.comb += fp.weight_data.eq(w.rd_data)
         # scanner events go to the FP engine going forward, to the layer's WG engine going backward
-        m.d.comb += [fp.spikes_in.payload.eq(events.payload)]
+        m.d.comb += fp_events.i.payload.eq(events.payload)
+        for buf in wg_events:
+            m.d.comb += buf.i.payload.eq(events.payload)
         with m.If(~backward):
-            m.d.comb += [fp.spikes_in.valid.eq(events.valid), events.ready.eq(fp.spikes_in.ready)]
+            m.d.comb += [fp_events.i.valid.eq(events.valid), events.ready.eq(fp_events.i.ready)]
+        for l, buf in enumerate(wg_events):
+            with m.If(backward & (layer == l)):
+                m.d.comb += [buf.i.valid.eq(events.valid), events.ready.eq(buf.i.ready)]
 
         # FP output: to this layer's spike/surrogate memories, the readout, the observation port
         out = fp.neuron_out
@@ -192,7 +205,7 @@ class Core(wiring.Component):
         label = Signal.like(readout.label)
         m.d.comb += readout.label.eq(label)
         lr_shift = Signal(32, init=cfg.training.lr_shift)  # CONFIG.lr_shift, checked at UPDATE
-        bwd = self._backward(m, readout, events, spike_mems, surr_mems, layer, backward, t, lr_shift)
+        bwd = self._backward(m, readout, events, wg_events, spike_mems, surr_mems, layer, backward, t, lr_shift)
 
         # ---- sequencer ------------------------------------------------------------------------
         sample_loaded = Signal()
@@ -510,7 +523,7 @@ class Core(wiring.Component):
             value = value | Mux(hit, elem, 0)
         m.d.sync += self.acc_rdata.eq(value)
 
-    def _backward(self, m, readout, events, spike_mems, surr_mems, layer, backward, t, lr_shift):
+    def _backward(self, m, readout, events, wg_events, spike_mems, surr_mems, layer, backward, t, lr_shift):
         """BP engine, feeder, error memories, delta buffer and one WG engine per layer."""
         cfg, p = self.cfg, self.p
         P, T, L, n = p.lanes, self.T, cfg.network.layers, self.n_layers
@@ -615,12 +628,12 @@ class Core(wiring.Component):
             m.d.comb += [update_lfsr.load.eq(host_lfsr_load), update_lfsr.seed.eq(self.acc_wdata)]
         for l, (wg, w) in enumerate(zip(wgs, self.weights)):
             here = layer == l
+            wiring.connect(m, wg_events[l].o, wg.spikes_in)
             m.d.comb += [wg.rows.eq(L[l + 1]), wg.cols.eq(L[l]), wg.lr_shift.eq(lr_shift),
-                         wg.spikes_in.payload.eq(events.payload), wg.delta_data.eq(d_rd.data)]
+                         wg.delta_data.eq(d_rd.data)]
             with m.If(here):
                 with m.If(backward):
-                    m.d.comb += [wg.spikes_in.valid.eq(events.valid), events.ready.eq(wg.spikes_in.ready),
-                                 d_rd.en.eq(wg.delta_en), d_rd.addr.eq(wg.delta_group),
+                    m.d.comb += [d_rd.en.eq(wg.delta_en), d_rd.addr.eq(wg.delta_group),
                                  w.rd_en.eq(bp.w_rd_en), w.rd_row.eq(1), w.rd_major.eq(bp.w_rd_major),
                                  w.rd_group.eq(bp.w_rd_group), bp.w_rd_data.eq(w.rd_data)]
                 with m.If(updating):
@@ -633,6 +646,7 @@ class Core(wiring.Component):
                 m.d.comb += wg.draws.eq(update_lfsr.draws)
         # the engines of the other layers are idle, so "the layer's engine is busy" is "any engine
         # is busy" (an OR, no layer select); an event offered to the engine counts as busy
+        # (an engine's own buffer is its spikes_in: in its busy; the shared one counts going backward)
         m.d.comb += wg_busy.eq(Cat(*[wg.busy for wg in wgs]).any() | (events.valid & backward))
         if update_lfsr is not None:
             # an engine's draw controls are registers and 0 unless it is updating: one OR each,

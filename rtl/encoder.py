@@ -52,21 +52,23 @@ class Encoder(wiring.Component):
         addr = Signal(range(self.timesteps * H + 1))
         m.d.comb += [lfsr.seed.eq(self.seed), lfsr.load.eq(self.start), self.px_group.eq(h)]
 
-        # the spike word is registered before it goes to the spike memory (s2): the LFSR draw,
-        # the compare with the pixel and the memory's data setup would otherwise share a cycle
-        s2 = Signal()
-        s2_addr = Signal.like(addr)
-        s2_data = Signal(P)
-        m.d.sync += s2.eq(s1)
-        m.d.comb += [self.spk_en.eq(s2), self.spk_addr.eq(s2_addr), self.spk_data.eq(s2_data)]
+        # s1: the pixel word is on px_data and the draws are taken; s2: both registered, with the
+        # lanes that exist; s3: the spike word (draw < pixel) registered, written to the spike
+        # memory. The LFSR's XOR network, the compare and the memory's data setup each get a cycle.
+        s2, s3 = Signal(), Signal()
+        s2_addr, s3_addr = Signal(len(self.spk_addr)), Signal(len(self.spk_addr))
+        s2_draws = Signal.like(lfsr.draws)
+        s2_px = Signal.like(self.px_data)
+        s2_exists = Signal(P)
+        s3_data = Signal(P)
+        m.d.sync += [s2.eq(s1), s3.eq(s2), s3_addr.eq(s2_addr),
+                     s3_data.eq(Cat(*[s2_exists[k] & (s2_draws[k] < s2_px[k]) for k in range(P)]))]
+        m.d.comb += [self.spk_en.eq(s3), self.spk_addr.eq(s3_addr), self.spk_data.eq(s3_data)]
         with m.If(s1):
             last = s1_h == H - 1
-            bits = []
-            for k in range(P):
-                exists = (s1_h * P + k) < self.inputs
-                bits.append(exists & (lfsr.draws[k] < self.px_data[k]))
             m.d.comb += lfsr.next.eq(1)
-            m.d.sync += [s2_addr.eq(addr), s2_data.eq(Cat(*bits))]
+            m.d.sync += [s2_addr.eq(addr), s2_draws.eq(lfsr.draws), s2_px.eq(self.px_data),
+                         s2_exists.eq(Cat(*[(s1_h * P + k) < self.inputs for k in range(P)]))]
             if shorts:
                 m.d.comb += lfsr.take.eq(Mux(last, self.tail, P))
             m.d.sync += addr.eq(addr + 1)
@@ -80,7 +82,7 @@ class Encoder(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(t == self.timesteps):
-                    with m.If(~s1 & ~s2):
+                    with m.If(~s1 & ~s2 & ~s3):
                         m.next = "IDLE"
                 with m.Else():
                     m.d.comb += self.px_en.eq(1)
