@@ -539,7 +539,8 @@ class Core(wiring.Component):
         update_lfsr = None
         if wgs[0].shared_lfsr:
             shorts = sorted({c for wg in wgs for c in wg.short_counts})
-            update_lfsr = LfsrDraws(wgs[0].draw_widths, P, short_counts=shorts, init_seed=update_seed(cfg))
+            update_lfsr = LfsrDraws(wgs[0].draw_widths, P, short_counts=shorts, init_seed=update_seed(cfg),
+                                    width_onehot=True)
             m.submodules.update_lfsr = update_lfsr
         lanes_e = data.ArrayLayout(signed(p.error_bits), P)
         # error into layer l (from layer l+1), every timestep: BP of layer l+1 writes, of layer l reads

@@ -14,7 +14,9 @@ position, so taking fewer draws (the last partial group of a matrix row) reads l
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
+from functools import reduce
 
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
@@ -55,13 +57,16 @@ class LfsrDraws(wiring.Component):
     * ``take`` (only with ``short_counts``) -- ``count`` or one of ``short_counts``; any other
       value advances by ``count``;
     * ``width`` (only with several widths) -- the draw width in bits, one of ``bits``; any other
-      value holds the state and gives zero draws;
+      value holds the state and gives zero draws. With ``width_onehot``, bit i selects
+      ``bits[i]`` instead (the decode moves to whoever drives it, off the draw path); no bit set
+      holds the state and gives zero draws, and at most one bit may be set;
     * ``draws`` -- ``count`` lanes, lane 0 the next draw in stream order, zero-extended to the
       widest width;
     * ``state`` -- the current 32-bit state.
     """
 
-    def __init__(self, bits: int | Iterable[int], count: int, *, short_counts: Iterable[int] = (), init_seed: int = 1):
+    def __init__(self, bits: int | Iterable[int], count: int, *, short_counts: Iterable[int] = (), init_seed: int = 1,
+                 width_onehot: bool = False):
         widths = (bits,) if isinstance(bits, int) and not isinstance(bits, bool) else tuple(bits)
         if not widths:
             raise ValueError("LfsrDraws: bits must name at least one draw width, got an empty sequence")
@@ -79,6 +84,7 @@ class LfsrDraws(wiring.Component):
         if isinstance(init_seed, bool) or not isinstance(init_seed, int) or not 0 <= init_seed < (1 << WIDTH):
             raise ValueError(f"LfsrDraws: init_seed must be a 32-bit unsigned integer, got {init_seed!r}")
         self.widths = widths
+        self.width_onehot = bool(width_onehot)
         self.count = count
         self.short_counts = shorts
         self.init_state = golden_lfsr.seed_state(init_seed)
@@ -92,7 +98,7 @@ class LfsrDraws(wiring.Component):
         if shorts:
             ports["take"] = In(range(count + 1))
         if len(widths) > 1:
-            ports["width"] = In(range(max(widths) + 1))
+            ports["width"] = In(len(widths)) if self.width_onehot else In(range(max(widths) + 1))
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -134,12 +140,21 @@ class LfsrDraws(wiring.Component):
             return lanes, nxt
 
         nxt_state = Signal(WIDTH)
-        hold = Signal()
+        moves = Const(1, 1)  # a width that selects nothing holds the state
         if len(self.widths) == 1:
             lanes, nxt = width_logic(self.widths[0])
             m.d.comb += [self.draws[mm].eq(lanes[mm]) for mm in range(self.count)]
             m.d.comb += nxt_state.eq(nxt)
+        elif self.width_onehot:
+            per_width = [width_logic(k) for k in self.widths]
+            sel = [self.width[i] for i in range(len(self.widths))]
+            for mm in range(self.count):
+                m.d.comb += self.draws[mm].eq(reduce(operator.or_, [Mux(b, lanes[mm], 0) for b, (lanes, _) in zip(sel, per_width)]))
+            m.d.comb += nxt_state.eq(reduce(operator.or_, [Mux(b, nxt, 0) for b, (_, nxt) in zip(sel, per_width)]))
+            moves = self.width.any()
         else:
+            hold = Signal()
+            moves = ~hold
             per_width = {k: width_logic(k) for k in self.widths}
             with m.Switch(self.width):
                 for k, (lanes, nxt) in per_width.items():
@@ -151,6 +166,6 @@ class LfsrDraws(wiring.Component):
 
         with m.If(self.load):
             m.d.sync += state.eq(Mux(self.seed == 0, 1, self.seed))
-        with m.Elif(self.next & ~hold):
+        with m.Elif(self.next & moves):
             m.d.sync += state.eq(nxt_state)
         return m

@@ -3,8 +3,9 @@
 Spikes are stored as bitmaps (one P-bit word per neuron group and timestep) because BP and the
 readout need them by neuron; the FP and WG engines want *events* (the indices that spiked). The
 scanner reads the words of one timestep and emits one event per set bit, lowest index first,
-then an end-of-timestep event. An empty word costs one cycle; it runs ahead of its consumer, whose
-cost per event is a whole sweep of neuron groups.
+then an end-of-timestep event. A word costs three cycles (read, block RAM, register) plus one per
+set bit; the scanner runs ahead of its consumer, whose cost per event is a whole sweep of neuron
+groups.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class SpikeScanner(wiring.Component):
         words = Signal.like(self.words)
         fresh = Signal()
         bits = Signal(P)  # bits of the current word not yet sent
+        word_q = Signal(P)  # rd_data, registered every cycle
+        m.d.sync += word_q.eq(self.rd_data)
         cur = Signal(range(self.max_words + 1))
         lowest = Signal(range(P))
         for k in reversed(range(P)):
@@ -67,8 +70,15 @@ class SpikeScanner(wiring.Component):
                     m.d.sync += [cur.eq(word), word.eq(word + 1)]
                     m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.sync += bits.eq(self.rd_data)
-                m.next = "EMIT"
+                # the word goes into a register of its own first: a block RAM's output (most of
+                # a cycle on its own) then meets no more than the caller's select
+                m.next = "LOAD2"
+            with m.State("LOAD2"):
+                with m.If(word_q == 0):
+                    m.next = "READ"
+                with m.Else():
+                    m.d.sync += bits.eq(word_q)
+                    m.next = "EMIT"
             with m.State("EMIT"):
                 with m.If(bits == 0):
                     m.next = "READ"

@@ -74,8 +74,9 @@ class WgEngine(wiring.Component):
       served while the engine is idle;
     * ``lfsr_load``, ``lfsr_seed``, ``lfsr_state`` -- the update LFSR (only with stochastic update
       rounding); with ``shared_lfsr`` instead ``draws`` (In) and ``draw_next``, ``draw_take``,
-      ``draw_width`` (Out): the engine drives an :class:`LfsrDraws` the core shares among its
-      engines (they update one layer at a time, so one draw network serves all);
+      ``draw_width`` (Out, one-hot over ``draw_widths``): the engine drives an :class:`LfsrDraws`
+      (``width_onehot``) the core shares among its engines (they update one layer at a time, so
+      one draw network serves all);
     * ``busy``, ``stalled`` (an offered input event waits: delta scan, update, pipeline drain),
       ``event`` (an input spike consumed).
 
@@ -131,7 +132,7 @@ class WgEngine(wiring.Component):
             lfsr_ports = {"lfsr_load": In(1), "lfsr_seed": In(32), "lfsr_state": Out(32)}
         elif self.shared_lfsr:
             lfsr_ports = {"draws": In(data.ArrayLayout(unsigned(max(self.draw_widths)), P)), "draw_next": Out(1),
-                          "draw_take": Out(range(P + 1)), "draw_width": Out(range(17))}
+                          "draw_take": Out(range(P + 1)), "draw_width": Out(max(1, len(self.draw_widths)))}
         else:
             lfsr_ports = {}
         # the gradient memory holds only the largest layer this engine updates: in a core with one
@@ -334,7 +335,8 @@ class WgEngine(wiring.Component):
         draws = lfsr_in = None
         if self.has_lfsr or self.shared_lfsr:
             if self.has_lfsr:
-                lfsr = LfsrDraws(self.draw_widths, P, short_counts=self.short_counts, init_seed=self.lfsr_init_seed)
+                lfsr = LfsrDraws(self.draw_widths, P, short_counts=self.short_counts, init_seed=self.lfsr_init_seed,
+                                 width_onehot=True)
                 m.submodules.lfsr = lfsr
                 m.d.comb += [lfsr.load.eq(self.lfsr_load), lfsr.seed.eq(self.lfsr_seed), self.lfsr_state.eq(lfsr.state)]
                 draws, nxt = lfsr.draws, lfsr.next
@@ -472,7 +474,11 @@ class WgEngine(wiring.Component):
             last = upd_group == n_hgroups - 1
             m.d.comb += nxt.eq(_delayed(m, drawing, 2, "draw_next"))
             if width is not None:
-                m.d.comb += width.eq(_delayed(m, Mux(drawing, draw_bits, 0), 2, "draw_width"))
+                # one-hot over draw_widths, decoded from the one-hot shift (no compare on the way)
+                width_is = Cat(*[drawing & Cat(*[shift_is[v] for v in self.supported_shifts
+                                                 if v > 0 and update_draw_bits(v) == w]).any()
+                                 for w in self.draw_widths])
+                m.d.comb += width.eq(_delayed(m, width_is, 2, "draw_width"))
             if take is not None:
                 count = Mux(last & (tail != 0), tail, P) if self.short_counts else P
                 m.d.comb += take.eq(_delayed(m, Mux(drawing, count, 0), 2, "draw_take"))

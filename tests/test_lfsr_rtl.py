@@ -36,15 +36,16 @@ def _ref_draws(state: int, count: int, k: int) -> list[int]:
     return [int(v) for v in draws[0]]
 
 
+@pytest.mark.parametrize("onehot", [False, True])
 @pytest.mark.parametrize("case", range(len(CASES)))
 @pytest.mark.parametrize("seed", [0, 1, 0xDEADBEEF])
-def test_draws_and_state_match_golden(case, seed):
+def test_draws_and_state_match_golden(case, seed, onehot):
     bits, count, shorts = CASES[case]
     widths = (bits,) if isinstance(bits, int) else bits
     init_seed = (seed * 7919 + 3) & 0xFFFFFFFF
-    dut = LfsrDraws(bits, count, short_counts=shorts, init_seed=init_seed)
+    dut = LfsrDraws(bits, count, short_counts=shorts, init_seed=init_seed, width_onehot=onehot)
     rng = random.Random(1000 * case + seed)
-    replay = f"pytest 'tests/test_lfsr_rtl.py::test_draws_and_state_match_golden[{seed}-{case}]'"
+    replay = f"pytest 'tests/test_lfsr_rtl.py::test_draws_and_state_match_golden[{seed}-{case}-{onehot}]'"
 
     def where(cycle, what, got, want):
         return (f"case {CASES[case]}, seed {seed:#x}, cycle {cycle}: {what}: rtl {got} != golden {want}"
@@ -56,7 +57,7 @@ def test_draws_and_state_match_golden(case, seed):
             k = rng.choice(widths)
             take = rng.choice(shorts + (count,)) if shorts else count
             if len(widths) > 1:
-                ctx.set(dut.width, k)
+                ctx.set(dut.width, 1 << widths.index(k) if onehot else k)
             if shorts:
                 ctx.set(dut.take, take)
             load = cycle == 0 or rng.random() < 0.05
