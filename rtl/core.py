@@ -440,16 +440,31 @@ class Core(wiring.Component):
         reg_words = []
 
         def words(region_id, items):
-            # +1: each region's word picked by the column (the host checked it is in range) and
-            # its hit registered; +2: the hit region's word
-            pick = Signal(32, name=f"word_pick_{int(region_id)}")
-            with m.Switch(r_col[:max(1, ceil_log2(len(items)))]):
-                for i, item in enumerate(items):
-                    with m.Case(i):
-                        m.d.comb += pick.eq(item)
-            hit = Signal(name=f"word_hit_{int(region_id)}")
+            # +1: in each region, one word of every four picked by the column's low bits (the host
+            # checked the column is in range) and registered, with the region's hit; +2: the word
+            # of those picked by the column's high bits, if the region is hit
+            rid = int(region_id)
+            sel_bits = max(1, ceil_log2(len(items)))
+            quads = [items[i:i + 4] for i in range(0, len(items), 4)]
+            picked = []
+            for q, quad in enumerate(quads):
+                pick = Signal(32, name=f"word_pick_{rid}_{q}")
+                with m.Switch(r_col[:min(2, sel_bits)]):
+                    for i, item in enumerate(quad):
+                        with m.Case(i):
+                            m.d.comb += pick.eq(item)
+                picked.append(held(pick))
+            word = picked[0]
+            if len(quads) > 1:
+                hi = held(r_col[2:sel_bits])
+                word = Signal(32, name=f"word_sel_{rid}")
+                with m.Switch(hi):
+                    for q, pq in enumerate(picked):
+                        with m.Case(q):
+                            m.d.comb += word.eq(pq)
+            hit = Signal(name=f"word_hit_{rid}")
             m.d.sync += hit.eq(r_region == region_id)
-            reg_words.append(Mux(hit, held(pick), 0))
+            reg_words.append(Mux(hit, word, 0))
 
         words(RegionId.INFO, [Const(w, 32) for w in info_words(cfg)])
         upd_lfsr = bwd["update_lfsr"]

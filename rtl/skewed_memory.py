@@ -29,11 +29,11 @@ the word go into the next cycle.
 
 Writes land ``write_latency`` cycles after they are offered: 0 (the default) writes in the cycle of
 ``wr_en``; 1 registers the write request first, for the same reason as the read request (the
-weight memories take their writes from the WG update or the host, chosen by the sequencer). A
-registered write is safe only where nothing reads a word in the cycle after writing it; the
-weights qualify (the WG update reads each word once before writing it back, nothing else reads
-them while it runs), the gradients do not (the WG accumulate's read-modify-write hazard window
-assumes writes land at once).
+memories take their writes from several sources chosen by a multiplexer, and the address
+arithmetic should not share a cycle with it). A registered write is visible to a read issued in
+the next cycle, not to one issued in the same cycle: a read-modify-write user has to allow for it
+(the WG accumulate's hazard window covers one more stage; the weights are never read right after
+a write of the same word).
 """
 
 from __future__ import annotations

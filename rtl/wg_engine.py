@@ -142,7 +142,9 @@ class WgEngine(wiring.Component):
             raise ValueError(f"WgEngine: grad_shape {grad_shape!r} must lie within "
                              f"({params.max_neurons}, {params.max_inputs})")
         self.grad_shape = (rows_max, cols_max)
-        self.grad = SkewedMemory(lanes=P, width=params.grad_bits, max_outputs=rows_max, max_inputs=cols_max)
+        # writes registered (write_latency 1): the accumulate's hazard window covers s1..s4 for it
+        self.grad = SkewedMemory(lanes=P, width=params.grad_bits, max_outputs=rows_max, max_inputs=cols_max,
+                                 write_latency=1)
         major_bits, group_bits = len(self.grad.rd_major), len(self.grad.rd_group)
         w_lanes = data.ArrayLayout(signed(params.weight_bits), P)
         super().__init__(
@@ -241,8 +243,9 @@ class WgEngine(wiring.Component):
         # block RAM reads; the deltas rotated into bank order) → s3 (bank words registered in
         # the memory) → s4 (add, registered) → s5 (write). Bank order throughout: the 16-bit
         # deltas are rotated instead of the 32-bit gradients, twice. The block RAM reads a word
-        # at the end of s2, and the write of an item issued earlier lands at the end of its s5, so
-        # the issue holds while an item in s1..s3 targets the same word: same input index and
+        # at the end of s2, and the write of an item issued earlier (offered in its s5, registered
+        # in the memory) lands at the end of its s6, so the issue holds while an item in s1..s4
+        # targets the same word: same input index and
         # same list entry (one timestep's entries are distinct groups; the list is only
         # rewritten after the pipe has drained at eot).
         issue_idx = Signal(range(G_max + 1))  # list entry of the current spike
@@ -262,10 +265,12 @@ class WgEngine(wiring.Component):
         s3_delta = Signal(data.ArrayLayout(signed(p.error_bits), P))
         s4_valid = Signal()
         s4_major = Signal(p.input_index_bits)
+        s4_entry = Signal(range(G_max + 1))
         s4_group = Signal(p.group_bits)
         s4_delta = Signal(data.ArrayLayout(signed(p.error_bits), P))
         s4_mask = Signal(P)
         s5_valid = Signal()
+        s6_valid = Signal()
         s5_major = Signal(p.input_index_bits)
         s5_group = Signal(p.group_bits)
         s5_data = Signal(data.ArrayLayout(signed(p.grad_bits), P))
@@ -277,8 +282,10 @@ class WgEngine(wiring.Component):
         m.d.sync += [s2_valid.eq(s1_valid), s2_index.eq(s1_index), s2_entry.eq(s1_entry),
                      s2_group.eq(nz_rd.data.group), s2_delta.eq(nz_rd.data.delta),
                      s3_valid.eq(s2_valid), s3_index.eq(s2_index), s3_entry.eq(s2_entry), s3_group.eq(s2_group),
-                     s4_valid.eq(s3_valid), s4_major.eq(s3_index), s4_group.eq(s3_group), s4_delta.eq(s3_delta),
-                     s5_valid.eq(s4_valid), s5_major.eq(s4_major), s5_group.eq(s4_group), s5_mask.eq(s4_mask)]
+                     s4_valid.eq(s3_valid), s4_major.eq(s3_index), s4_entry.eq(s3_entry), s4_group.eq(s3_group),
+                     s4_delta.eq(s3_delta),
+                     s5_valid.eq(s4_valid), s5_major.eq(s4_major), s5_group.eq(s4_group), s5_mask.eq(s4_mask),
+                     s6_valid.eq(s5_valid)]
         # exact: grad_bits is validated wide enough for error_bits x T x B
         delta_banks = to_banks(m, "acc_delta", [s2_delta[k] for k in range(P)], s2_index)
         m.d.sync += [s3_delta[b].eq(delta_banks[b]) for b in range(P)]
@@ -286,11 +293,12 @@ class WgEngine(wiring.Component):
         s3_live = [Signal(name=f"acc_live_{k}") for k in range(P)]  # lane k is a neuron of the layer
         m.d.comb += [s3_live[k].eq(s3_group * P + k < self.rows) for k in range(P)]
         m.d.sync += s4_mask.eq(Cat(*to_banks(m, "acc_mask", s3_live, s3_index)))
-        raw_hazard = Signal()  # the word about to be issued is still being updated in s1..s3
+        raw_hazard = Signal()  # the word about to be issued is still being updated in s1..s4
         m.d.comb += raw_hazard.eq(Cat(*[v & (i == ev.payload.index) & (e == issue_idx) for v, i, e in (
-            (s1_valid, s1_index, s1_entry), (s2_valid, s2_index, s2_entry), (s3_valid, s3_index, s3_entry))]).any())
-        acc_busy = Signal()
-        m.d.comb += acc_busy.eq(s1_valid | s2_valid | s3_valid | s4_valid | s5_valid)
+            (s1_valid, s1_index, s1_entry), (s2_valid, s2_index, s2_entry), (s3_valid, s3_index, s3_entry),
+            (s4_valid, s4_major, s4_entry))]).any())
+        acc_busy = Signal()  # s6: the gradient memory's write register (its write_latency)
+        m.d.comb += acc_busy.eq(s1_valid | s2_valid | s3_valid | s4_valid | s5_valid | s6_valid)
 
         # ---- update datapath, in bank order: read requested (UPDATE state) → u1 the block RAMs
         # read → u1b the gradient cleared, the draws taken → u2 bank words (registered in the
