@@ -545,8 +545,9 @@ class Core(wiring.Component):
         groups = self.groups
         m.submodules.bp = bp = BpEngine(p)
         shifts = [cfg.training.lr_shift_at(e) for e in range(cfg.training.epochs)]
+        # the events come from the spike scanner, which never repeats an index within a timestep
         wgs = [WgEngine(p, lr_shifts=sorted(set(shifts)), fan_ins=[L[l]], grad_shape=(L[l + 1], L[l]),
-                        shared_lfsr=True) for l in range(n)]
+                        shared_lfsr=True, distinct_indices=True) for l in range(n)]
         for l, wg in enumerate(wgs):
             m.submodules[f"wg{l}"] = wg
         # one update LFSR for every layer: the layers update one after another (layer 0 first, as

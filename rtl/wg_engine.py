@@ -85,11 +85,16 @@ class WgEngine(wiring.Component):
     LFSR advance networks only for the partial-group sizes ``fan_in mod P`` that occur (``None``:
     all of 1..P-1); ``lfsr_init_seed`` -- the update LFSR's state after reset is
     ``seed_state(lfsr_init_seed)``; ``grad_shape`` -- (fan_out, fan_in) of the largest layer the
-    engine will update (default: the largest of the network), which sizes the gradient memory.
+    engine will update (default: the largest of the network), which sizes the gradient memory;
+    ``distinct_indices`` -- the producer promises that no input index comes twice within one
+    timestep (the spike scanner's bitmap walk cannot repeat one), so two events never touch the
+    same gradient word before the pipe drains at eot, and the same-word hazard check (and its
+    place on the path from the event's index to ``spikes_in.ready``) is left out.
     """
 
     def __init__(self, params: CoreParams, *, lr_shifts: Iterable[int] = (), fan_ins: Iterable[int] | None = None,
-                 lfsr_init_seed: int = 1, grad_shape: tuple[int, int] | None = None, shared_lfsr: bool = False):
+                 lfsr_init_seed: int = 1, grad_shape: tuple[int, int] | None = None, shared_lfsr: bool = False,
+                 distinct_indices: bool = False):
         if not isinstance(params, CoreParams):
             raise TypeError(f"WgEngine needs CoreParams, got {type(params).__name__}")
         P = params.lanes
@@ -99,6 +104,7 @@ class WgEngine(wiring.Component):
         for s in shifts:
             if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_LR_SHIFT:
                 raise ValueError(f"WgEngine: lr_shifts entries must be integers in [0, {MAX_LR_SHIFT}], got {s!r}")
+        self.distinct_indices = bool(distinct_indices)
         self.stochastic = params.update_rounding == "stochastic"
         if self.stochastic and not shifts:
             raise ValueError("WgEngine: stochastic update rounding needs the lr_shift values to support (lr_shifts)")
@@ -279,10 +285,12 @@ class WgEngine(wiring.Component):
         with m.If(s1_valid):
             m.d.comb += [grad.rd_en.eq(1), grad.rd_row.eq(0), grad.rd_major.eq(s1_index),
                          grad.rd_group.eq(nz_rd.data.group)]
-        m.d.sync += [s2_valid.eq(s1_valid), s2_index.eq(s1_index), s2_entry.eq(s1_entry),
+        if not self.distinct_indices:  # list entries only matter to the hazard check
+            m.d.sync += [s2_entry.eq(s1_entry), s3_entry.eq(s2_entry), s4_entry.eq(s3_entry)]
+        m.d.sync += [s2_valid.eq(s1_valid), s2_index.eq(s1_index),
                      s2_group.eq(nz_rd.data.group), s2_delta.eq(nz_rd.data.delta),
-                     s3_valid.eq(s2_valid), s3_index.eq(s2_index), s3_entry.eq(s2_entry), s3_group.eq(s2_group),
-                     s4_valid.eq(s3_valid), s4_major.eq(s3_index), s4_entry.eq(s3_entry), s4_group.eq(s3_group),
+                     s3_valid.eq(s2_valid), s3_index.eq(s2_index), s3_group.eq(s2_group),
+                     s4_valid.eq(s3_valid), s4_major.eq(s3_index), s4_group.eq(s3_group),
                      s4_delta.eq(s3_delta),
                      s5_valid.eq(s4_valid), s5_major.eq(s4_major), s5_group.eq(s4_group), s5_mask.eq(s4_mask),
                      s6_valid.eq(s5_valid)]
@@ -294,9 +302,10 @@ class WgEngine(wiring.Component):
         m.d.comb += [s3_live[k].eq(s3_group * P + k < self.rows) for k in range(P)]
         m.d.sync += s4_mask.eq(Cat(*to_banks(m, "acc_mask", s3_live, s3_index)))
         raw_hazard = Signal()  # the word about to be issued is still being updated in s1..s4
-        m.d.comb += raw_hazard.eq(Cat(*[v & (i == ev.payload.index) & (e == issue_idx) for v, i, e in (
-            (s1_valid, s1_index, s1_entry), (s2_valid, s2_index, s2_entry), (s3_valid, s3_index, s3_entry),
-            (s4_valid, s4_major, s4_entry))]).any())
+        if not self.distinct_indices:
+            m.d.comb += raw_hazard.eq(Cat(*[v & (i == ev.payload.index) & (e == issue_idx) for v, i, e in (
+                (s1_valid, s1_index, s1_entry), (s2_valid, s2_index, s2_entry), (s3_valid, s3_index, s3_entry),
+                (s4_valid, s4_major, s4_entry))]).any())
         acc_busy = Signal()  # s6: the gradient memory's write register (its write_latency)
         m.d.comb += acc_busy.eq(s1_valid | s2_valid | s3_valid | s4_valid | s5_valid | s6_valid)
 
@@ -438,7 +447,9 @@ class WgEngine(wiring.Component):
                     m.d.comb += ev.ready.eq(issue_next == nz_count)  # this spike's last list entry
                     with m.If(ev.valid):
                         m.d.comb += [nz_rd.en.eq(1), working.eq(1)]
-                        m.d.sync += [s1_valid.eq(1), s1_index.eq(ev.payload.index), s1_entry.eq(issue_idx)]
+                        m.d.sync += [s1_valid.eq(1), s1_index.eq(ev.payload.index)]
+                        if not self.distinct_indices:
+                            m.d.sync += s1_entry.eq(issue_idx)
                         with m.If(issue_next == nz_count):
                             m.d.sync += [issue_idx.eq(0), issue_next.eq(1)]
                         with m.Else():

@@ -307,8 +307,10 @@ DELTAS = ((7, 0.03), (16, 0.1))  # (amplitude bits, share of rail values) per la
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("rounding", list(SHIFTS))
 @pytest.mark.parametrize("lanes", LANE_CASES)
-def test_accumulate_and_update_exact(lanes, rounding, seed):
+def test_accumulate_and_update_exact(lanes, rounding, seed, distinct=False, gap=None):
     replay = f"pytest 'tests/test_wg_engine.py::test_accumulate_and_update_exact[{lanes}-{rounding}-{seed}]'"
+    if distinct:
+        replay = f"pytest 'tests/test_wg_engine.py::test_distinct_indices_mode_exact[{lanes}-{rounding}]'"
     seed = 1000 * lanes + 10 * list(SHIFTS).index(rounding) + seed
     T, B = 3, 2
     s0, s1 = SHIFTS[rounding]
@@ -318,7 +320,7 @@ def test_accumulate_and_update_exact(lanes, rounding, seed):
     shapes = cfg.layer_shapes
     weights = [rail_weights(cfg, s, g) for s in shapes]
     engine = WgEngine(CoreParams.from_config(cfg), lr_shifts=(s0, s1), fan_ins=[n_in for _, n_in in shapes],
-                      lfsr_init_seed=seed)
+                      lfsr_init_seed=seed, distinct_indices=distinct)
     phases, gold = [], []
     stream = golden_lfsr.LfsrStream(seed)
     w_now = [w.clone() for w in weights]
@@ -340,7 +342,7 @@ def test_accumulate_and_update_exact(lanes, rounding, seed):
         gold.append((grad, w_new, stream.state, expected_work(cfg, delta, events, T, B)))
         w_now[layer] = w_new
 
-    results, work = run_phases(engine, weights, phases, seed)
+    results, work = run_phases(engine, weights, phases, seed, **({} if gap is None else {"gap": gap}))
     writes = reads = 0
     for layer in (0, 1):
         grad, w_new, state, (wr, rd) = gold[layer]
@@ -360,6 +362,14 @@ def test_accumulate_and_update_exact(lanes, rounding, seed):
     assert (work["acc_writes"], work["delta_reads"]) == (writes, reads), (
         f"seed {seed}: accumulate work (gradient writes, delta reads) rtl {work['acc_writes'], work['delta_reads']} "
         f"!= bound {writes, reads}\n  replay: {replay}")
+
+
+@pytest.mark.parametrize("rounding", ["floor", "stochastic"])
+@pytest.mark.parametrize("lanes", LANE_CASES)
+def test_distinct_indices_mode_exact(lanes, rounding):
+    """``distinct_indices`` (the core's engines: the spike scanner never repeats an index within a
+    timestep) leaves the hazard check out; legal spike trains, back to back, stay exact."""
+    test_accumulate_and_update_exact(lanes, rounding, 0, distinct=True, gap=0.0)
 
 
 @pytest.mark.parametrize("lanes, shape", [(4, (3, 5)), (1, (1, 4)), (8, (8, 3))])
