@@ -92,12 +92,14 @@ class FpEngine(wiring.Component):
 
         group = Signal(p.group_bits)  # group being issued
         fresh = Signal()
-        # the integrate pipeline: issue (weight read requested) → i1 → i2 (accumulator read of the
-        # same group) → i3 (both words arrive: add, write). Each item reads its accumulator one
-        # cycle before writing it, so the next item's read of that group meets the write on the
-        # transparent port.
-        int1_valid, int2_valid, int3_valid = Signal(), Signal(), Signal()
-        int1_group, int2_group, int3_group = (Signal(p.group_bits, name=f"int{n}_group") for n in (1, 2, 3))
+        # the integrate pipeline: issue (weight read requested) → i1 → i2 → i3 (the weights
+        # arrive, rotated, and are registered; accumulator read of the same group) → i4 (add,
+        # write). Each item reads its accumulator one cycle before writing it, so the next item's
+        # read of that group meets the write on the transparent port.
+        int1_valid, int2_valid, int3_valid, int4_valid = Signal(), Signal(), Signal(), Signal()
+        int1_group, int2_group, int3_group, int4_group = (
+            Signal(p.group_bits, name=f"int{n}_group") for n in (1, 2, 3, 4))
+        int4_w = Signal.like(self.weight_data)
         # stage 1 of the LIF pipeline
         lif_valid = Signal()
         lif_group = Signal(p.group_bits)
@@ -107,11 +109,12 @@ class FpEngine(wiring.Component):
 
         # ---- integrate: accumulator += weights ---------------------------------------------------
         m.d.sync += [int2_valid.eq(int1_valid), int2_group.eq(int1_group),
-                     int3_valid.eq(int2_valid), int3_group.eq(int2_group)]
-        with m.If(int3_valid):
-            m.d.comb += [acc_wr.en.eq(1), acc_wr.addr.eq(int3_group)]
+                     int3_valid.eq(int2_valid), int3_group.eq(int2_group),
+                     int4_valid.eq(int3_valid), int4_group.eq(int3_group), int4_w.eq(self.weight_data)]
+        with m.If(int4_valid):
+            m.d.comb += [acc_wr.en.eq(1), acc_wr.addr.eq(int4_group)]
             for k in range(P):
-                m.d.comb += acc_wr.data[k].eq(acc_rd.data[k] + self.weight_data[k])
+                m.d.comb += acc_wr.data[k].eq(acc_rd.data[k] + int4_w[k])
         m.d.sync += int1_valid.eq(0)
 
         # ---- LIF step datapath (combinational on the stage-1 words) ---------------------------
@@ -163,7 +166,7 @@ class FpEngine(wiring.Component):
         # ---- control ---------------------------------------------------------------------------
         ev = self.spikes_in
         m.d.comb += [
-            acc_rd.addr.eq(Mux(int2_valid, int2_group, group)),
+            acc_rd.addr.eq(Mux(int3_valid, int3_group, group)),
             state_rd.addr.eq(group),
             self.weight_input.eq(ev.payload.index),
             self.weight_group.eq(group),
@@ -183,12 +186,12 @@ class FpEngine(wiring.Component):
                         with m.Else():
                             m.d.sync += group.eq(group + 1)
                 with m.Else():
-                    # sweep the groups once the last item is in i3 at most: its accumulator write
+                    # sweep the groups once the last item is in i4 at most: its accumulator write
                     # lands this cycle, before the sweep's first read
-                    m.d.comb += ev.ready.eq(~int1_valid & ~int2_valid)
+                    m.d.comb += ev.ready.eq(~int1_valid & ~int2_valid & ~int3_valid)
                     with m.If(ev.valid):
                         m.d.comb += self.busy.eq(1)
-                        with m.If(~int1_valid & ~int2_valid):
+                        with m.If(~int1_valid & ~int2_valid & ~int3_valid):
                             m.d.sync += fresh.eq(ev.payload.fresh)
                             m.next = "LIF"
             with m.State("LIF"):
