@@ -99,6 +99,10 @@ class BpEngine(wiring.Component):
         m.submodules.delta_mem = delta_mem = Memory(shape=data.ArrayLayout(signed(p.error_bits), P), depth=G, init=[])
         d_wr = delta_mem.write_port()
         d_rd = delta_mem.read_port(transparent_for=(d_wr,))
+        # each δ group's non-zero lanes, filed with the non-zero list: the propagation starts from
+        # a stored mask instead of testing P words that just left a memory
+        m.submodules.lane_mask_mem = lane_mask_mem = Memory(shape=P, depth=G, init=[])
+        lm_wr, lm_rd = lane_mask_mem.write_port(), lane_mask_mem.read_port()
         m.submodules.acc_mem = acc_mem = Memory(shape=data.ArrayLayout(signed(self.acc_bits), P), depth=H, init=[])
         a_wr = acc_mem.write_port()
         a_rd = acc_mem.read_port(transparent_for=(a_wr,))
@@ -177,7 +181,10 @@ class BpEngine(wiring.Component):
             m.d.sync += out.valid.eq(0)
         # the emitted δ is still in the output register this cycle (a new one lands at its end)
         nonzero = Signal()
-        m.d.comb += nonzero.eq(Cat(*[out.payload.delta[k] != 0 for k in range(P)]).any())
+        nz_lanes = Signal(P)  # which lanes of that group are non-zero: stored for the propagation
+        m.d.comb += [nz_lanes.eq(Cat(*[out.payload.delta[k] != 0 for k in range(P)])), nonzero.eq(nz_lanes.any())]
+        with m.If(nz_pending):
+            m.d.comb += [lm_wr.en.eq(1), lm_wr.addr.eq(nz_group), lm_wr.data.eq(nz_lanes)]
         with m.If(nz_pending & nonzero):
             m.d.comb += [nz_wr.en.eq(1), nz_wr.addr.eq(nz_count), nz_wr.data.eq(nz_group)]
             m.d.sync += nz_count.eq(nz_count + 1)
@@ -199,7 +206,7 @@ class BpEngine(wiring.Component):
             return low
 
         loaded_mask = Signal(P)
-        m.d.comb += loaded_mask.eq(Cat(*[d_rd.data[k] != 0 for k in range(P)]))
+        m.d.comb += loaded_mask.eq(lm_rd.data)
         next_mask = Signal(P)  # lane_mask without the lane just propagated
         m.d.comb += next_mask.eq(lane_mask & (lane_mask - 1))
         first_lane, next_lane = lowest_set(loaded_mask, "first_lane"), lowest_set(next_mask, "next_lane")
@@ -284,7 +291,7 @@ class BpEngine(wiring.Component):
                     m.d.sync += h.eq(0)
                     m.next = "ROUND"
                 with m.Else():
-                    m.d.comb += [d_rd.addr.eq(nz_rd.data), d_rd.en.eq(1)]
+                    m.d.comb += [d_rd.addr.eq(nz_rd.data), d_rd.en.eq(1), lm_rd.addr.eq(nz_rd.data), lm_rd.en.eq(1)]
                     m.d.sync += [cur_group.eq(nz_rd.data), nz_index.eq(nz_index + 1)]
                     m.next = "LOAD"
             with m.State("LOAD"):

@@ -146,12 +146,18 @@ class Core(wiring.Component):
         out_t = Signal(range(T + 1))  # timesteps whose last group has left the FP engine
         out_g = Signal(range(max(self.groups) + 1))
 
-        # the scanner reads the bitmap feeding the current layer; the FP engine reads its weights
+        # the scanner reads the bitmap feeding the current layer; the FP engine reads its weights.
+        # The FP engine's layer geometry comes from registers (a cycle behind `layer`: the first
+        # event of a layer arrives several cycles after the layer changes), so the layer select
+        # stays off the engine's ready path.
+        fp_groups = Signal(len(fp.groups), name="fp_groups")
+        fp_neurons = Signal(len(fp.neurons), name="fp_neurons")
+        m.d.comb += [fp.groups.eq(fp_groups), fp.neurons.eq(fp_neurons)]
         for l in range(self.n_layers):
             with m.If(layer == l):
                 m.d.comb += [spike_rd[l].en.eq(scan.rd_en), spike_rd[l].addr.eq(scan.rd_addr),
-                             scan.rd_data.eq(spike_rd[l].data), fp.groups.eq(self.groups[l + 1]),
-                             fp.neurons.eq(L[l + 1])]
+                             scan.rd_data.eq(spike_rd[l].data)]
+                m.d.sync += [fp_groups.eq(self.groups[l + 1]), fp_neurons.eq(L[l + 1])]
                 w = self.weights[l]
                 with m.If(~backward):
                     m.d.comb += [w.rd_en.eq(fp.weight_en), w.rd_row.eq(0), w.rd_major.eq(fp.weight_input),
