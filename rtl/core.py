@@ -225,8 +225,9 @@ class Core(wiring.Component):
         # still shows the engine idle from before: a start clears it.
         bp_drained, wg_drained = Signal(), Signal()
         enc_start = Signal()  # a registered pulse: the run decision does not reach into the encoder
-        m.d.sync += enc_start.eq(0)
-        m.d.comb += enc.start.eq(enc_start)
+        decide = Signal()  # the same for the readout's decision
+        m.d.sync += [enc_start.eq(0), decide.eq(0)]
+        m.d.comb += [enc.start.eq(enc_start), readout.decide.eq(decide)]
         m.d.sync += [bp_drained.eq(bwd["bp"].done & bwd["feed_idle"] & ~bwd["bp"].start),
                      wg_drained.eq(scan.done & ~bwd["wg_busy"] & ~scan.start & ~bwd["update_start"])]
         with m.FSM():
@@ -255,7 +256,7 @@ class Core(wiring.Component):
                     # every timestep scanned: wait for the FP engine to finish the layer
                     with m.If(out_t == T):
                         with m.If(last_layer):
-                            m.d.comb += readout.decide.eq(1)
+                            m.d.sync += decide.eq(1)
                             m.next = "DECIDE"
                         with m.Else():
                             m.d.sync += [layer.eq(layer + 1), t.eq(0), out_t.eq(0), out_g.eq(0)]
@@ -264,7 +265,7 @@ class Core(wiring.Component):
                     m.d.sync += t.eq(t + 1)
             with m.State("DECIDE"):
                 m.d.comb += phase["fp"].eq(1)
-                with m.If(readout.decided):
+                with m.If(readout.decided & ~decide):  # the readout sees decide in this state's first cycle
                     m.d.comb += decided_now.eq(1)
                     m.d.sync += self.prediction.eq(readout.prediction)
                     with m.If(training):
