@@ -20,8 +20,7 @@ import argparse
 import json
 import math
 import re
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["DelayModel", "deep_paths", "main"]
@@ -52,14 +51,6 @@ class _Node:
     levels: int = 0
     pred: int | None = None   # bit that set the arrival
     via: str = ""             # cell type that drove it
-
-
-_SEQ_OUT = {"TRELLIS_FF": ("Q",), "DP16KD": None}  # None: every output port
-
-
-def _bus_index(port: str) -> tuple[str, int]:
-    m = re.fullmatch(r"([A-Z]+?)(\d+)", port)
-    return (m.group(1), int(m.group(2))) if m else (port, 0)
 
 
 def deep_paths(module: dict, top: int = 20, model: DelayModel | None = None) -> list[dict]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
+
 from amaranth import Mux, Signal, signed
 
-__all__ = ["round_shift", "saturate", "clamp_bits", "leak", "times_const", "csd_terms"]
+__all__ = ["round_shift", "saturate", "clamp_bits", "leak", "times_const", "csd_terms", "one_hot_select"]
 
 
 def round_shift(m, x, shift: int, mode: str, name: str):
@@ -83,3 +86,9 @@ def csd_terms(c: int) -> list[tuple[int, int]]:
         c >>= 1
         shift += 1
     return terms
+
+
+def one_hot_select(choices):
+    """OR over (select, value) pairs of (select ? value : 0): a multiplexer whose select is already
+    decoded (at most one select set; none gives 0). No compare sits in front of the values."""
+    return reduce(operator.or_, [Mux(sel, value, 0) for sel, value in choices])

@@ -21,15 +21,12 @@ Core side (all driven by this block unless marked In):
 
 from __future__ import annotations
 
-import operator
-from functools import reduce
-
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .arith import times_const
+from .arith import one_hot_select, times_const
 from .protocol import Error, Op, Region, RegionId
 
 __all__ = ["HostInterface", "READ_LATENCY"]
@@ -120,10 +117,10 @@ class HostInterface(wiring.Component):
         for r in self.regions:
             by_cols.setdefault(r.cols, []).append(r.id)
         m.d.comb += [
-            in_range.eq(reduce(operator.or_, [Cat(*[region_is[i] for i in ids]).any() & (row < rows) & (col < cols)
-                                              for (rows, cols), ids in shapes.items()])),
-            start.eq(reduce(operator.or_, [Mux(Cat(*[region_is[i] for i in ids]).any(), times_const(row, cols) + col, 0)
-                                           for cols, ids in by_cols.items()])),
+            in_range.eq(one_hot_select((Cat(*[region_is[i] for i in ids]).any(), (row < rows) & (col < cols))
+                                       for (rows, cols), ids in shapes.items())),
+            start.eq(one_hot_select((Cat(*[region_is[i] for i in ids]).any(), times_const(row, cols) + col)
+                                    for cols, ids in by_cols.items())),
         ]
         known_q, writable_q, in_range_q = Signal(), Signal(), Signal()
         start_q, size_q = Signal(32), Signal(32)

@@ -14,15 +14,15 @@ position, so taking fewer draws (the last partial group of a matrix row) reads l
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable
-from functools import reduce
 
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from spikeforge.golden import lfsr as golden_lfsr
+
+from .arith import one_hot_select
 
 __all__ = ["LfsrDraws"]
 
@@ -149,8 +149,8 @@ class LfsrDraws(wiring.Component):
             per_width = [width_logic(k) for k in self.widths]
             sel = [self.width[i] for i in range(len(self.widths))]
             for mm in range(self.count):
-                m.d.comb += self.draws[mm].eq(reduce(operator.or_, [Mux(b, lanes[mm], 0) for b, (lanes, _) in zip(sel, per_width)]))
-            m.d.comb += nxt_state.eq(reduce(operator.or_, [Mux(b, nxt, 0) for b, (_, nxt) in zip(sel, per_width)]))
+                m.d.comb += self.draws[mm].eq(one_hot_select((b, lanes[mm]) for b, (lanes, _) in zip(sel, per_width)))
+            m.d.comb += nxt_state.eq(one_hot_select((b, nxt) for b, (_, nxt) in zip(sel, per_width)))
             moves = self.width.any()
         else:
             hold = Signal()

@@ -33,9 +33,7 @@ rounded step; saturate; write) so that no stage holds more than one adder chain.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable
-from functools import reduce
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -346,8 +344,6 @@ class WgEngine(wiring.Component):
                      u_row[0].eq(u1_row), u_group[0].eq(u1_group)]
         for n in range(1, len(u_row)):
             m.d.sync += [u_row[n].eq(u_row[n - 1]), u_group[n].eq(u_group[n - 1])]
-        draw_bits = Signal(range(17))
-        m.d.comb += draw_bits.eq(Mux(shift > 16, 16, shift))
 
         draws = lfsr_in = None
         if self.has_lfsr or self.shared_lfsr:
@@ -540,6 +536,9 @@ class WgEngine(wiring.Component):
         half = mode in ("half_up", "half_even")
         bits = c + 1 if half else c
 
+        def by_shift(value_of):  # the value for the shift in effect
+            return arith.one_hot_select((sel, value_of(v)) for v, sel in shift_is.items())
+
         def shifted(v):
             if half:
                 return x << 1 if v == 0 else x >> (v - 1)
@@ -559,19 +558,19 @@ class WgEngine(wiring.Component):
 
         low = Signal(signed(bits), name=f"upd_low_{k}")
         fit = Signal(name=f"upd_fits_{k}")
-        m.d.comb += [low.eq(_one_hot_select(shift_is, low_bits)), fit.eq(_one_hot_select(shift_is, fits))]
+        m.d.comb += [low.eq(by_shift(low_bits)), fit.eq(by_shift(fits))]
         sticky = r_top = None
         if mode == "half_even":
             sticky = Signal(name=f"upd_sticky_{k}")
-            m.d.comb += sticky.eq(_one_hot_select(
-                shift_is, lambda v: (x.as_unsigned()[:min(v - 1, gb)] != 0) if v >= 2 else Const(0, 1)))
+            m.d.comb += sticky.eq(by_shift(
+                lambda v: (x.as_unsigned()[:min(v - 1, gb)] != 0) if v >= 2 else Const(0, 1)))
         if mode == "stochastic":
             r_top = Signal(16, name=f"upd_rtop_{k}")
 
             def top_bits(v):
                 kb = update_draw_bits(v)
                 return (x >> (v - kb))[:kb] if kb else Const(0, 1)
-            m.d.comb += r_top.eq(_one_hot_select(shift_is, top_bits))
+            m.d.comb += r_top.eq(by_shift(top_bits))
         return low, fit, sticky, r_top
 
     def _rounded_step(self, m, k, low, fits, neg, sticky, draw_inc):
@@ -589,11 +588,6 @@ class WgEngine(wiring.Component):
         if mode == "stochastic":
             return clamped + draw_inc
         return clamped  # floor
-
-def _one_hot_select(select: dict, value_of):
-    """OR over v of (select[v] ? value_of(v) : 0): a multiplexer whose select is already decoded."""
-    return reduce(operator.or_, [Mux(sel, value_of(v), 0) for v, sel in select.items()])
-
 
 def _delayed(m, value, cycles: int, name: str):
     """``value`` through ``cycles`` registers."""
