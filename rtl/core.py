@@ -419,7 +419,7 @@ class Core(wiring.Component):
         # element is in a register, and registered into acc_rdata: READ_LATENCY = 5. The plain
         # memories answer at +1; their words are registered and the element picked and
         # registered again (+3). The SkewedMemories' banks are registered words at +3. The
-        # register regions (INFO, CONFIG, STATUS, COUNTERS) pick their word at +1, the hit one
+        # register regions (INFO, CONFIG, STATUS) pick their word at +1, the hit one
         # is taken at +2 (`words_q2`, zero for any other region) and carried along. Each memory region's hit is a registered one-hot bit, so the last
         # stage is a bank select and an OR. No block RAM output feeds a multiplexer directly.
         r2_lane, r2_bank, r2_region, r3_bank = Signal(range(P)), Signal(range(P)), Signal(8), Signal(range(P))
@@ -476,10 +476,9 @@ class Core(wiring.Component):
         words(RegionId.INFO, [Const(w, 32) for w in info_words(cfg)])
         upd_lfsr = bwd["update_lfsr"]
         words(RegionId.CONFIG, [lr_shift, upd_lfsr.state if upd_lfsr is not None else Const(0, 32)])  # 0: no LFSR
-        flags = Cat(state.sample_loaded, state.spikes_loaded)
+        flags = Cat(state.sample_loaded, state.spikes_loaded, counters.overflow)
         words(RegionId.STATUS, [flags, self.error_code, self.error_opcode, self.error_count, self.prediction,
                                 state.batch_samples])
-        words(RegionId.COUNTERS, [counters.value[name] for name in COUNTERS])
         m.d.sync += words_q2.eq(reduce(operator.or_, reg_words))
         # the register regions are written straight from the host's access registers (no memory
         # port, no address arithmetic)
@@ -489,6 +488,10 @@ class Core(wiring.Component):
         if upd_lfsr is not None:  # without one, writes to update_lfsr_state are accepted and ignored
             with m.If(config_wr & (self.acc_col == CONFIG_FIELDS.index("update_lfsr_state"))):
                 m.d.comb += bwd["host_lfsr_load"].eq(1)
+
+        # performance counters: a RAM behind the counter bank, answering at +2, held to +3
+        m.d.comb += [counters.rd_en.eq(rd & hit(RegionId.COUNTERS)), counters.rd_index.eq(col)]
+        mem_reads.append((RegionId.COUNTERS, held(counters.rd_data)))
 
         # pixels
         px_wr, px_rd = mems.px_wr, mems.px_rd

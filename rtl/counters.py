@@ -1,48 +1,139 @@
-"""Performance counters: one 32-bit wrapping counter per named event, cleared together.
+"""Performance counters: one 32-bit wrapping counter per named event, cleared together, kept in a
+small RAM.
 
 The core pulses ``inc[name]`` in every cycle the event holds (a phase, an engine's busy or stalled
-signal, an event it processed); the host reads ``value[name]`` through the COUNTERS region. The
-names and their order are :data:`spikeforge.rtl.protocol.COUNTERS`.
+signal, an event it processed); the host reads a counter with ``rd_en`` / ``rd_index`` and gets
+its value on ``rd_data`` :data:`READ_LATENCY` cycles later. The names and their order are
+:data:`spikeforge.rtl.protocol.COUNTERS`.
 
-The event and clear inputs are registered first, together, so a count is the same as if they
-were not, one cycle later: the events come from deep in the engines' control, and a 32-bit
-increment should not follow them in the same cycle. A read sees every event up to two cycles
-before it (the host reads counters long after a run).
+Why a RAM: 18 free-running 32-bit registers, each with its own incrementer, and the multiplexer
+the host reads them through cost more logic than any engine of a one-lane core (1.1k of the
+iCE40 UP5K's 5.3k logic cells, measured). Here each counter keeps only a few *pending* bits in
+flip-flops; a walk visits one counter per cycle and adds its pending count to the 32-bit total in
+the RAM, so there is one 32-bit adder for all of them (and one more for reads).
+
+Exactness: a read returns total + pending of its counter, and a visit in flight (its RAM write
+lands in the cycle of the read) is added from its own registers, so a read always equals what a
+plain register counter would hold: every event up to two cycles before ``rd_en`` (the event and
+clear inputs are registered first, as the events come from deep in the engines' control). A read
+pauses the walk for that cycle; the pending bits are sized for reads at most every other cycle
+(the host takes eight cycles per word). A sticky ``overflow`` says that was broken and the values
+are wrong (STATUS.flags bit 2 for the host; ``clear`` resets it); tests assert it stays low.
+
+``clear`` zeroes everything at once without touching the RAM: every counter is marked *stale*
+(its RAM total counts as 0) and its pending bits are zeroed; the walk writes the first new total
+over the stale one.
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
-__all__ = ["PerfCounters"]
+__all__ = ["PerfCounters", "COUNTER_BITS", "READ_LATENCY"]
 
 COUNTER_BITS = 32
+READ_LATENCY = 2  # cycles from rd_en to rd_data
 
 
 class PerfCounters(wiring.Component):
     def __init__(self, names):
         names = tuple(names)
         if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n.isidentifier() for n in names):
+            self._MustUse__silence = True  # a refused construction is not an unused design
             raise ValueError(f"PerfCounters: names must be distinct identifiers, got {names!r}")
         self.names = names
+        n = len(names)
+        #: walk period: one visit per counter, at least two slots so a visit's write (one cycle
+        #: after its read) always lands before the same counter is read again
+        self.period = max(n, 2)
+        #: events one counter can gather between two visits: a period, plus one paused cycle per
+        #: read, reads coming at most every other cycle
+        self.pending_bits = ceil_log2(2 * self.period + 1)
         super().__init__(
             {
-                "inc": In(data.StructLayout({n: 1 for n in names})),
+                "inc": In(data.StructLayout({nm: 1 for nm in names})),
                 "clear": In(1),
-                "value": Out(data.StructLayout({n: COUNTER_BITS for n in names})),
+                "rd_en": In(1),
+                "rd_index": In(range(n)),
+                "rd_data": Out(COUNTER_BITS),
+                # sticky until clear: a pending count wrapped (reads came too often), the values
+                # are wrong; STATUS.flags shows it to the host
+                "overflow": Out(1),
             }
         )
 
     def elaborate(self, platform):
         m = Module()
-        inc = {n: Signal(name=f"inc_{n}_q") for n in self.names}
+        names, n = self.names, len(self.names)
+        pb = self.pending_bits
+        inc = Signal(n, name="inc_q")
         clear = Signal(name="clear_q")
-        m.d.sync += [clear.eq(self.clear)] + [inc[n].eq(self.inc[n]) for n in self.names]
-        for n in self.names:
+        m.d.sync += [clear.eq(self.clear), inc.eq(Cat(*[self.inc[nm] for nm in names]))]
+
+        m.submodules.totals = totals = Memory(shape=COUNTER_BITS, depth=n, init=[])
+        rd, wr = totals.read_port(), totals.write_port()
+        pending = [Signal(pb, name=f"pending_{nm}") for nm in names]
+        stale = Signal(n, name="stale")  # the RAM total counts as 0 (cleared since last visit)
+
+        ptr = Signal(range(self.period), name="walk_ptr")
+        visit = Signal(name="visit")  # this cycle's walk slot visits counter ptr
+        m.d.comb += visit.eq(~self.rd_en & ~clear & (ptr < n))
+        with m.If(~self.rd_en):
+            m.d.sync += ptr.eq(Mux(ptr == self.period - 1, 0, ptr + 1))
+        index = Mux(self.rd_en, self.rd_index, ptr)
+        m.d.comb += [rd.en.eq(visit | self.rd_en), rd.addr.eq(index)]
+
+        def pick(items, idx):
+            sel = Signal(len(items[0]), name=f"pick_{len(items[0])}")
+            with m.Switch(idx):
+                for k, item in enumerate(items):
+                    with m.Case(k):
+                        m.d.comb += sel.eq(item)
+            return sel
+
+        idx_pending = pick(pending, index)
+        idx_stale = stale.bit_select(index, 1)
+
+        # the visit in flight: read this cycle, added and written next cycle
+        v1 = Signal(name="visit_q")
+        k1 = Signal(range(max(n, 2)), name="visit_index_q")
+        f1 = Signal(pb, name="visit_pending_q")
+        st1 = Signal(name="visit_stale_q")
+        m.d.sync += [v1.eq(visit), k1.eq(ptr), f1.eq(idx_pending), st1.eq(idx_stale)]
+        total = Signal(COUNTER_BITS, name="visit_total")
+        m.d.comb += total.eq(Mux(st1, 0, rd.data) + f1)
+        m.d.comb += [wr.en.eq(v1), wr.addr.eq(k1), wr.data.eq(total)]
+
+        overflow = Signal(name="overflow_q")
+        with m.If(clear):
+            m.d.sync += overflow.eq(0)
+        for k in range(n):
+            visited = visit & (ptr == k)
+            nxt = Signal(pb + 1, name=f"pending_next_{names[k]}")
+            m.d.comb += nxt.eq(Mux(visited, 0, pending[k]) + inc[k])
             with m.If(clear):
-                m.d.sync += self.value[n].eq(0)
-            with m.Elif(inc[n]):
-                m.d.sync += self.value[n].eq(self.value[n] + 1)
+                m.d.sync += [pending[k].eq(0), stale[k].eq(1)]
+            with m.Else():
+                m.d.sync += pending[k].eq(nxt)
+                with m.If(nxt[pb]):
+                    m.d.sync += overflow.eq(1)
+                with m.If(visited):
+                    m.d.sync += stale[k].eq(0)
+        m.d.comb += self.overflow.eq(overflow)
+
+        # a read: the RAM word (old, if a visit of the same counter writes it in this cycle: that
+        # visit's stale bit and pending count then stand in for the counter's own) + pending
+        r_add = Signal(pb + 1, name="read_add")
+        r_stale = Signal(name="read_stale")
+        with m.If(self.rd_en):
+            fly = v1 & (k1 == self.rd_index)
+            m.d.sync += [r_add.eq(idx_pending + Mux(fly, f1, 0)), r_stale.eq(Mux(fly, st1, idx_stale))]
+        r_valid = Signal(name="read_q")
+        m.d.sync += r_valid.eq(self.rd_en)
+        with m.If(r_valid):
+            m.d.sync += self.rd_data.eq(Mux(r_stale, 0, rd.data) + r_add)
         return m

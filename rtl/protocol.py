@@ -81,6 +81,7 @@ STATUS_FIELDS = ("flags", "error_code", "error_opcode", "error_count", "predicti
 #: status flag bits (STATUS.flags)
 FLAG_SAMPLE_LOADED = 1 << 0
 FLAG_SPIKES_LOADED = 1 << 1
+FLAG_COUNTERS_OVERFLOW = 1 << 2  # a performance counter lost events (read too often): clear them
 
 #: COUNTERS region: 32-bit counters that wrap; cycles per phase, then per engine, then work
 COUNTERS = (
