@@ -33,7 +33,16 @@ memories take their writes from several sources chosen by a multiplexer, and the
 arithmetic should not share a cycle with it). A registered write is visible to a read issued in
 the next cycle, not to one issued in the same cycle: a read-modify-write user has to allow for it
 (the WG accumulate's hazard window covers one more stage; the weights are never read right after
-a write of the same word).
+a write of the same word). A latency of 2 registers the request twice.
+
+``single_port=True`` gives every bank one address for reads and writes, the shape of an iCE40
+SPRAM (Yosys infers SB_SPRAM256KA only for a memory whose read and write share the address and
+never act in the same cycle). A write landing in a cycle takes the port; a read whose block RAM
+cycle meets a landing write is lost, so the user must keep them apart (the WG engine alternates).
+``rw_conflict`` is a sticky flag for simulation that such a collision happened. SPRAM has no
+power-up contents: a single-port memory without ``init`` starts, in simulation, with a poison
+pattern instead of zeros, so a user that forgets to clear it fails its tests; the iCE40 flow drops
+the pattern (see spikeforge.fpga.synth).
 """
 
 from __future__ import annotations
@@ -48,9 +57,11 @@ from amaranth.utils import ceil_log2
 
 from .arith import times_const
 
-__all__ = ["SkewedMemory", "skew_address", "read_matrix", "to_banks", "READ_LATENCY"]
+__all__ = ["SkewedMemory", "skew_address", "read_matrix", "to_banks", "READ_LATENCY", "POISON"]
 
 READ_LATENCY = 3  # cycles from rd_en to rd_data / rd_banks
+#: a single-port memory's contents after reset in simulation (low ``width`` bits, as signed)
+POISON = 0x5A5A5A5A5A5A5A5A
 
 
 def read_matrix(ctx, smem: "SkewedMemory", rows: int, cols: int) -> list[list[int]]:
@@ -85,11 +96,12 @@ class SkewedMemory(wiring.Component):
     """
 
     def __init__(self, *, lanes: int, width: int, max_outputs: int, max_inputs: int, init=None,
-                 write_latency: int = 0):
-        if write_latency not in (0, 1):
+                 write_latency: int = 0, single_port: bool = False):
+        if write_latency not in (0, 1, 2):
             self._MustUse__silence = True
-            raise ValueError(f"SkewedMemory: write_latency must be 0 or 1, got {write_latency!r}")
+            raise ValueError(f"SkewedMemory: write_latency must be 0, 1 or 2, got {write_latency!r}")
         self.write_latency = write_latency
+        self.single_port = bool(single_port)
         for name, v in (("lanes", lanes), ("width", width), ("max_outputs", max_outputs), ("max_inputs", max_inputs)):
             if not isinstance(v, int) or v < 1:
                 self._MustUse__silence = True  # a refused construction is not an unused design
@@ -116,6 +128,9 @@ class SkewedMemory(wiring.Component):
         )
 
     def _bank_init(self, b: int) -> list[int]:
+        if self.single_port and not self._init:
+            poison = POISON & ((1 << self.width) - 1)
+            return [poison - (1 << self.width) if poison >> (self.width - 1) else poison] * self.depth
         words = [0] * self.depth
         if self._init:
             for (j, i), v in self._init.items():
@@ -190,12 +205,13 @@ class SkewedMemory(wiring.Component):
         rd_rot, rd_map = self._lane_map(m, "rd", req_row, req_major, req_group)
         wr = SimpleNamespace(en=self.wr_en, row=self.wr_row, major=self.wr_major, group=self.wr_group,
                              data=self.wr_data, mask=self.wr_mask)
-        if self.write_latency:
-            wr = SimpleNamespace(**{k: Signal.like(v, name=f"wr_req_{k}") for k, v in vars(wr).items()})
-            m.d.sync += wr.en.eq(self.wr_en)
-            with m.If(self.wr_en):
-                m.d.sync += [wr.row.eq(self.wr_row), wr.major.eq(self.wr_major), wr.group.eq(self.wr_group),
-                             wr.data.eq(self.wr_data), wr.mask.eq(self.wr_mask)]
+        for n in range(self.write_latency):
+            src = wr
+            wr = SimpleNamespace(**{k: Signal.like(v, name=f"wr_req{n}_{k}") for k, v in vars(src).items()})
+            m.d.sync += wr.en.eq(src.en)
+            with m.If(src.en):
+                m.d.sync += [wr.row.eq(src.row), wr.major.eq(src.major), wr.group.eq(src.group),
+                             wr.data.eq(src.data), wr.mask.eq(src.mask)]
         _, wr_map = self._lane_map(m, "wr", wr.row, wr.major, wr.group)
         rd_en_d = Signal()
         m.d.sync += rd_en_d.eq(req_en)
@@ -212,7 +228,13 @@ class SkewedMemory(wiring.Component):
             m.submodules[f"bank{b}"] = mem
             rp, wp = mem.read_port(), mem.write_port()
             addr, ok = rd_map[b]
-            m.d.comb += [rp.en.eq(req_en), rp.addr.eq(addr)]
+            waddr, wok = wr_map[b]
+            if self.single_port:  # one address; a landing write takes the port
+                port_addr = Signal(range(self.depth), name=f"port_addr{b}")
+                m.d.comb += [port_addr.eq(Mux(wr.en, waddr, addr)), rp.en.eq(req_en & ~wr.en), rp.addr.eq(port_addr),
+                             wp.addr.eq(port_addr)]
+            else:
+                m.d.comb += [rp.en.eq(req_en), rp.addr.eq(addr), wp.addr.eq(waddr)]
             ok_d = Signal(name=f"rd_ok_d{b}")
             with m.If(req_en):
                 m.d.sync += ok_d.eq(ok)
@@ -220,8 +242,11 @@ class SkewedMemory(wiring.Component):
             with m.If(rd_en_d):
                 m.d.sync += bank_q.eq(Mux(ok_d, rp.data, 0))
             bank_data.append(bank_q)
-            waddr, wok = wr_map[b]
-            m.d.comb += [wp.en.eq(wr.en & wok & wr.mask[b]), wp.addr.eq(waddr), wp.data.eq(wr.data[b])]
+            m.d.comb += [wp.en.eq(wr.en & wok & wr.mask[b]), wp.data.eq(wr.data[b])]
+        if self.single_port:
+            self.rw_conflict = Signal(name="rw_conflict")  # simulation only: a read lost to a write
+            with m.If(req_en & wr.en):
+                m.d.sync += self.rw_conflict.eq(1)
         for b in range(P):
             m.d.comb += self.rd_banks[b].eq(bank_data[b])
         lanes = _rotate(m, "rd_lane", bank_data, rd_rot_q, toward_lanes=True)

@@ -87,12 +87,18 @@ class WgEngine(wiring.Component):
     ``distinct_indices`` -- the producer promises that no input index comes twice within one
     timestep (the spike scanner's bitmap walk cannot repeat one), so two events never touch the
     same gradient word before the pipe drains at eot, and the same-word hazard check (and its
-    place on the path from the event's index to ``spikes_in.ready``) is left out.
+    place on the path from the event's index to ``spikes_in.ready``) is left out;
+    ``single_port`` -- the gradient memory has one port per bank (iCE40 SPRAM, see
+    :class:`SkewedMemory`): the engine touches it only every other cycle (accumulate and update
+    at half rate), reads in one phase of that cadence and writes in the other (a write lands five
+    cycles after its read, one more register than with two ports), and clears the memory after
+    reset (state CLEAR, one row group per cycle, ``busy`` meanwhile), since SPRAM has no
+    power-up contents.
     """
 
     def __init__(self, params: CoreParams, *, lr_shifts: Iterable[int] = (), fan_ins: Iterable[int] | None = None,
                  lfsr_init_seed: int = 1, grad_shape: tuple[int, int] | None = None, shared_lfsr: bool = False,
-                 distinct_indices: bool = False):
+                 distinct_indices: bool = False, single_port: bool = False):
         if not isinstance(params, CoreParams):
             raise TypeError(f"WgEngine needs CoreParams, got {type(params).__name__}")
         P = params.lanes
@@ -103,6 +109,7 @@ class WgEngine(wiring.Component):
             if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_LR_SHIFT:
                 raise ValueError(f"WgEngine: lr_shifts entries must be integers in [0, {MAX_LR_SHIFT}], got {s!r}")
         self.distinct_indices = bool(distinct_indices)
+        self.single_port = bool(single_port)
         self.stochastic = params.update_rounding == "stochastic"
         if self.stochastic and not shifts:
             raise ValueError("WgEngine: stochastic update rounding needs the lr_shift values to support (lr_shifts)")
@@ -146,9 +153,12 @@ class WgEngine(wiring.Component):
             raise ValueError(f"WgEngine: grad_shape {grad_shape!r} must lie within "
                              f"({params.max_neurons}, {params.max_inputs})")
         self.grad_shape = (rows_max, cols_max)
-        # writes registered (write_latency 1): the accumulate's hazard window covers s1..s4 for it
+        # writes registered (write_latency 1): the accumulate's hazard window covers s1..s4 for it;
+        # single-port, registered twice, so that a write lands an odd number of cycles after its
+        # read and the two phases of the every-other-cycle cadence never meet (the window stays
+        # s1..s4: an item in s5 is in a cycle where nothing issues)
         self.grad = SkewedMemory(lanes=P, width=params.grad_bits, max_outputs=rows_max, max_inputs=cols_max,
-                                 write_latency=1)
+                                 write_latency=2 if self.single_port else 1, single_port=self.single_port)
         major_bits, group_bits = len(self.grad.rd_major), len(self.grad.rd_group)
         w_lanes = data.ArrayLayout(signed(params.weight_bits), P)
         super().__init__(
@@ -199,6 +209,12 @@ class WgEngine(wiring.Component):
         G_max = p.max_groups
         m.submodules.grad = grad = self.grad
         ev = self.spikes_in
+        # single-port: the gradient memory is touched only in cycles where may_touch is high
+        may_touch = Const(1)
+        if self.single_port:
+            phase = Signal(name="port_phase")
+            m.d.sync += phase.eq(~phase)
+            may_touch = ~phase
 
         n_groups = Signal(p.group_bits)  # output groups of the layer
         # input groups of a row; a count, so one value more than the memory's group index holds
@@ -279,12 +295,15 @@ class WgEngine(wiring.Component):
         s5_group = Signal(p.group_bits)
         s5_data = Signal(data.ArrayLayout(signed(p.grad_bits), P))
         s5_mask = Signal(P)
+        s7_valid = Signal()  # single-port: the memory's second write register
 
         with m.If(s1_valid):
             m.d.comb += [grad.rd_en.eq(1), grad.rd_row.eq(0), grad.rd_major.eq(s1_index),
                          grad.rd_group.eq(nz_rd.data.group)]
         if not self.distinct_indices:  # list entries only matter to the hazard check
             m.d.sync += [s2_entry.eq(s1_entry), s3_entry.eq(s2_entry), s4_entry.eq(s3_entry)]
+        if self.single_port:
+            m.d.sync += s7_valid.eq(s6_valid)
         m.d.sync += [s2_valid.eq(s1_valid), s2_index.eq(s1_index),
                      s2_group.eq(nz_rd.data.group), s2_delta.eq(nz_rd.data.delta),
                      s3_valid.eq(s2_valid), s3_index.eq(s2_index), s3_group.eq(s2_group),
@@ -304,8 +323,8 @@ class WgEngine(wiring.Component):
             m.d.comb += raw_hazard.eq(Cat(*[v & (i == ev.payload.index) & (e == issue_idx) for v, i, e in (
                 (s1_valid, s1_index, s1_entry), (s2_valid, s2_index, s2_entry), (s3_valid, s3_index, s3_entry),
                 (s4_valid, s4_major, s4_entry))]).any())
-        acc_busy = Signal()  # s6: the gradient memory's write register (its write_latency)
-        m.d.comb += acc_busy.eq(s1_valid | s2_valid | s3_valid | s4_valid | s5_valid | s6_valid)
+        acc_busy = Signal()  # s6 (s7): the gradient memory's write registers (its write_latency)
+        m.d.comb += acc_busy.eq(s1_valid | s2_valid | s3_valid | s4_valid | s5_valid | s6_valid | s7_valid)
 
         # ---- update datapath, in bank order: read requested (UPDATE state) → u1 the block RAMs
         # read → u1b the gradient cleared, the draws taken → u2 bank words (registered in the
@@ -391,6 +410,8 @@ class WgEngine(wiring.Component):
         m.d.comb += [self.w_wr_row.eq(1), self.w_wr_major.eq(u_row[-1]), self.w_wr_group.eq(u_group[-1]),
                      self.w_wr_data.eq(u5_w), self.w_wr_mask.eq(upd_mask), self.w_rd_row.eq(1),
                      self.w_wr_en.eq(u5_valid)]
+        upd_row = Signal(len(grad.rd_major))  # the update's (and the power-up clear's) walk
+        upd_group = Signal(len(grad.rd_group))
         with m.If(u1b_valid):
             # the gradient is cleared the cycle after the block RAM read it (the accumulate path
             # may write again once the FSM is back in RUN, while u2..u5 still drain)
@@ -399,12 +420,14 @@ class WgEngine(wiring.Component):
         with m.Elif(s5_valid):
             m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(0), grad.wr_major.eq(s5_major), grad.wr_group.eq(s5_group),
                          grad.wr_data.eq(s5_data), grad.wr_mask.eq(s5_mask)]
+        clearing = Signal()  # single-port: the power-up clear writes a row group of zeros
+        with m.Elif(clearing):
+            m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(1), grad.wr_major.eq(upd_row), grad.wr_group.eq(upd_group),
+                         grad.wr_data.eq(0), grad.wr_mask.eq((1 << P) - 1)]
         m.d.sync += u1_valid.eq(0)
 
         # ---- control ---------------------------------------------------------------------------
         pending = Signal()  # an update was requested and has not started
-        upd_row = Signal(len(grad.rd_major))
-        upd_group = Signal(len(grad.rd_group))
         working = Signal()  # the offered event is being served this cycle
         m.d.comb += [
             self.delta_group.eq(scan_group),
@@ -414,6 +437,17 @@ class WgEngine(wiring.Component):
         ]
         m.d.sync += s1_valid.eq(0)
         with m.FSM() as fsm:
+            if self.single_port:
+                with m.State("CLEAR"):
+                    rows_max, cols_max = self.grad_shape
+                    m.d.comb += clearing.eq(1)
+                    with m.If(upd_group == -(-cols_max // P) - 1):
+                        m.d.sync += [upd_group.eq(0), upd_row.eq(upd_row + 1)]
+                        with m.If(upd_row == rows_max - 1):
+                            m.d.sync += upd_row.eq(0)
+                            m.next = "RUN"
+                    with m.Else():
+                        m.d.sync += upd_group.eq(upd_group + 1)
             with m.State("RUN"):
                 # ready never looks at valid (the stream contract allows it), so the core's
                 # layer select in front of valid stays off the path into the skid buffer
@@ -439,7 +473,7 @@ class WgEngine(wiring.Component):
                             m.next = "SCAN"
                 with m.Elif(nz_count == 0):
                     m.d.comb += [ev.ready.eq(1), working.eq(ev.valid)]
-                with m.Elif(~raw_hazard):
+                with m.Elif(~raw_hazard & may_touch):
                     m.d.comb += ev.ready.eq(issue_next == nz_count)  # this spike's last list entry
                     with m.If(ev.valid):
                         m.d.comb += [nz_rd.en.eq(1), working.eq(1)]
@@ -465,16 +499,17 @@ class WgEngine(wiring.Component):
                 m.d.sync += scanned.eq(1)
                 m.next = "RUN"
             with m.State("UPDATE"):
-                m.d.comb += [self.w_rd_en.eq(1),
-                             grad.rd_en.eq(1), grad.rd_row.eq(1), grad.rd_major.eq(upd_row), grad.rd_group.eq(upd_group)]
-                last_group = upd_group == n_hgroups - 1
-                m.d.sync += [u1_valid.eq(1), u1_row.eq(upd_row), u1_group.eq(upd_group)]
-                with m.If(last_group):
-                    m.d.sync += [upd_group.eq(0), upd_row.eq(upd_row + 1)]
-                    with m.If(upd_row == self.rows - 1):
-                        m.next = "UPDATE_LAST"
-                with m.Else():
-                    m.d.sync += upd_group.eq(upd_group + 1)
+                with m.If(may_touch):
+                    m.d.comb += [self.w_rd_en.eq(1), grad.rd_en.eq(1), grad.rd_row.eq(1), grad.rd_major.eq(upd_row),
+                                 grad.rd_group.eq(upd_group)]
+                    last_group = upd_group == n_hgroups - 1
+                    m.d.sync += [u1_valid.eq(1), u1_row.eq(upd_row), u1_group.eq(upd_group)]
+                    with m.If(last_group):
+                        m.d.sync += [upd_group.eq(0), upd_row.eq(upd_row + 1)]
+                        with m.If(upd_row == self.rows - 1):
+                            m.next = "UPDATE_LAST"
+                    with m.Else():
+                        m.d.sync += upd_group.eq(upd_group + 1)
             with m.State("UPDATE_LAST"):
                 m.next = "RUN"
 
@@ -485,7 +520,7 @@ class WgEngine(wiring.Component):
             # that shares one LFSR among engines ORs their controls instead of multiplexing them.
             nxt, take, width = lfsr_in
             # one draw per weight, zero gradient or not (shift 0 takes no draws, as in the golden model)
-            drawing = fsm.ongoing("UPDATE") & (shift != 0)
+            drawing = fsm.ongoing("UPDATE") & may_touch & (shift != 0)
             last = upd_group == n_hgroups - 1
             m.d.comb += nxt.eq(_delayed(m, drawing, 2, "draw_next"))
             if width is not None:

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from spikeforge.rtl.skewed_memory import READ_LATENCY, SkewedMemory
+from spikeforge.rtl.skewed_memory import POISON, READ_LATENCY, SkewedMemory
 from spikeforge.sim.amaranth_bench import simulate
 
 
@@ -23,16 +23,18 @@ def issue_random_read(ctx, dut, rng, mat, n_out, n_in):
     return [mat.get((group * lanes + k, major), 0) for k in range(lanes)]
 
 
-@pytest.mark.parametrize("write_latency", [0, 1])
+@pytest.mark.parametrize("write_latency, single_port", [(0, False), (1, False), (2, False), (0, True), (1, True),
+                                                        (2, True)])
 @pytest.mark.parametrize("lanes, n_out, n_in", [(1, 3, 4), (2, 5, 3), (4, 10, 7), (8, 16, 64), (4, 3, 9)])
-def test_row_and_column_reads_and_writes(lanes, n_out, n_in, write_latency):
+def test_row_and_column_reads_and_writes(lanes, n_out, n_in, write_latency, single_port):
     """Random reads in either direction, each followed by a masked write in either direction;
-    the read issued in the cycle after a write sees it, with a registered write too."""
+    the read issued write_latency cycles after a write (the next cycle for 0 and 1) sees it; a
+    single-port memory behaves the same when reads and writes stay apart."""
     rng = random.Random(lanes * 1000 + n_out * 10 + n_in + write_latency)
     width = 8
     mat = {(j, i): rng.randint(-128, 127) for j in range(n_out) for i in range(n_in)}
     dut = SkewedMemory(lanes=lanes, width=width, max_outputs=n_out, max_inputs=n_in, init=mat,
-                       write_latency=write_latency)
+                       write_latency=write_latency, single_port=single_port)
     G, H = -(-n_out // lanes), -(-n_in // lanes)
 
     async def bench(ctx):
@@ -63,10 +65,57 @@ def test_row_and_column_reads_and_writes(lanes, n_out, n_in, write_latency):
                 ctx.set(dut.wr_data[(k + wmajor) % lanes], vals[k])
             await ctx.tick()
             ctx.set(dut.wr_en, 0)
+            for _ in range(write_latency - 1):
+                await ctx.tick()
             for k in range(lanes):
                 key = (wmajor, wgroup * lanes + k) if wrow else (wgroup * lanes + k, wmajor)
                 if (mask >> k) & 1 and key[0] < n_out and key[1] < n_in:
                     mat[key] = vals[k]
+        if single_port:
+            assert ctx.get(dut.rw_conflict) == 0
+
+    simulate(dut, bench)
+
+
+def test_single_port_collision_is_flagged():
+    """A read whose block RAM cycle meets a landing write sets the sticky rw_conflict (a write one
+    cycle earlier does not); without init the memory holds the poison pattern, not zeros."""
+    dut = SkewedMemory(lanes=2, width=8, max_outputs=4, max_inputs=4, single_port=True)
+    poison = POISON & 0xFF
+    poison = poison - 256 if poison >= 128 else poison
+
+    async def bench(ctx):
+        ctx.set(dut.rd_en, 1)  # column read of (0..1, 0): the poison, no write near
+        await ctx.tick()
+        ctx.set(dut.rd_en, 0)
+        for _ in range(READ_LATENCY - 1):
+            await ctx.tick()
+        assert [ctx.get(dut.rd_data[k]) for k in range(2)] == [poison, poison]
+        assert ctx.get(dut.rw_conflict) == 0
+        # a write and a read offered together: the write lands in the read's block RAM cycle
+        ctx.set(dut.wr_en, 1)
+        ctx.set(dut.wr_mask, 0b11)
+        ctx.set(dut.wr_data[0], 7)
+        ctx.set(dut.wr_data[1], 7)
+        await ctx.tick()
+        ctx.set(dut.wr_en, 0)
+        ctx.set(dut.rd_en, 1)
+        ctx.set(dut.rd_major, 1)  # another word, (0..1, 1)
+        await ctx.tick()
+        ctx.set(dut.rd_en, 0)
+        # wr landed in cycle 1 (write_latency 0), the read's RAM cycle is cycle 2: no collision
+        for _ in range(READ_LATENCY - 1):
+            await ctx.tick()
+        assert ctx.get(dut.rw_conflict) == 0
+        ctx.set(dut.rd_en, 1)
+        ctx.set(dut.rd_major, 1)
+        await ctx.tick()
+        ctx.set(dut.rd_en, 0)
+        ctx.set(dut.wr_en, 1)  # lands in the cycle the read uses the RAM
+        await ctx.tick()
+        ctx.set(dut.wr_en, 0)
+        await ctx.tick()
+        assert ctx.get(dut.rw_conflict) == 1
 
     simulate(dut, bench)
 
@@ -105,4 +154,4 @@ def test_bad_parameters_are_refused():
     with pytest.raises(ValueError, match="power of two"):
         SkewedMemory(lanes=3, width=8, max_outputs=4, max_inputs=4)
     with pytest.raises(ValueError, match="write_latency"):
-        SkewedMemory(lanes=2, width=8, max_outputs=4, max_inputs=4, write_latency=2)
+        SkewedMemory(lanes=2, width=8, max_outputs=4, max_inputs=4, write_latency=3)

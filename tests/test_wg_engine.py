@@ -201,6 +201,8 @@ def run_phases(engine: WgEngine, weights, phases, seed: int, gap: float = 0.3):
                     "lfsr": ctx.get(wg.lfsr_state) if wg.has_lfsr else None,
                 })
         results.append({"all_grad": await read_matrix(ctx, p.max_neurons, p.max_inputs, "grad", 0)})
+        if wg.single_port:  # a read lost to a landing write would be a cadence bug
+            assert ctx.get(wg.grad.rw_conflict) == 0, f"seed {seed}: single-port gradient memory read and write collided"
 
     async def monitor(ctx):
         while True:
@@ -307,10 +309,12 @@ DELTAS = ((7, 0.03), (16, 0.1))  # (amplitude bits, share of rail values) per la
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("rounding", list(SHIFTS))
 @pytest.mark.parametrize("lanes", LANE_CASES)
-def test_accumulate_and_update_exact(lanes, rounding, seed, distinct=False, gap=None):
+def test_accumulate_and_update_exact(lanes, rounding, seed, distinct=False, gap=None, single_port=False):
     replay = f"pytest 'tests/test_wg_engine.py::test_accumulate_and_update_exact[{lanes}-{rounding}-{seed}]'"
     if distinct:
         replay = f"pytest 'tests/test_wg_engine.py::test_distinct_indices_mode_exact[{lanes}-{rounding}]'"
+    if single_port:
+        replay = f"pytest 'tests/test_wg_engine.py::test_single_port_mode_exact[{lanes}-{rounding}-{distinct}-{gap}]'"
     seed = 1000 * lanes + 10 * list(SHIFTS).index(rounding) + seed
     T, B = 3, 2
     s0, s1 = SHIFTS[rounding]
@@ -320,7 +324,7 @@ def test_accumulate_and_update_exact(lanes, rounding, seed, distinct=False, gap=
     shapes = cfg.layer_shapes
     weights = [rail_weights(cfg, s, g) for s in shapes]
     engine = WgEngine(CoreParams.from_config(cfg), lr_shifts=(s0, s1), fan_ins=[n_in for _, n_in in shapes],
-                      lfsr_init_seed=seed, distinct_indices=distinct)
+                      lfsr_init_seed=seed, distinct_indices=distinct, single_port=single_port)
     phases, gold = [], []
     stream = golden_lfsr.LfsrStream(seed)
     w_now = [w.clone() for w in weights]
@@ -372,12 +376,23 @@ def test_distinct_indices_mode_exact(lanes, rounding):
     test_accumulate_and_update_exact(lanes, rounding, 0, distinct=True, gap=0.0)
 
 
+@pytest.mark.parametrize("distinct, gap", [(False, 0.3), (True, 0.0), (False, 0.0)])
+@pytest.mark.parametrize("rounding", ["floor", "stochastic"])
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_single_port_mode_exact(lanes, rounding, distinct, gap):
+    """``single_port`` (iCE40 SPRAM): the gradient memory is touched every other cycle, reads and
+    writes in opposite phases, and cleared after reset (it starts with a poison pattern in
+    simulation); accumulate and update stay exact, nothing collides, the work is the same."""
+    test_accumulate_and_update_exact(lanes, rounding, 0, distinct=distinct, gap=gap, single_port=True)
+
+
+@pytest.mark.parametrize("single_port", [False, True])
 @pytest.mark.parametrize("lanes, shape", [(4, (3, 5)), (1, (1, 4)), (8, (8, 3))])
-def test_repeated_word_read_after_write(lanes, shape):
+def test_repeated_word_read_after_write(lanes, shape, single_port):
     """One delta group, the same input index several times in a row: every RMW hits the word the
-    previous cycle wrote."""
+    previous cycle wrote (single-port: every other cycle)."""
     seed = 77 + lanes
-    replay = f"pytest 'tests/test_wg_engine.py::test_repeated_word_read_after_write[{lanes}-{shape}]'"
+    replay = f"pytest 'tests/test_wg_engine.py::test_repeated_word_read_after_write[{lanes}-{shape}-{single_port}]'"
     n_out, n_in = shape
     T, B = 4, 2
     cfg = make_cfg(lanes, (n_in, n_out), "floor", T, B, grad_bits=24)  # repeats add more than T*B times
@@ -388,7 +403,7 @@ def test_repeated_word_read_after_write(lanes, shape):
     delta = torch.randint(-(1 << (eb - 1)), 1 << (eb - 1), (T, B, n_out), generator=g)
     events = spike_events(x, rng, repeat=0.6)
     grad = golden_grad(delta, events, T, B, n_in)
-    engine = WgEngine(CoreParams.from_config(cfg))
+    engine = WgEngine(CoreParams.from_config(cfg), single_port=single_port)
     phases = [("acc", 0, events, n_out, n_in, [delta[t, b] for b in range(B) for t in range(T)])]
     # no gaps: back-to-back events are the hazard
     results, _ = run_phases(engine, [torch.zeros(n_out, n_in, dtype=torch.int64)], phases, seed, gap=0.0)
