@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spikeforge.config import SpikeforgeConfig
+from spikeforge.rtl.skewed_memory import SINGLE_PORT_ATTR
 
 from .wrappers import INTERFACES
 
@@ -379,6 +380,30 @@ def _summarize_path(path: dict, cells: dict, nets: dict) -> dict:
     }
 
 
+_SINGLE_PORT_DECL = re.compile(r"\(\* " + SINGLE_PORT_ATTR + r" = [^*]*\*\)(?P<rest>\s*(?:\(\*[^*]*\*\)\s*)*reg (?:\[[^\]]*\] )?(?P<name>\S+) \[[^\]]*\];\n)")
+
+
+def spram_ready(verilog: str) -> tuple[str, int]:
+    """The Verilog with every single-port memory (``SkewedMemory(single_port=True)``) made
+    mappable to iCE40 SPRAM: its marker becomes ``ram_style = "huge"`` and its ``initial`` block
+    (the simulation's poison pattern) is dropped, since Yosys maps only memories without initial
+    contents to SPRAM, which has none. The RTL clears these memories after reset, and simulation
+    proves it (the poison would show). Returns the text and the number of memories changed."""
+    out, pos, n = [], 0, 0
+    for m in _SINGLE_PORT_DECL.finditer(verilog):
+        out.append(verilog[pos:m.start()])
+        out.append('(* ram_style = "huge" *)' + m.group("rest"))
+        pos = m.end()
+        init = re.match(r"\s*initial begin\n(?:\s*" + re.escape(m.group("name")) + r"\[\d+\] = [^;]*;\n)*\s*end\n",
+                        verilog[pos:])
+        if init is None:
+            raise SynthError(f"single-port memory {m.group('name')}: no initial block where the flow expects it")
+        pos += init.end()
+        n += 1
+    out.append(verilog[pos:])
+    return "".join(out), n
+
+
 _ERROR = re.compile(r"^ERROR: (.*)$", re.M)
 _TOTAL_LINE = re.compile(r"^Info:\s+Total (LUT4s|DFFs):\s+(\d+)/\s*(\d+)\s+\d+%$", re.M)
 _UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%$", re.M)
@@ -460,6 +485,10 @@ def synth(cfg: SpikeforgeConfig, target: str, out_dir, seed: int = 1, freq_mhz: 
 
     t0 = time.perf_counter()
     vpath = write_verilog(INTERFACES[interface](cfg, mhz), out, TOP)
+    if tgt.family == "ice40":
+        text, n_spram = spram_ready(vpath.read_text())
+        if n_spram:
+            vpath.write_text(text)
     secs["verilog"] = time.perf_counter() - t0
     provenance = _provenance(vpath)
 

@@ -231,6 +231,12 @@ class Core(wiring.Component):
         m.d.sync += [bp_drained.eq(bwd["bp"].done & bwd["feed_idle"] & ~bwd["bp"].start),
                      wg_drained.eq(scan.done & ~bwd["wg_busy"] & ~scan.start & ~bwd["update_start"])]
         with m.FSM():
+            if cfg.hardware.gradient_memory == "single_port":
+                with m.State("POWER_UP"):
+                    # the WG engines clear their single-port gradient memories (no power-up
+                    # contents); the host takes no command until the core is idle
+                    with m.If(wg_drained):
+                        m.next = "IDLE"
             with m.State("IDLE"):
                 m.d.comb += self.core_idle.eq(1)
                 with m.If(self.run_update):
@@ -557,7 +563,8 @@ class Core(wiring.Component):
         shifts = [cfg.training.lr_shift_at(e) for e in range(cfg.training.epochs)]
         # the events come from the spike scanner, which never repeats an index within a timestep
         wgs = [WgEngine(p, lr_shifts=sorted(set(shifts)), fan_ins=[L[l]], grad_shape=(L[l + 1], L[l]),
-                        shared_lfsr=True, distinct_indices=True) for l in range(n)]
+                        shared_lfsr=True, distinct_indices=True,
+                        single_port=cfg.hardware.gradient_memory == "single_port") for l in range(n)]
         for l, wg in enumerate(wgs):
             m.submodules[f"wg{l}"] = wg
         # one update LFSR for every layer: the layers update one after another (layer 0 first, as

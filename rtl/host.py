@@ -176,12 +176,17 @@ class HostInterface(wiring.Component):
             m.d.sync += [status.eq(code), rsp_count.eq(n)]
             m.next = "RESPOND"
 
+        core_idle_q = Signal(name="core_idle_q")
+        m.d.sync += core_idle_q.eq(self.core_idle)
         m.d.sync += [self.run.eq(0), self.run_update.eq(0)]  # one-cycle pulses unless set below
         pixels = next(r for r in self.regions if r.id == RegionId.PIXELS)
         with m.FSM():
             with m.State("HEADER"):
-                m.d.comb += cmd.ready.eq(1)
-                with m.If(cmd.valid):
+                # a command starts only on an idle core: the interface waits for its own runs, and
+                # this covers the power-up clear of single-port gradient memories (registered: the
+                # core's state decode stays off the command stream's ready path)
+                m.d.comb += cmd.ready.eq(core_idle_q)
+                with m.If(cmd.valid & core_idle_q):
                     m.d.sync += [op.eq(cmd.payload[24:32]), region.eq(cmd.payload[16:24]),
                                  count.eq(cmd.payload[0:16])]
                     m.next = "ARGUMENT"

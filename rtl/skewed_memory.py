@@ -57,11 +57,13 @@ from amaranth.utils import ceil_log2
 
 from .arith import times_const
 
-__all__ = ["SkewedMemory", "skew_address", "read_matrix", "to_banks", "READ_LATENCY", "POISON"]
+__all__ = ["SkewedMemory", "skew_address", "read_matrix", "to_banks", "READ_LATENCY", "POISON", "SINGLE_PORT_ATTR"]
 
 READ_LATENCY = 3  # cycles from rd_en to rd_data / rd_banks
 #: a single-port memory's contents after reset in simulation (low ``width`` bits, as signed)
 POISON = 0x5A5A5A5A5A5A5A5A
+#: Verilog attribute on every single-port bank
+SINGLE_PORT_ATTR = "spikeforge_single_port"
 
 
 def read_matrix(ctx, smem: "SkewedMemory", rows: int, cols: int) -> list[list[int]]:
@@ -223,7 +225,9 @@ class SkewedMemory(wiring.Component):
         bank_data = []
         self.banks = []  # kept for simulation-time inspection (tests read the stored matrix)
         for b in range(P):
-            mem = Memory(shape=signed(self.width), depth=self.depth, init=self._bank_init(b))
+            # the marker lets the iCE40 flow find the memories bound for SPRAM (spikeforge.fpga.synth)
+            attrs = {SINGLE_PORT_ATTR: 1} if self.single_port else None
+            mem = Memory(shape=signed(self.width), depth=self.depth, init=self._bank_init(b), attrs=attrs)
             self.banks.append(mem)
             m.submodules[f"bank{b}"] = mem
             rp, wp = mem.read_port(), mem.write_port()

@@ -239,6 +239,13 @@ class WgEngine(wiring.Component):
         nz_wr = nz_list.write_port()
         nz_rd = nz_list.read_port()
         nz_count = Signal(range(G_max + 1))
+        issue_idx = Signal(range(G_max + 1))  # list entry of the current spike
+        issue_next = Signal(range(G_max + 2), init=1)  # issue_idx + 1, kept as a register
+        at_first = Signal(init=1, name="issue_at_first")  # issue_idx == 0
+        # compares the ready logic needs, kept as registers updated wherever their operands are
+        # (the engine's ready feeds its skid buffer's valid: the compares stay off that path)
+        nz_empty = Signal(init=1, name="nz_empty")  # nz_count == 0
+        at_last = Signal(name="at_last_entry")  # issue_next == nz_count: the spike's last list entry
         scanned = Signal()  # nz_list holds the current timestep
         scan_group = Signal(p.group_bits)
         sc_valid = Signal()
@@ -257,7 +264,7 @@ class WgEngine(wiring.Component):
             m.d.sync += [sc2_valid.eq(live.any()), sc2_entry.group.eq(sc_group), sc2_entry.delta.eq(self.delta_data)]
         with m.If(sc2_valid):
             m.d.comb += [nz_wr.en.eq(1), nz_wr.addr.eq(nz_count), nz_wr.data.eq(sc2_entry)]
-            m.d.sync += nz_count.eq(nz_count + 1)
+            m.d.sync += [nz_count.eq(nz_count + 1), nz_empty.eq(0), at_last.eq(issue_next == nz_count + 1)]
 
         # ---- accumulate pipeline: issue (list read) → s1 (gradient read requested) → s2 (the
         # block RAM reads; the deltas rotated into bank order) → s3 (bank words registered in
@@ -268,8 +275,6 @@ class WgEngine(wiring.Component):
         # targets the same word: same input index and
         # same list entry (one timestep's entries are distinct groups; the list is only
         # rewritten after the pipe has drained at eot).
-        issue_idx = Signal(range(G_max + 1))  # list entry of the current spike
-        issue_next = Signal(range(G_max + 2), init=1)  # issue_idx + 1, kept as a register
         s1_valid = Signal()
         s1_index = Signal(p.input_index_bits)
         s1_entry = Signal(range(G_max + 1))
@@ -451,7 +456,7 @@ class WgEngine(wiring.Component):
             with m.State("RUN"):
                 # ready never looks at valid (the stream contract allows it), so the core's
                 # layer select in front of valid stays off the path into the skid buffer
-                with m.If(pending & (issue_idx == 0)):
+                with m.If(pending & at_first):
                     # the last gradient write must land before the update reads the matrix
                     with m.If(~acc_busy):
                         m.d.sync += [pending.eq(0), upd_row.eq(0), upd_group.eq(0)]
@@ -466,24 +471,25 @@ class WgEngine(wiring.Component):
                         m.d.sync += scanned.eq(0)
                 with m.Elif(~scanned):
                     with m.If(ev.valid):
-                        m.d.sync += [scan_group.eq(0), nz_count.eq(0)]
+                        m.d.sync += [scan_group.eq(0), nz_count.eq(0), nz_empty.eq(1), at_last.eq(0)]
                         with m.If(self.rows == 0):
                             m.d.sync += scanned.eq(1)
                         with m.Else():
                             m.next = "SCAN"
-                with m.Elif(nz_count == 0):
+                with m.Elif(nz_empty):
                     m.d.comb += [ev.ready.eq(1), working.eq(ev.valid)]
                 with m.Elif(~raw_hazard & may_touch):
-                    m.d.comb += ev.ready.eq(issue_next == nz_count)  # this spike's last list entry
+                    m.d.comb += ev.ready.eq(at_last)  # this spike's last list entry
                     with m.If(ev.valid):
                         m.d.comb += [nz_rd.en.eq(1), working.eq(1)]
                         m.d.sync += [s1_valid.eq(1), s1_index.eq(ev.payload.index)]
                         if not self.distinct_indices:
                             m.d.sync += s1_entry.eq(issue_idx)
-                        with m.If(issue_next == nz_count):
-                            m.d.sync += [issue_idx.eq(0), issue_next.eq(1)]
+                        with m.If(at_last):
+                            m.d.sync += [issue_idx.eq(0), issue_next.eq(1), at_first.eq(1), at_last.eq(nz_count == 1)]
                         with m.Else():
-                            m.d.sync += [issue_idx.eq(issue_next), issue_next.eq(issue_next + 1)]
+                            m.d.sync += [issue_idx.eq(issue_next), issue_next.eq(issue_next + 1), at_first.eq(0),
+                                         at_last.eq(issue_next + 1 == nz_count)]
             with m.State("SCAN"):
                 m.d.comb += self.delta_en.eq(1)
                 m.d.sync += [sc_valid.eq(1), sc_group.eq(scan_group)]

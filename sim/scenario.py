@@ -198,6 +198,10 @@ def _directed(name: str, rng: random.Random) -> Scenario:
         cfg = _small(training={"update_rounding": mode, "lr_shift": 3})
     elif name == "lr-shift-0":  # the whole gradient in one step: weights saturate
         cfg = _small(training={"lr_shift": 0, "update_rounding": "floor"})
+    elif name == "single-port-gradients":  # iCE40 SPRAM mode: half-rate WG, cleared after reset
+        cfg = _small(network={"layers": [13, 7, 3]}, hardware={"lanes": 1, "gradient_memory": "single_port"})
+        weights = _random_weights(cfg, rng)
+        batches = [_samples(cfg, rng, 2), _samples(cfg, rng, 2)]
     elif name == "inference-only":
         return Scenario(name, 0, cfg, weights, [_samples(cfg, rng, 3)], train=False)
     else:
@@ -207,7 +211,7 @@ def _directed(name: str, rng: random.Random) -> Scenario:
 
 DIRECTED = ("silent-input", "saturate-high", "floor", "zero-reset-rect", "error-saturation", "partial-groups",
             "update-floor", "update-half-up", "update-half-even", "update-stochastic", "lr-shift-0",
-            "inference-only")
+            "inference-only", "single-port-gradients")
 
 
 def make_scenario(name: str, seed: int) -> Scenario:

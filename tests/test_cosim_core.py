@@ -17,7 +17,7 @@ from spikeforge.sim.scenario import DIRECTED, Mismatch, Trace, _bp_tensor, _Chec
 #: constrained-random seeds in CI (each is a new config: lanes, widths, sizes, modes, batch)
 RANDOM_AMARANTH = range(100, 108)
 RANDOM_VERILATOR = range(200, 204)
-DIRECTED_VERILATOR = ("partial-groups", "update-stochastic", "error-saturation")
+DIRECTED_VERILATOR = ("partial-groups", "update-stochastic", "error-saturation", "single-port-gradients")
 
 
 @pytest.mark.parametrize("name", DIRECTED)

