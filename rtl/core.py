@@ -9,8 +9,9 @@ to the readout.
 Backward half (``train`` after the forward pass): for l = L-1 down to 0 and t = T-1 down to 0,
 a feeder streams (ε[t], g[t], s[t]) of layer l into the BP engine; δ[t] goes to a one-timestep
 delta buffer and ε'[t] to the error memory of layer l-1; then the scanner replays the layer's
-input spikes at t into the layer's WG engine, which accumulates δ x. ``update`` runs the WG
-engines' row-major updates layer after layer, handing the update LFSR's state from one to the next.
+input spikes at t into the WG engine (one for all layers), which accumulates δ x into the
+layer's gradients. ``update`` runs the engine's row-major update layer after layer, the update
+LFSR's stream continuing from one layer to the next.
 
 Host side: the core's control and element-access ports are the core side of
 :class:`~spikeforge.rtl.host.HostInterface` (same names); :class:`~spikeforge.rtl.top.Top` joins
@@ -128,17 +129,15 @@ class Core(wiring.Component):
         m.submodules.scanner = scan = SpikeScanner(lanes=P, max_words=max(self.groups), depth=depth_max,
                                                    index_bits=p.input_index_bits)
         # the scanner's events pass a skid buffer, then a second one per consumer (the FP engine,
-        # each layer's WG engine): a consumer's ready (the WG engine's same-word hazard check)
-        # only reaches its own buffer's output register, and the layer select between the
-        # buffers looks at registered readies. Nothing reaches back into the scanner.
+        # the WG engine): a consumer's ready only reaches its own buffer's output register, and
+        # the select between the buffers looks at registered readies. Nothing reaches back into
+        # the scanner.
         ev_layout = spike_event_layout(p.input_index_bits)
         m.submodules.events = events_buf = SkidBuffer(ev_layout)
         wiring.connect(m, scan.events, events_buf.i)
         events = events_buf.o
         m.submodules.fp_events = fp_events = SkidBuffer(ev_layout)
-        wg_events = [SkidBuffer(ev_layout) for _ in range(self.n_layers)]
-        for l, buf in enumerate(wg_events):
-            m.submodules[f"wg{l}_events"] = buf
+        m.submodules.wg_events = wg_events = SkidBuffer(ev_layout)
         wiring.connect(m, fp_events.o, fp.spikes_in)
         layer = Signal(range(self.n_layers + 1))
         backward = Signal()  # BP/WG phase: the scanner feeds WG, weights are read by row
@@ -163,15 +162,12 @@ class Core(wiring.Component):
                     m.d.comb += [w.rd_en.eq(fp.weight_en), w.rd_row.eq(0), w.rd_major.eq(fp.weight_input),
                                  w.rd_group.eq(fp.weight_group)]
                 m.d.comb += fp.weight_data.eq(w.rd_data)
-        # scanner events go to the FP engine going forward, to the layer's WG engine going backward
-        m.d.comb += fp_events.i.payload.eq(events.payload)
-        for buf in wg_events:
-            m.d.comb += buf.i.payload.eq(events.payload)
+        # scanner events go to the FP engine going forward, to the WG engine going backward
+        m.d.comb += [fp_events.i.payload.eq(events.payload), wg_events.i.payload.eq(events.payload)]
         with m.If(~backward):
             m.d.comb += [fp_events.i.valid.eq(events.valid), events.ready.eq(fp_events.i.ready)]
-        for l, buf in enumerate(wg_events):
-            with m.If(backward & (layer == l)):
-                m.d.comb += [buf.i.valid.eq(events.valid), events.ready.eq(buf.i.ready)]
+        with m.Else():
+            m.d.comb += [wg_events.i.valid.eq(events.valid), events.ready.eq(wg_events.i.ready)]
 
         # FP output: to this layer's spike/surrogate memories, the readout, the observation port
         out = fp.neuron_out
@@ -233,7 +229,7 @@ class Core(wiring.Component):
         with m.FSM():
             if cfg.hardware.gradient_memory == "single_port":
                 with m.State("POWER_UP"):
-                    # the WG engines clear their single-port gradient memories (no power-up
+                    # the WG engine clears its single-port gradient memory (no power-up
                     # contents); the host takes no command until the core is idle
                     with m.If(wg_drained):
                         m.next = "IDLE"
@@ -349,7 +345,7 @@ class Core(wiring.Component):
         P, T, L, n = p.lanes, self.T, cfg.network.layers, self.n_layers
         log_p = P.bit_length() - 1
         lr_shift = state.lr_shift
-        wg0 = bwd["wgs"][0]
+        wg = bwd["wg"]
 
         # state and argument checks of a command that passed the header checks
         with m.Switch(self.chk_op):
@@ -365,7 +361,7 @@ class Core(wiring.Component):
             with m.Case(Op.UPDATE):
                 with m.If(state.batch_samples == 0):
                     m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
-                with m.Elif((lr_shift > MAX_LR_SHIFT) | ~wg0.shift_ok):
+                with m.Elif((lr_shift > MAX_LR_SHIFT) | ~wg.shift_ok):
                     m.d.comb += self.chk_error.eq(Error.BAD_ARG)
             with m.Case(Op.WRITE):
                 # weights under a pending batch would make the update mix two models
@@ -531,7 +527,7 @@ class Core(wiring.Component):
                     m.d.sync += state.spikes_loaded.eq(1)
 
         # weights (row access: fixed output j = row, inputs hP.. with h = col // P) and gradients
-        for l, (w, wg) in enumerate(zip(self.weights, bwd["wgs"])):
+        for l, w in enumerate(self.weights):
             with m.If(hit(RegionId.WEIGHTS + l)):
                 with m.If(rd):
                     m.d.comb += [w.rd_en.eq(1), w.rd_row.eq(1), w.rd_major.eq(row), w.rd_group.eq(group)]
@@ -544,35 +540,36 @@ class Core(wiring.Component):
             mem_reads.append((RegionId.WEIGHTS + l, element(w.rd_banks, r3_bank)))
             with m.If(hit(RegionId.GRADIENTS + l) & rd):
                 m.d.comb += [wg.grad_rd_en.eq(1), wg.grad_rd_row.eq(1), wg.grad_rd_major.eq(row),
-                             wg.grad_rd_group.eq(group)]
-            mem_reads.append((RegionId.GRADIENTS + l, element(wg.grad_rd_banks, r3_bank)))
+                             wg.grad_rd_group.eq(group), wg.grad_rd_layer.eq(l)]
+        # every layer's gradients come from the one WG engine's memory
+        mem_reads.append((tuple(RegionId.GRADIENTS + l for l in range(n)), element(wg.grad_rd_banks, r3_bank)))
 
         value = words_q2
-        for region_id, elem in mem_reads:
-            hit = Signal(name=f"read_hit_{int(region_id)}")
-            m.d.sync += hit.eq(r2_region == region_id)
+        for region_ids, elem in mem_reads:
+            region_ids = region_ids if isinstance(region_ids, tuple) else (region_ids,)
+            hit = Signal(name=f"read_hit_{int(region_ids[0])}")
+            m.d.sync += hit.eq(Cat(*[r2_region == r for r in region_ids]).any())
             value = value | Mux(hit, elem, 0)
         m.d.sync += self.acc_rdata.eq(value)
 
     def _backward(self, m, readout, events, wg_events, spike_mems, surr_mems, layer, backward, t, lr_shift):
-        """BP engine, feeder, error memories, delta buffer and one WG engine per layer."""
+        """BP engine, feeder, error memories, delta buffer and the WG engine (one for all layers)."""
         cfg, p = self.cfg, self.p
         P, T, L, n = p.lanes, self.T, cfg.network.layers, self.n_layers
         groups = self.groups
         m.submodules.bp = bp = BpEngine(p)
         shifts = [cfg.training.lr_shift_at(e) for e in range(cfg.training.epochs)]
         # the events come from the spike scanner, which never repeats an index within a timestep
-        wgs = [WgEngine(p, lr_shifts=sorted(set(shifts)), fan_ins=[L[l]], grad_shape=(L[l + 1], L[l]),
-                        shared_lfsr=True, distinct_indices=True,
-                        single_port=cfg.hardware.gradient_memory == "single_port") for l in range(n)]
-        for l, wg in enumerate(wgs):
-            m.submodules[f"wg{l}"] = wg
-        # one update LFSR for every layer: the layers update one after another (layer 0 first, as
-        # the contract's draw order says), so the stream simply continues from layer to layer
+        # one WG engine for every layer: the layers accumulate and update one after another, so
+        # one datapath serves them all; its gradient memory keeps each layer's matrix apart
+        wg = WgEngine(p, lr_shifts=sorted(set(shifts)), fan_ins=L[:-1], grad_layers=[(L[l + 1], L[l]) for l in range(n)],
+                      shared_lfsr=True, distinct_indices=True, single_port=cfg.hardware.gradient_memory == "single_port")
+        m.submodules.wg = wg
+        # the update LFSR: the layers update one after another (layer 0 first, as the contract's
+        # draw order says), so the stream simply continues from layer to layer
         update_lfsr = None
-        if wgs[0].shared_lfsr:
-            shorts = sorted({c for wg in wgs for c in wg.short_counts})
-            update_lfsr = LfsrDraws(wgs[0].draw_widths, P, short_counts=shorts, init_seed=update_seed(cfg),
+        if wg.shared_lfsr:
+            update_lfsr = LfsrDraws(wg.draw_widths, P, short_counts=wg.short_counts, init_seed=update_seed(cfg),
                                     width_onehot=True)
             m.submodules.update_lfsr = update_lfsr
         lanes_e = data.ArrayLayout(signed(p.error_bits), P)
@@ -649,47 +646,49 @@ class Core(wiring.Component):
         update_start = Signal()
         updating = Signal()
         wg_busy = Signal()
-        # the counters' view of the layer's engine: the others are idle, so an OR (no layer
-        # select) of the engines' signals, each registered first (a count may land a cycle late;
-        # the engines' busy logic is deep enough without the OR and the counter behind it)
+        # the counters' view of the engine, registered first (a count may land a cycle late; the
+        # engine's busy logic is deep enough without the counter behind it)
         wg_here = SimpleNamespace(**{name: Signal(name=f"wg_here_{name}") for name in ("busy", "stalled", "event")})
         for name, sig in vars(wg_here).items():
-            late = [Signal(name=f"wg{l}_{name}_q") for l in range(n)]
-            m.d.sync += [q.eq(getattr(wg, name)) for q, wg in zip(late, wgs)]
-            m.d.comb += sig.eq(Cat(*late).any())
+            m.d.sync += sig.eq(getattr(wg, name))
         host_lfsr_load = Signal()
         if update_lfsr is not None:
             m.d.comb += [update_lfsr.load.eq(host_lfsr_load), update_lfsr.seed.eq(self.acc_wdata)]
-        for l, (wg, w) in enumerate(zip(wgs, self.weights)):
-            here = layer == l
-            wiring.connect(m, wg_events[l].o, wg.spikes_in)
-            m.d.comb += [wg.rows.eq(L[l + 1]), wg.cols.eq(L[l]), wg.lr_shift.eq(lr_shift),
-                         wg.delta_data.eq(d_rd.data)]
-            with m.If(here):
+        # the engine's layer and geometry are registers (a cycle behind `layer`: an engine starts
+        # several cycles after the layer changes), so the layer select stays off its paths
+        wg_layer = Signal(range(n), name="wg_layer")
+        wg_rows = Signal.like(wg.rows, name="wg_rows")
+        wg_cols = Signal.like(wg.cols, name="wg_cols")
+        wiring.connect(m, wg_events.o, wg.spikes_in)
+        m.d.comb += [wg.layer.eq(wg_layer), wg.rows.eq(wg_rows), wg.cols.eq(wg_cols), wg.lr_shift.eq(lr_shift),
+                     wg.delta_data.eq(d_rd.data)]
+        with m.If(backward):
+            m.d.comb += [d_rd.en.eq(wg.delta_en), d_rd.addr.eq(wg.delta_group)]
+        with m.If(updating):
+            m.d.comb += wg.update.eq(update_start)
+        for l, w in enumerate(self.weights):
+            with m.If(layer == l):
+                m.d.sync += [wg_layer.eq(l), wg_rows.eq(L[l + 1]), wg_cols.eq(L[l])]
                 with m.If(backward):
-                    m.d.comb += [d_rd.en.eq(wg.delta_en), d_rd.addr.eq(wg.delta_group),
-                                 w.rd_en.eq(bp.w_rd_en), w.rd_row.eq(1), w.rd_major.eq(bp.w_rd_major),
+                    m.d.comb += [w.rd_en.eq(bp.w_rd_en), w.rd_row.eq(1), w.rd_major.eq(bp.w_rd_major),
                                  w.rd_group.eq(bp.w_rd_group), bp.w_rd_data.eq(w.rd_data)]
                 with m.If(updating):
-                    m.d.comb += [wg.update.eq(update_start),
-                                 w.rd_en.eq(wg.w_rd_en), w.rd_row.eq(wg.w_rd_row), w.rd_major.eq(wg.w_rd_major),
+                    m.d.comb += [w.rd_en.eq(wg.w_rd_en), w.rd_row.eq(wg.w_rd_row), w.rd_major.eq(wg.w_rd_major),
                                  w.rd_group.eq(wg.w_rd_group), wg.w_rd_banks.eq(w.rd_banks),
                                  w.wr_en.eq(wg.w_wr_en), w.wr_row.eq(wg.w_wr_row), w.wr_major.eq(wg.w_wr_major),
                                  w.wr_group.eq(wg.w_wr_group), w.wr_data.eq(wg.w_wr_data), w.wr_mask.eq(wg.w_wr_mask)]
-            if update_lfsr is not None:
-                m.d.comb += wg.draws.eq(update_lfsr.draws)
-        # the engines of the other layers are idle, so "the layer's engine is busy" is "any engine
-        # is busy" (an OR, no layer select); an event offered to the engine counts as busy
-        # (an engine's own buffer is its spikes_in: in its busy; the shared one counts going backward)
-        m.d.comb += wg_busy.eq(Cat(*[wg.busy for wg in wgs]).any() | (events.valid & backward))
         if update_lfsr is not None:
-            # an engine's draw controls are registers and 0 unless it is updating: one OR each,
-            # no layer select in front of the LFSR's next-state choice
-            m.d.comb += update_lfsr.next.eq(Cat(*[wg.draw_next for wg in wgs]).any())
+            m.d.comb += wg.draws.eq(update_lfsr.draws)
+        # an event offered to the engine counts as busy (the engine's own buffer is its spikes_in:
+        # in its busy; the shared one counts going backward)
+        m.d.comb += wg_busy.eq(wg.busy | (events.valid & backward))
+        if update_lfsr is not None:
+            # the engine's draw controls are registers and 0 unless it is updating
+            m.d.comb += update_lfsr.next.eq(wg.draw_next)
             if len(update_lfsr.widths) > 1:
-                m.d.comb += update_lfsr.width.eq(reduce(operator.or_, [wg.draw_width for wg in wgs]))
+                m.d.comb += update_lfsr.width.eq(wg.draw_width)
             if update_lfsr.short_counts:
-                m.d.comb += update_lfsr.take.eq(reduce(operator.or_, [wg.draw_take for wg in wgs]))
+                m.d.comb += update_lfsr.take.eq(wg.draw_take)
         return {"bp": bp, "feed_start": feed_start, "feed_idle": ~active & ~fe_valid, "wg_busy": wg_busy,
-                "update_start": update_start, "updating": updating, "wgs": wgs, "update_lfsr": update_lfsr,
+                "update_start": update_start, "updating": updating, "wg": wg, "update_lfsr": update_lfsr,
                 "wg_here": wg_here, "host_lfsr_load": host_lfsr_load}

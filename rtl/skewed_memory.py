@@ -98,7 +98,7 @@ class SkewedMemory(wiring.Component):
     """
 
     def __init__(self, *, lanes: int, width: int, max_outputs: int, max_inputs: int, init=None,
-                 write_latency: int = 0, single_port: bool = False):
+                 write_latency: int = 0, single_port: bool = False, layers=None):
         if write_latency not in (0, 1, 2):
             self._MustUse__silence = True
             raise ValueError(f"SkewedMemory: write_latency must be 0, 1 or 2, got {write_latency!r}")
@@ -114,7 +114,25 @@ class SkewedMemory(wiring.Component):
         self.lanes, self.width = lanes, width
         self.max_outputs, self.max_inputs = max_outputs, max_inputs
         self.groups_out = -(-max_outputs // lanes)
-        self.depth = self.groups_out * max_inputs
+        # layered: several matrices one after another in each bank, layer l at base_l with its
+        # own row stride (its fan-in); the ports then take the layer (rd_layer, wr_layer)
+        if layers is not None:
+            layers = [tuple(s) for s in layers]
+            if not layers or any(len(s) != 2 or not all(isinstance(v, int) and v >= 1 for v in s) for s in layers) \
+                    or any(r > max_outputs or c > max_inputs for r, c in layers) or init:
+                self._MustUse__silence = True
+                raise ValueError(f"SkewedMemory: layers must be (rows, cols) pairs within ({max_outputs}, "
+                                 f"{max_inputs}), without init; got {layers!r}")
+            self.layers = []
+            base = 0
+            for r, c in layers:
+                self.layers.append((r, c, base))
+                base += -(-r // lanes) * c
+            self.depth = base
+        else:
+            self.layers = [(max_outputs, max_inputs, 0)]
+            self.depth = self.groups_out * max_inputs
+        self.layered = layers is not None
         self._init = init  # optional {(j, i): value}
         major_bits = max(1, ceil_log2(max(max_inputs, max_outputs)))
         group_bits = max(1, ceil_log2(max(self.groups_out, -(-max_inputs // lanes))))
@@ -126,6 +144,8 @@ class SkewedMemory(wiring.Component):
                 "rd_banks": Out(lanes_t),
                 "wr_en": In(1), "wr_row": In(1), "wr_major": In(major_bits), "wr_group": In(group_bits),
                 "wr_data": In(lanes_t), "wr_mask": In(lanes),
+                **({"rd_layer": In(range(len(self.layers))), "wr_layer": In(range(len(self.layers)))}
+                   if self.layered else {}),
             }
         )
 
@@ -141,9 +161,10 @@ class SkewedMemory(wiring.Component):
                     words[addr] = v
         return words
 
-    def _lane_map(self, m, prefix, row, major, group):
+    def _lane_map(self, m, prefix, row, major, group, layer=None):
         """The rotation amount ``major mod P``, and per bank its address and whether its element
-        exists.
+        exists (in a layered memory, of the matrix ``layer``: each layer's map is formed and the
+        layer's picked per bank).
 
         Everything that does not depend on the bank is formed once: the row-mode base
         ``(j // P) * max_inputs + hP``, the column-mode address ``g * max_inputs + i`` (the same in
@@ -152,18 +173,39 @@ class SkewedMemory(wiring.Component):
         ``lane < N mod P`` (a compare of two small constants-and-lanes, no carry chain per bank).
         """
         P = self.lanes
-        MI, MO = self.max_inputs, self.max_outputs
         lg = ceil_log2(P)
         rot = Signal(range(P), name=f"{prefix}_rot")
         m.d.comb += rot.eq(major[:lg] if P > 1 else 0)
+        maps = [self._layer_map(m, prefix if not self.layered else f"{prefix}_l{l}", row, major, group, rot, MO, MI, base)
+                for l, (MO, MI, base) in enumerate(self.layers)]
+        if not self.layered:
+            return rot, maps[0]
+        out = []
+        for b in range(P):
+            addr = Signal(range(self.depth), name=f"{prefix}_addr{b}")
+            ok = Signal(name=f"{prefix}_ok{b}")
+            with m.Switch(layer):
+                for l, lm in enumerate(maps):
+                    with m.Case(l):
+                        m.d.comb += [addr.eq(lm[b][0]), ok.eq(lm[b][1])]
+            out.append((addr, ok))
+        return rot, out
+
+    def _layer_map(self, m, prefix, row, major, group, rot, MO, MI, base):
+        """Per bank (address, element exists) of the matrix (MO x MI) stored from ``base`` on."""
+        P = self.lanes
+        lg = ceil_log2(P)
         major_hi = major >> lg  # j // P (row mode)
         row_base = Signal(range(self.depth + P), name=f"{prefix}_row_base")
         col_addr = Signal(range(self.depth + MI), name=f"{prefix}_col_addr")
-        m.d.comb += col_addr.eq(times_const(group, MI) + major)
-        if MI % P == 0:  # the base is a multiple of P: the lane is its low bits, no adder per bank
-            m.d.comb += row_base[lg:].eq(times_const(major_hi, MI // P) + group)
+        plus_base = (lambda x: x + base) if base else (lambda x: x)
+        m.d.comb += col_addr.eq(plus_base(times_const(group, MI) + major))
+        aligned = MI % P == 0 and base % P == 0
+        if aligned:  # the base is a multiple of P: the lane is its low bits, no adder per bank
+            m.d.comb += row_base[lg:].eq(times_const(major_hi, MI // P) + group + base // P if base
+                                         else times_const(major_hi, MI // P) + group)
         else:
-            m.d.comb += row_base.eq(times_const(major_hi, MI) + (group << lg))
+            m.d.comb += row_base.eq(plus_base(times_const(major_hi, MI) + (group << lg)))
 
         def below(limit: int, tag: str):
             """(group * P + lane < limit) as a function of lane, the group part formed once."""
@@ -182,16 +224,16 @@ class SkewedMemory(wiring.Component):
         out = []
         for b in range(P):
             lane = Signal(range(P), name=f"{prefix}_lane{b}")
-            addr = Signal(range(self.depth), name=f"{prefix}_addr{b}")
-            ok = Signal(name=f"{prefix}_ok{b}")
+            addr = Signal(range(self.depth), name=f"{prefix}_addr{b}" if not self.layered else f"{prefix}_a{b}")
+            ok = Signal(name=f"{prefix}_ok{b}" if not self.layered else f"{prefix}_k{b}")
             m.d.comb += lane.eq((b + P - rot)[:lg] if P > 1 else 0)
             with m.If(row):  # fixed j = major, inputs hP + lane
-                m.d.comb += [addr.eq(row_base | lane if MI % P == 0 else row_base + lane),
+                m.d.comb += [addr.eq(row_base | lane if aligned else row_base + lane),
                              ok.eq(in_row(lane) & major_out)]
             with m.Else():  # fixed i = major, outputs gP + lane
                 m.d.comb += [addr.eq(col_addr), ok.eq(in_col(lane) & major_in)]
             out.append((addr, ok))
-        return rot, out
+        return out
 
     def elaborate(self, platform):
         m = Module()
@@ -204,17 +246,23 @@ class SkewedMemory(wiring.Component):
         m.d.sync += req_en.eq(self.rd_en)
         with m.If(self.rd_en):
             m.d.sync += [req_row.eq(self.rd_row), req_major.eq(self.rd_major), req_group.eq(self.rd_group)]
-        rd_rot, rd_map = self._lane_map(m, "rd", req_row, req_major, req_group)
+        req_layer = None
+        if self.layered:
+            req_layer = Signal.like(self.rd_layer, name="rd_req_layer")
+            with m.If(self.rd_en):
+                m.d.sync += req_layer.eq(self.rd_layer)
+        rd_rot, rd_map = self._lane_map(m, "rd", req_row, req_major, req_group, req_layer)
         wr = SimpleNamespace(en=self.wr_en, row=self.wr_row, major=self.wr_major, group=self.wr_group,
                              data=self.wr_data, mask=self.wr_mask)
+        if self.layered:
+            wr.layer = self.wr_layer
         for n in range(self.write_latency):
             src = wr
             wr = SimpleNamespace(**{k: Signal.like(v, name=f"wr_req{n}_{k}") for k, v in vars(src).items()})
             m.d.sync += wr.en.eq(src.en)
             with m.If(src.en):
-                m.d.sync += [wr.row.eq(src.row), wr.major.eq(src.major), wr.group.eq(src.group),
-                             wr.data.eq(src.data), wr.mask.eq(src.mask)]
-        _, wr_map = self._lane_map(m, "wr", wr.row, wr.major, wr.group)
+                m.d.sync += [getattr(wr, k).eq(getattr(src, k)) for k in vars(src) if k != "en"]
+        _, wr_map = self._lane_map(m, "wr", wr.row, wr.major, wr.group, getattr(wr, "layer", None))
         rd_en_d = Signal()
         m.d.sync += rd_en_d.eq(req_en)
         rd_rot_d, rd_rot_q = Signal(range(P), name="rd_rot_d"), Signal(range(P), name="rd_rot_q")

@@ -88,6 +88,10 @@ class WgEngine(wiring.Component):
     timestep (the spike scanner's bitmap walk cannot repeat one), so two events never touch the
     same gradient word before the pipe drains at eot, and the same-word hazard check (and its
     place on the path from the event's index to ``spikes_in.ready``) is left out;
+    ``grad_layers`` -- [(fan_out, fan_in)] of several layers this one engine serves, one after
+    another (the core's layers): the gradient memory keeps each layer's matrix apart
+    (:class:`SkewedMemory` ``layers``), ``layer`` (In) says which one the engine works on (held
+    while ``busy``, like ``rows``/``cols``) and ``grad_rd_layer`` which one the host port reads;
     ``single_port`` -- the gradient memory has one port per bank (iCE40 SPRAM, see
     :class:`SkewedMemory`): the engine touches it only every other cycle (accumulate and update
     at half rate), reads in one phase of that cadence and writes in the other (a write lands five
@@ -98,7 +102,7 @@ class WgEngine(wiring.Component):
 
     def __init__(self, params: CoreParams, *, lr_shifts: Iterable[int] = (), fan_ins: Iterable[int] | None = None,
                  lfsr_init_seed: int = 1, grad_shape: tuple[int, int] | None = None, shared_lfsr: bool = False,
-                 distinct_indices: bool = False, single_port: bool = False):
+                 distinct_indices: bool = False, single_port: bool = False, grad_layers=None):
         if not isinstance(params, CoreParams):
             raise TypeError(f"WgEngine needs CoreParams, got {type(params).__name__}")
         P = params.lanes
@@ -148,6 +152,12 @@ class WgEngine(wiring.Component):
             lfsr_ports = {}
         # the gradient memory holds only the largest layer this engine updates: in a core with one
         # engine per layer, its own layer (`grad_shape`), not the largest layer of the network
+        if grad_layers is not None:
+            grad_layers = [tuple(s) for s in grad_layers]
+            if grad_shape is not None or not grad_layers:
+                raise ValueError("WgEngine: give grad_shape or grad_layers (a non-empty list), not both")
+            grad_shape = (max(r for r, _ in grad_layers), max(c for _, c in grad_layers))
+        self.grad_layers = grad_layers
         rows_max, cols_max = grad_shape if grad_shape is not None else (params.max_neurons, params.max_inputs)
         if not (1 <= rows_max <= params.max_neurons and 1 <= cols_max <= params.max_inputs):
             raise ValueError(f"WgEngine: grad_shape {grad_shape!r} must lie within "
@@ -158,7 +168,10 @@ class WgEngine(wiring.Component):
         # read and the two phases of the every-other-cycle cadence never meet (the window stays
         # s1..s4: an item in s5 is in a cycle where nothing issues)
         self.grad = SkewedMemory(lanes=P, width=params.grad_bits, max_outputs=rows_max, max_inputs=cols_max,
-                                 write_latency=2 if self.single_port else 1, single_port=self.single_port)
+                                 write_latency=2 if self.single_port else 1, single_port=self.single_port,
+                                 layers=grad_layers)
+        layer_ports = {"layer": In(range(len(grad_layers))), "grad_rd_layer": In(range(len(grad_layers)))} \
+            if grad_layers else {}
         major_bits, group_bits = len(self.grad.rd_major), len(self.grad.rd_group)
         w_lanes = data.ArrayLayout(signed(params.weight_bits), P)
         super().__init__(
@@ -181,6 +194,7 @@ class WgEngine(wiring.Component):
                 "grad_rd_data": Out(data.ArrayLayout(signed(params.grad_bits), P)),
                 "grad_rd_banks": Out(data.ArrayLayout(signed(params.grad_bits), P)),
                 **lfsr_ports,
+                **layer_ports,
                 "busy": Out(1),
                 "stalled": Out(1),
                 "event": Out(1),
@@ -232,6 +246,13 @@ class WgEngine(wiring.Component):
             grad.rd_major.eq(self.grad_rd_major), grad.rd_group.eq(self.grad_rd_group),
             self.grad_rd_data.eq(grad.rd_data), self.grad_rd_banks.eq(grad.rd_banks),
         ]
+        layered = self.grad_layers is not None
+        if layered:  # the engine's own reads and every write are of its current layer
+            with m.If(self.grad_rd_en):
+                m.d.comb += grad.rd_layer.eq(self.grad_rd_layer)
+            with m.Else():
+                m.d.comb += grad.rd_layer.eq(self.layer)
+            m.d.comb += grad.wr_layer.eq(self.layer)
 
         # ---- non-zero delta groups of the current timestep, with their deltas ------------------
         entry = data.StructLayout({"group": unsigned(p.group_bits), "delta": data.ArrayLayout(signed(p.error_bits), P)})
@@ -426,9 +447,12 @@ class WgEngine(wiring.Component):
             m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(0), grad.wr_major.eq(s5_major), grad.wr_group.eq(s5_group),
                          grad.wr_data.eq(s5_data), grad.wr_mask.eq(s5_mask)]
         clearing = Signal()  # single-port: the power-up clear writes a row group of zeros
+        clear_layer = Signal(range(len(self.grad_layers or [0])), name="clear_layer")
         with m.Elif(clearing):
             m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(1), grad.wr_major.eq(upd_row), grad.wr_group.eq(upd_group),
                          grad.wr_data.eq(0), grad.wr_mask.eq((1 << P) - 1)]
+            if layered:
+                m.d.comb += grad.wr_layer.eq(clear_layer)
         m.d.sync += u1_valid.eq(0)
 
         # ---- control ---------------------------------------------------------------------------
@@ -444,13 +468,20 @@ class WgEngine(wiring.Component):
         with m.FSM() as fsm:
             if self.single_port:
                 with m.State("CLEAR"):
-                    rows_max, cols_max = self.grad_shape
+                    # every row group of every layer, whatever rows/cols say
                     m.d.comb += clearing.eq(1)
-                    with m.If(upd_group == -(-cols_max // P) - 1):
+                    shapes = self.grad_layers or [self.grad_shape]
+                    last_group, last_row = Signal(name="clear_last_group"), Signal(name="clear_last_row")
+                    with m.Switch(clear_layer):
+                        for l, (r, c) in enumerate(shapes):
+                            with m.Case(l):
+                                m.d.comb += [last_group.eq(upd_group == -(-c // P) - 1), last_row.eq(upd_row == r - 1)]
+                    with m.If(last_group):
                         m.d.sync += [upd_group.eq(0), upd_row.eq(upd_row + 1)]
-                        with m.If(upd_row == rows_max - 1):
-                            m.d.sync += upd_row.eq(0)
-                            m.next = "RUN"
+                        with m.If(last_row):
+                            m.d.sync += [upd_row.eq(0), clear_layer.eq(clear_layer + 1)]
+                            with m.If(clear_layer == len(shapes) - 1):
+                                m.next = "RUN"
                     with m.Else():
                         m.d.sync += upd_group.eq(upd_group + 1)
             with m.State("RUN"):

@@ -155,3 +155,87 @@ def test_bad_parameters_are_refused():
         SkewedMemory(lanes=3, width=8, max_outputs=4, max_inputs=4)
     with pytest.raises(ValueError, match="write_latency"):
         SkewedMemory(lanes=2, width=8, max_outputs=4, max_inputs=4, write_latency=3)
+
+
+@pytest.mark.parametrize("single_port", [False, True])
+@pytest.mark.parametrize("lanes, layers", [(1, [(5, 3), (2, 7), (4, 4)]), (2, [(3, 5), (4, 2)]),
+                                          (4, [(10, 7), (3, 9), (1, 1)]), (8, [(16, 8), (8, 16)])])
+def test_layered_matrices_stay_apart(lanes, layers, single_port):
+    """A layered memory keeps several matrices, each with its own shape: random masked writes and
+    reads in either direction, each to a random layer, read back what that layer holds; writes
+    never leak into another layer, and elements past a layer's edge read as 0."""
+    rng = random.Random(lanes * 31 + len(layers))
+    n_out, n_in = max(r for r, _ in layers), max(c for _, c in layers)
+    dut = SkewedMemory(lanes=lanes, width=8, max_outputs=n_out, max_inputs=n_in, layers=layers,
+                       write_latency=1, single_port=single_port)
+    mats = [{} for _ in layers]  # unwritten elements: 0 (dual port) / never read (single port)
+
+    async def bench(ctx):
+        # single-port memories start poisoned: write every element of every layer first
+        for l, (rows, cols) in enumerate(layers):
+            ctx.set(dut.wr_layer, l)
+            for j in range(rows):
+                for h in range(-(-cols // lanes)):
+                    ctx.set(dut.wr_en, 1)
+                    ctx.set(dut.wr_row, 1)
+                    ctx.set(dut.wr_major, j)
+                    ctx.set(dut.wr_group, h)
+                    ctx.set(dut.wr_mask, (1 << lanes) - 1)
+                    for b in range(lanes):
+                        ctx.set(dut.wr_data[b], 0)
+                    await ctx.tick()
+        ctx.set(dut.wr_en, 0)
+        await ctx.tick()
+        for step in range(250):
+            l = rng.randrange(len(layers))
+            rows, cols = layers[l]
+            mat = mats[l]
+            row = rng.random() < 0.5
+            major = rng.randrange(rows if row else cols)
+            group = rng.randrange(-(-(cols if row else rows) // lanes))
+            ctx.set(dut.rd_en, 1)
+            ctx.set(dut.rd_row, row)
+            ctx.set(dut.rd_major, major)
+            ctx.set(dut.rd_group, group)
+            ctx.set(dut.rd_layer, l)
+            if row:
+                want = [mat.get((major, group * lanes + k), 0) if group * lanes + k < cols else 0 for k in range(lanes)]
+            else:
+                want = [mat.get((group * lanes + k, major), 0) if group * lanes + k < rows else 0 for k in range(lanes)]
+            await ctx.tick()
+            ctx.set(dut.rd_en, 0)
+            for _ in range(READ_LATENCY - 1):
+                await ctx.tick()
+            assert [ctx.get(dut.rd_data[k]) for k in range(lanes)] == want, (step, l, row, major, group)
+            l = rng.randrange(len(layers))
+            rows, cols = layers[l]
+            wrow = rng.random() < 0.5
+            wmajor = rng.randrange(rows if wrow else cols)
+            wgroup = rng.randrange(-(-(cols if wrow else rows) // lanes))
+            vals = [rng.randint(-128, 127) for _ in range(lanes)]
+            mask = rng.randrange(1 << lanes)
+            ctx.set(dut.wr_en, 1)
+            ctx.set(dut.wr_layer, l)
+            ctx.set(dut.wr_row, wrow)
+            ctx.set(dut.wr_major, wmajor)
+            ctx.set(dut.wr_group, wgroup)
+            ctx.set(dut.wr_mask, sum(((mask >> k) & 1) << ((k + wmajor) % lanes) for k in range(lanes)))
+            for k in range(lanes):
+                ctx.set(dut.wr_data[(k + wmajor) % lanes], vals[k])
+            await ctx.tick()
+            ctx.set(dut.wr_en, 0)
+            for k in range(lanes):
+                key = (wmajor, wgroup * lanes + k) if wrow else (wgroup * lanes + k, wmajor)
+                if (mask >> k) & 1 and key[0] < rows and key[1] < cols:
+                    mats[l][key] = vals[k]
+        if single_port:
+            assert ctx.get(dut.rw_conflict) == 0
+
+    simulate(dut, bench)
+
+
+def test_layered_memory_is_as_deep_as_its_layers():
+    dut = SkewedMemory(lanes=1, width=32, max_outputs=128, max_inputs=128, layers=[(128, 64), (10, 128)])
+    assert dut.depth == 128 * 64 + 10 * 128  # the digits gradients: 9,472 words, not 128 x 128
+    with pytest.raises(ValueError, match="layers"):
+        SkewedMemory(lanes=1, width=8, max_outputs=4, max_inputs=4, layers=[(5, 4)])

@@ -148,6 +148,8 @@ def run_phases(engine: WgEngine, weights, phases, seed: int, gap: float = 0.3):
         for j in range(rows):
             for h in range(H):
                 if which == "grad":
+                    if wg.grad_layers:
+                        ctx.set(wg.grad_rd_layer, layer)
                     ctx.set(wg.grad_rd_en, 1)
                     ctx.set(wg.grad_rd_row, 1)
                     ctx.set(wg.grad_rd_major, j)
@@ -181,6 +183,8 @@ def run_phases(engine: WgEngine, weights, phases, seed: int, gap: float = 0.3):
             kind, layer = ph[0], ph[1]
             rows, cols = ph[3], ph[4]
             ctx.set(dut.sel, layer)
+            if wg.grad_layers:
+                ctx.set(wg.layer, layer)
             ctx.set(wg.rows, rows)
             ctx.set(wg.cols, cols)
             if kind == "acc":
@@ -200,7 +204,10 @@ def run_phases(engine: WgEngine, weights, phases, seed: int, gap: float = 0.3):
                     "grad": await read_matrix(ctx, rows, cols, "grad", layer),
                     "lfsr": ctx.get(wg.lfsr_state) if wg.has_lfsr else None,
                 })
-        results.append({"all_grad": await read_matrix(ctx, p.max_neurons, p.max_inputs, "grad", 0)})
+        if wg.grad_layers:  # every layer's matrix, each as its own shape
+            results.append({"all_grad": [await read_matrix(ctx, r, c, "grad", l) for l, (r, c) in enumerate(wg.grad_layers)]})
+        else:
+            results.append({"all_grad": await read_matrix(ctx, p.max_neurons, p.max_inputs, "grad", 0)})
         if wg.single_port:  # a read lost to a landing write would be a cadence bug
             assert ctx.get(wg.grad.rw_conflict) == 0, f"seed {seed}: single-port gradient memory read and write collided"
 
@@ -309,12 +316,14 @@ DELTAS = ((7, 0.03), (16, 0.1))  # (amplitude bits, share of rail values) per la
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("rounding", list(SHIFTS))
 @pytest.mark.parametrize("lanes", LANE_CASES)
-def test_accumulate_and_update_exact(lanes, rounding, seed, distinct=False, gap=None, single_port=False):
+def test_accumulate_and_update_exact(lanes, rounding, seed, distinct=False, gap=None, single_port=False, layered=False):
     replay = f"pytest 'tests/test_wg_engine.py::test_accumulate_and_update_exact[{lanes}-{rounding}-{seed}]'"
     if distinct:
         replay = f"pytest 'tests/test_wg_engine.py::test_distinct_indices_mode_exact[{lanes}-{rounding}]'"
     if single_port:
         replay = f"pytest 'tests/test_wg_engine.py::test_single_port_mode_exact[{lanes}-{rounding}-{distinct}-{gap}]'"
+    if layered:
+        replay = f"pytest 'tests/test_wg_engine.py::test_layered_gradients_exact[{lanes}-{rounding}-{single_port}]'"
     seed = 1000 * lanes + 10 * list(SHIFTS).index(rounding) + seed
     T, B = 3, 2
     s0, s1 = SHIFTS[rounding]
@@ -324,7 +333,8 @@ def test_accumulate_and_update_exact(lanes, rounding, seed, distinct=False, gap=
     shapes = cfg.layer_shapes
     weights = [rail_weights(cfg, s, g) for s in shapes]
     engine = WgEngine(CoreParams.from_config(cfg), lr_shifts=(s0, s1), fan_ins=[n_in for _, n_in in shapes],
-                      lfsr_init_seed=seed, distinct_indices=distinct, single_port=single_port)
+                      lfsr_init_seed=seed, distinct_indices=distinct, single_port=single_port,
+                      grad_layers=list(shapes) if layered else None)
     phases, gold = [], []
     stream = golden_lfsr.LfsrStream(seed)
     w_now = [w.clone() for w in weights]
@@ -346,7 +356,12 @@ def test_accumulate_and_update_exact(lanes, rounding, seed, distinct=False, gap=
         gold.append((grad, w_new, stream.state, expected_work(cfg, delta, events, T, B)))
         w_now[layer] = w_new
 
+    if layered:  # the core's order: both layers accumulate (the last one first), then both update
+        phases = [phases[2], phases[0], phases[1], phases[3]]
+        # (run_phases serves the step deltas in phase order)
     results, work = run_phases(engine, weights, phases, seed, **({} if gap is None else {"gap": gap}))
+    if layered:
+        results = [results[1], results[2], results[0], results[3], results[4]]
     writes = reads = 0
     for layer in (0, 1):
         grad, w_new, state, (wr, rd) = gold[layer]
@@ -361,8 +376,13 @@ def test_accumulate_and_update_exact(lanes, rounding, seed, distinct=False, gap=
                                           f"!= golden {state:#x}\n  replay: {replay}")
         writes += wr
         reads += rd
-    fail_first("gradient memory after both updates (must be all zero)", results[-1]["all_grad"],
-               torch.zeros(engine.p.max_neurons, engine.p.max_inputs, dtype=torch.int64), seed, replay)
+    if layered:
+        for l, g_all in enumerate(results[-1]["all_grad"]):
+            fail_first(f"layer {l} gradients after both updates (must be all zero)", g_all, torch.zeros_like(g_all), seed,
+                       replay)
+    else:
+        fail_first("gradient memory after both updates (must be all zero)", results[-1]["all_grad"],
+                   torch.zeros(engine.p.max_neurons, engine.p.max_inputs, dtype=torch.int64), seed, replay)
     assert (work["acc_writes"], work["delta_reads"]) == (writes, reads), (
         f"seed {seed}: accumulate work (gradient writes, delta reads) rtl {work['acc_writes'], work['delta_reads']} "
         f"!= bound {writes, reads}\n  replay: {replay}")
@@ -384,6 +404,16 @@ def test_single_port_mode_exact(lanes, rounding, distinct, gap):
     writes in opposite phases, and cleared after reset (it starts with a poison pattern in
     simulation); accumulate and update stay exact, nothing collides, the work is the same."""
     test_accumulate_and_update_exact(lanes, rounding, 0, distinct=distinct, gap=gap, single_port=True)
+
+
+@pytest.mark.parametrize("single_port", [False, True])
+@pytest.mark.parametrize("rounding", ["floor", "stochastic"])
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_layered_gradients_exact(lanes, rounding, single_port):
+    """``grad_layers`` (the core's one engine for every layer): both layers accumulate into one
+    memory, each in its own matrix, then update one after the other; exact, and the layers never
+    touch each other's gradients."""
+    test_accumulate_and_update_exact(lanes, rounding, 0, distinct=True, gap=0.0, single_port=single_port, layered=True)
 
 
 @pytest.mark.parametrize("single_port", [False, True])
