@@ -46,7 +46,7 @@ from .lfsr import LfsrDraws
 from .params import CoreParams
 from .protocol import COUNTERS, CONFIG_FIELDS, Error, Op, RegionId, info_words
 from .readout import Readout
-from .skewed_memory import SkewedMemory
+from .skewed_memory import SkewedMemory, single_port, single_port_memory_args
 from .skid_buffer import SkidBuffer
 from .spike_scanner import SpikeScanner
 from .wg_engine import MAX_LR_SHIFT, WgEngine
@@ -63,12 +63,23 @@ class Core(wiring.Component):
         self.T = cfg.network.timesteps
         P = p.lanes
         self.groups = [-(-n // P) for n in L]  # groups of every layer, inputs included
-        self.weights = [
-            # writes registered: nothing reads a weight in the cycle after it is written
-            SkewedMemory(lanes=P, width=p.weight_bits, max_outputs=L[l + 1], max_inputs=L[l],
-                         init=(weights_init[l] if weights_init else None), write_latency=1)
-            for l in range(self.n_layers)
-        ]
+        #: single-port large memories (iCE40 SPRAM): one memory per kind, every layer in it
+        self.single_port = cfg.hardware.large_memories == "single_port"
+        if self.single_port:
+            # one layered memory for every layer's weights (the engines use one layer at a time);
+            # written twice registered, so the update's writes land in the other phase of its
+            # every-other-cycle cadence than its reads (see WgEngine single_port)
+            shared = SkewedMemory(lanes=P, width=p.weight_bits, max_outputs=max(L[1:]), max_inputs=max(L[:-1]),
+                                  init=weights_init, write_latency=2, single_port=True,
+                                  layers=[(L[l + 1], L[l]) for l in range(self.n_layers)])
+            self.weights = [shared] * self.n_layers
+        else:
+            self.weights = [
+                # writes registered: nothing reads a weight in the cycle after it is written
+                SkewedMemory(lanes=P, width=p.weight_bits, max_outputs=L[l + 1], max_inputs=L[l],
+                             init=(weights_init[l] if weights_init else None), write_latency=1)
+                for l in range(self.n_layers)
+            ]
         super().__init__(
             {
                 # control, from the host interface
@@ -97,8 +108,11 @@ class Core(wiring.Component):
         log_p = P.bit_length() - 1
         m.submodules.fp = fp = FpEngine(p)
         m.submodules.readout = readout = Readout(cfg)
-        for l, w in enumerate(self.weights):
-            m.submodules[f"weights{l}"] = w
+        if self.single_port:
+            m.submodules.weights = self.weights[0]
+        else:
+            for l, w in enumerate(self.weights):
+                m.submodules[f"weights{l}"] = w
         enc = Encoder(lanes=P, inputs=L[0], timesteps=T, pixel_bits=cfg.formats.pixel_bits)
         m.submodules.encoder = enc
         m.submodules.pixels = pixels = Memory(shape=enc.px_data.shape(), depth=self.groups[0], init=[])
@@ -157,7 +171,7 @@ class Core(wiring.Component):
                 m.d.comb += [spike_rd[l].en.eq(scan.rd_en), spike_rd[l].addr.eq(scan.rd_addr),
                              scan.rd_data.eq(spike_rd[l].data)]
                 m.d.sync += [fp_groups.eq(self.groups[l + 1]), fp_neurons.eq(L[l + 1])]
-                w = self.weights[l]
+                w = self._weights_of(m, l)
                 with m.If(~backward):
                     m.d.comb += [w.rd_en.eq(fp.weight_en), w.rd_row.eq(0), w.rd_major.eq(fp.weight_input),
                                  w.rd_group.eq(fp.weight_group)]
@@ -227,7 +241,7 @@ class Core(wiring.Component):
         m.d.sync += [bp_drained.eq(bwd["bp"].done & bwd["feed_idle"] & ~bwd["bp"].start),
                      wg_drained.eq(scan.done & ~bwd["wg_busy"] & ~scan.start & ~bwd["update_start"])]
         with m.FSM():
-            if cfg.hardware.gradient_memory == "single_port":
+            if cfg.hardware.large_memories == "single_port":
                 with m.State("POWER_UP"):
                     # the WG engine clears its single-port gradient memory (no power-up
                     # contents); the host takes no command until the core is idle
@@ -491,9 +505,9 @@ class Core(wiring.Component):
             with m.If(config_wr & (self.acc_col == CONFIG_FIELDS.index("update_lfsr_state"))):
                 m.d.comb += bwd["host_lfsr_load"].eq(1)
 
-        # performance counters: a RAM behind the counter bank, answering at +2, held to +3
+        # performance counters: a RAM behind the counter bank, answering at +3
         m.d.comb += [counters.rd_en.eq(rd & hit(RegionId.COUNTERS)), counters.rd_index.eq(col)]
-        mem_reads.append((RegionId.COUNTERS, held(counters.rd_data)))
+        mem_reads.append((RegionId.COUNTERS, counters.rd_data))
 
         # pixels
         px_wr, px_rd = mems.px_wr, mems.px_rd
@@ -527,8 +541,9 @@ class Core(wiring.Component):
                     m.d.sync += state.spikes_loaded.eq(1)
 
         # weights (row access: fixed output j = row, inputs hP.. with h = col // P) and gradients
-        for l, w in enumerate(self.weights):
+        for l in range(n):
             with m.If(hit(RegionId.WEIGHTS + l)):
+                w = self._weights_of(m, l)
                 with m.If(rd):
                     m.d.comb += [w.rd_en.eq(1), w.rd_row.eq(1), w.rd_major.eq(row), w.rd_group.eq(group)]
                 with m.If(wr):
@@ -537,12 +552,16 @@ class Core(wiring.Component):
                                  w.wr_mask.eq(Const(1, P) << bank)]
                     for k in range(P):
                         m.d.comb += w.wr_data[k].eq(wdata)
-            mem_reads.append((RegionId.WEIGHTS + l, element(w.rd_banks, r3_bank)))
+            if not self.single_port:
+                mem_reads.append((RegionId.WEIGHTS + l, element(w.rd_banks, r3_bank)))
             with m.If(hit(RegionId.GRADIENTS + l) & rd):
                 m.d.comb += [wg.grad_rd_en.eq(1), wg.grad_rd_row.eq(1), wg.grad_rd_major.eq(row),
                              wg.grad_rd_group.eq(group), wg.grad_rd_layer.eq(l)]
-        # every layer's gradients come from the one WG engine's memory
+        # every layer's gradients come from the one WG engine's memory (and with single-port
+        # memories every layer's weights from one memory)
         mem_reads.append((tuple(RegionId.GRADIENTS + l for l in range(n)), element(wg.grad_rd_banks, r3_bank)))
+        if self.single_port:
+            mem_reads.append((tuple(RegionId.WEIGHTS + l for l in range(n)), element(self.weights[0].rd_banks, r3_bank)))
 
         value = words_q2
         for region_ids, elem in mem_reads:
@@ -551,6 +570,14 @@ class Core(wiring.Component):
             m.d.sync += hit.eq(Cat(*[r2_region == r for r in region_ids]).any())
             value = value | Mux(hit, elem, 0)
         m.d.sync += self.acc_rdata.eq(value)
+
+    def _weights_of(self, m, l):
+        """Layer l's weight memory; in the layered (single-port) one, the accesses the caller
+        makes under its current condition are of layer l."""
+        w = self.weights[l]
+        if self.single_port:
+            m.d.comb += [w.rd_layer.eq(l), w.wr_layer.eq(l)]
+        return w
 
     def _backward(self, m, readout, events, wg_events, spike_mems, surr_mems, layer, backward, t, lr_shift):
         """BP engine, feeder, error memories, delta buffer and the WG engine (one for all layers)."""
@@ -563,7 +590,7 @@ class Core(wiring.Component):
         # one WG engine for every layer: the layers accumulate and update one after another, so
         # one datapath serves them all; its gradient memory keeps each layer's matrix apart
         wg = WgEngine(p, lr_shifts=sorted(set(shifts)), fan_ins=L[:-1], grad_layers=[(L[l + 1], L[l]) for l in range(n)],
-                      shared_lfsr=True, distinct_indices=True, single_port=cfg.hardware.gradient_memory == "single_port")
+                      shared_lfsr=True, distinct_indices=True, single_port=cfg.hardware.large_memories == "single_port")
         m.submodules.wg = wg
         # the update LFSR: the layers update one after another (layer 0 first, as the contract's
         # draw order says), so the stream simply continues from layer to layer
@@ -574,11 +601,15 @@ class Core(wiring.Component):
             m.submodules.update_lfsr = update_lfsr
         lanes_e = data.ArrayLayout(signed(p.error_bits), P)
         # error into layer l (from layer l+1), every timestep: BP of layer l+1 writes, of layer l reads
-        eps_mems = [Memory(shape=lanes_e, depth=T * groups[l + 1], init=[]) for l in range(n - 1)]
+        eps_mems = [Memory(shape=lanes_e, depth=T * groups[l + 1],
+                           **single_port_memory_args(self.single_port, lanes_e, T * groups[l + 1]))
+                    for l in range(n - 1)]
         for l, mem in enumerate(eps_mems):
             m.submodules[f"errors{l}"] = mem
         eps_wr = [mem.write_port() for mem in eps_mems]
         eps_rd = [mem.read_port() for mem in eps_mems]
+        if self.single_port:  # BP of layer l+1 writes, of layer l reads: never in the same cycle
+            eps_wr, eps_rd = zip(*[single_port(m, f"errors{l}", wp, rp) for l, (wp, rp) in enumerate(zip(eps_wr, eps_rd))])
         m.submodules.delta_buf = delta_buf = Memory(shape=lanes_e, depth=max(groups[1:]), init=[])
         d_wr, d_rd = delta_buf.write_port(), delta_buf.read_port()
         surr_rd = [mem.read_port() for mem in surr_mems]
@@ -666,8 +697,9 @@ class Core(wiring.Component):
             m.d.comb += [d_rd.en.eq(wg.delta_en), d_rd.addr.eq(wg.delta_group)]
         with m.If(updating):
             m.d.comb += wg.update.eq(update_start)
-        for l, w in enumerate(self.weights):
+        for l in range(n):
             with m.If(layer == l):
+                w = self._weights_of(m, l)
                 m.d.sync += [wg_layer.eq(l), wg_rows.eq(L[l + 1]), wg_cols.eq(L[l])]
                 with m.If(backward):
                     m.d.comb += [w.rd_en.eq(bp.w_rd_en), w.rd_row.eq(1), w.rd_major.eq(bp.w_rd_major),

@@ -14,7 +14,7 @@ the RAM, so there is one 32-bit adder for all of them (and one more for reads).
 
 Exactness: a read returns total + pending of its counter, and a visit in flight (its RAM write
 lands in the cycle of the read) is added from its own registers, so a read always equals what a
-plain register counter would hold: every event up to two cycles before ``rd_en`` (the event and
+plain register counter would hold: every event up to one cycle before ``rd_en`` (the event and
 clear inputs are registered first, as the events come from deep in the engines' control). A read
 pauses the walk for that cycle; the pending bits are sized for reads at most every other cycle
 (the host takes eight cycles per word). A sticky ``overflow`` says that was broken and the values
@@ -36,7 +36,7 @@ from amaranth.utils import ceil_log2
 __all__ = ["PerfCounters", "COUNTER_BITS", "READ_LATENCY"]
 
 COUNTER_BITS = 32
-READ_LATENCY = 2  # cycles from rd_en to rd_data
+READ_LATENCY = 3  # cycles from rd_en to rd_data
 
 
 class PerfCounters(wiring.Component):
@@ -74,6 +74,11 @@ class PerfCounters(wiring.Component):
         clear = Signal(name="clear_q")
         m.d.sync += [clear.eq(self.clear), inc.eq(Cat(*[self.inc[nm] for nm in names]))]
 
+        # the read request is registered too: the walk's pause then depends on registers only
+        rd_en = Signal(name="rd_en_q")
+        rd_index = Signal.like(self.rd_index, name="rd_index_q")
+        m.d.sync += [rd_en.eq(self.rd_en), rd_index.eq(self.rd_index)]
+
         m.submodules.totals = totals = Memory(shape=COUNTER_BITS, depth=n, init=[])
         rd, wr = totals.read_port(), totals.write_port()
         pending = [Signal(pb, name=f"pending_{nm}") for nm in names]
@@ -81,11 +86,11 @@ class PerfCounters(wiring.Component):
 
         ptr = Signal(range(self.period), name="walk_ptr")
         visit = Signal(name="visit")  # this cycle's walk slot visits counter ptr
-        m.d.comb += visit.eq(~self.rd_en & ~clear & (ptr < n))
-        with m.If(~self.rd_en):
+        m.d.comb += visit.eq(~rd_en & ~clear & (ptr < n))
+        with m.If(~rd_en):
             m.d.sync += ptr.eq(Mux(ptr == self.period - 1, 0, ptr + 1))
-        index = Mux(self.rd_en, self.rd_index, ptr)
-        m.d.comb += [rd.en.eq(visit | self.rd_en), rd.addr.eq(index)]
+        index = Mux(rd_en, rd_index, ptr)
+        m.d.comb += [rd.en.eq(visit | rd_en), rd.addr.eq(index)]
 
         def pick(items, idx):
             sel = Signal(len(items[0]), name=f"pick_{len(items[0])}")
@@ -129,11 +134,11 @@ class PerfCounters(wiring.Component):
         # visit's stale bit and pending count then stand in for the counter's own) + pending
         r_add = Signal(pb + 1, name="read_add")
         r_stale = Signal(name="read_stale")
-        with m.If(self.rd_en):
-            fly = v1 & (k1 == self.rd_index)
+        with m.If(rd_en):
+            fly = v1 & (k1 == rd_index)
             m.d.sync += [r_add.eq(idx_pending + Mux(fly, f1, 0)), r_stale.eq(Mux(fly, st1, idx_stale))]
         r_valid = Signal(name="read_q")
-        m.d.sync += r_valid.eq(self.rd_en)
+        m.d.sync += r_valid.eq(rd_en)
         with m.If(r_valid):
             m.d.sync += self.rd_data.eq(Mux(r_stale, 0, rd.data) + r_add)
         return m

@@ -21,7 +21,7 @@ Core side (all driven by this block unless marked In):
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Const, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -39,7 +39,11 @@ READ_LATENCY = 5
 
 
 class HostInterface(wiring.Component):
-    def __init__(self, regions: list[Region], n_inputs: int, n_outputs: int):
+    def __init__(self, regions: list[Region], n_inputs: int, n_outputs: int, wait_for_idle: bool = False):
+        # wait_for_idle: take a command header only from an idle core (a core that is busy after
+        # reset: the power-up clear of single-port gradient memories); otherwise the interface
+        # only waits for the runs it starts itself, and the core is idle after reset
+        self.wait_for_idle = bool(wait_for_idle)
         self.regions = list(regions)
         self.n_inputs, self.n_outputs = n_inputs, n_outputs
         if not any(r.id == RegionId.PIXELS for r in self.regions):
@@ -176,15 +180,15 @@ class HostInterface(wiring.Component):
             m.d.sync += [status.eq(code), rsp_count.eq(n)]
             m.next = "RESPOND"
 
-        core_idle_q = Signal(name="core_idle_q")
-        m.d.sync += core_idle_q.eq(self.core_idle)
+        core_idle_q = Signal(name="core_idle_q") if self.wait_for_idle else Const(1)
+        if self.wait_for_idle:
+            m.d.sync += core_idle_q.eq(self.core_idle)
         m.d.sync += [self.run.eq(0), self.run_update.eq(0)]  # one-cycle pulses unless set below
         pixels = next(r for r in self.regions if r.id == RegionId.PIXELS)
         with m.FSM():
             with m.State("HEADER"):
-                # a command starts only on an idle core: the interface waits for its own runs, and
-                # this covers the power-up clear of single-port gradient memories (registered: the
-                # core's state decode stays off the command stream's ready path)
+                # with wait_for_idle a command starts only on an idle core (registered: the core's
+                # state decode stays off the command stream's ready path)
                 m.d.comb += cmd.ready.eq(core_idle_q)
                 with m.If(cmd.valid & core_idle_q):
                     m.d.sync += [op.eq(cmd.payload[24:32]), region.eq(cmd.payload[16:24]),

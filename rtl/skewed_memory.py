@@ -57,13 +57,43 @@ from amaranth.utils import ceil_log2
 
 from .arith import times_const
 
-__all__ = ["SkewedMemory", "skew_address", "read_matrix", "to_banks", "READ_LATENCY", "POISON", "SINGLE_PORT_ATTR"]
+__all__ = ["SkewedMemory", "skew_address", "read_matrix", "to_banks", "READ_LATENCY", "POISON", "SINGLE_PORT_ATTR",
+           "single_port", "single_port_memory_args"]
 
 READ_LATENCY = 3  # cycles from rd_en to rd_data / rd_banks
 #: a single-port memory's contents after reset in simulation (low ``width`` bits, as signed)
 POISON = 0x5A5A5A5A5A5A5A5A
 #: Verilog attribute on every single-port bank
 SINGLE_PORT_ATTR = "spikeforge_single_port"
+
+
+def _poison(width: int) -> int:
+    """The poison pattern as a signed ``width``-bit value."""
+    v = POISON & ((1 << width) - 1)
+    return v - (1 << width) if v >> (width - 1) else v
+
+
+def single_port_memory_args(single: bool, shape, depth: int) -> dict:
+    """``Memory`` keyword arguments for a plain memory of P-lane words (``shape`` an
+    ``ArrayLayout``): zeros, or, single-port, the poison in every lane and the marker the iCE40
+    flow maps to SPRAM (see :class:`SkewedMemory`)."""
+    if not single:
+        return {"init": []}
+    return {"init": [[_poison(shape.elem_shape.width)] * shape.length] * depth, "attrs": {SINGLE_PORT_ATTR: 1}}
+
+
+def single_port(m, name: str, wp, rp):
+    """Proxies for a write port ``wp`` and a read port ``rp`` of one memory that share one
+    address, the shape of an SPRAM: a write takes the port, a read in the same cycle is lost (the
+    caller never does both). Returns (write proxy: en, addr, data; read proxy: en, addr, data)."""
+    wr = SimpleNamespace(en=Signal(name=f"{name}_wr_en"), addr=Signal(len(wp.addr), name=f"{name}_wr_addr"),
+                         data=Signal(wp.data.shape(), name=f"{name}_wr_data"))
+    rd = SimpleNamespace(en=Signal(name=f"{name}_rd_en"), addr=Signal(len(rp.addr), name=f"{name}_rd_addr"),
+                         data=rp.data)
+    port_addr = Signal(len(wp.addr), name=f"{name}_port_addr")
+    m.d.comb += [port_addr.eq(Mux(wr.en, wr.addr, rd.addr)), wp.addr.eq(port_addr), rp.addr.eq(port_addr),
+                 wp.en.eq(wr.en), wp.data.eq(wr.data), rp.en.eq(rd.en & ~wr.en)]
+    return wr, rd
 
 
 def read_matrix(ctx, smem: "SkewedMemory", rows: int, cols: int) -> list[list[int]]:
@@ -119,10 +149,11 @@ class SkewedMemory(wiring.Component):
         if layers is not None:
             layers = [tuple(s) for s in layers]
             if not layers or any(len(s) != 2 or not all(isinstance(v, int) and v >= 1 for v in s) for s in layers) \
-                    or any(r > max_outputs or c > max_inputs for r, c in layers) or init:
+                    or any(r > max_outputs or c > max_inputs for r, c in layers) \
+                    or (init and (not isinstance(init, (list, tuple)) or len(init) != len(layers))):
                 self._MustUse__silence = True
                 raise ValueError(f"SkewedMemory: layers must be (rows, cols) pairs within ({max_outputs}, "
-                                 f"{max_inputs}), without init; got {layers!r}")
+                                 f"{max_inputs}), init a list of one {{(j, i): value}} per layer; got {layers!r}")
             self.layers = []
             base = 0
             for r, c in layers:
@@ -133,7 +164,7 @@ class SkewedMemory(wiring.Component):
             self.layers = [(max_outputs, max_inputs, 0)]
             self.depth = self.groups_out * max_inputs
         self.layered = layers is not None
-        self._init = init  # optional {(j, i): value}
+        self._init = init  # optional {(j, i): value}; layered: a list of them, one per layer
         major_bits = max(1, ceil_log2(max(max_inputs, max_outputs)))
         group_bits = max(1, ceil_log2(max(self.groups_out, -(-max_inputs // lanes))))
         lanes_t = data.ArrayLayout(signed(width), lanes)
@@ -151,14 +182,14 @@ class SkewedMemory(wiring.Component):
 
     def _bank_init(self, b: int) -> list[int]:
         if self.single_port and not self._init:
-            poison = POISON & ((1 << self.width) - 1)
-            return [poison - (1 << self.width) if poison >> (self.width - 1) else poison] * self.depth
+            return [_poison(self.width)] * self.depth
         words = [0] * self.depth
-        if self._init:
-            for (j, i), v in self._init.items():
-                bank, addr = skew_address(j, i, self.lanes, self.max_inputs)
+        inits = (self._init if self.layered else [self._init]) if self._init else []
+        for (_, cols, base), init in zip(self.layers, inits):
+            for (j, i), v in (init or {}).items():
+                bank, addr = skew_address(j, i, self.lanes, cols)
                 if bank == b:
-                    words[addr] = v
+                    words[base + addr] = v
         return words
 
     def _lane_map(self, m, prefix, row, major, group, layer=None):

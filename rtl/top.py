@@ -35,7 +35,8 @@ class Top(wiring.Component):
         self.cfg = cfg
         self.core = Core(cfg, weights_init)
         L = cfg.network.layers
-        self.host = HostInterface(regions(cfg), n_inputs=L[0], n_outputs=L[-1])
+        self.host = HostInterface(regions(cfg), n_inputs=L[0], n_outputs=L[-1],
+                                  wait_for_idle=cfg.hardware.large_memories == "single_port")
         members = self.core.signature.members
         super().__init__(
             {

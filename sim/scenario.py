@@ -199,7 +199,7 @@ def _directed(name: str, rng: random.Random) -> Scenario:
     elif name == "lr-shift-0":  # the whole gradient in one step: weights saturate
         cfg = _small(training={"lr_shift": 0, "update_rounding": "floor"})
     elif name == "single-port-gradients":  # iCE40 SPRAM mode: half-rate WG, cleared after reset
-        cfg = _small(network={"layers": [13, 7, 3]}, hardware={"lanes": 1, "gradient_memory": "single_port"})
+        cfg = _small(network={"layers": [13, 7, 3]}, hardware={"lanes": 1, "large_memories": "single_port"})
         weights = _random_weights(cfg, rng)
         batches = [_samples(cfg, rng, 2), _samples(cfg, rng, 2)]
     elif name == "inference-only":

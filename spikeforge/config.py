@@ -41,8 +41,9 @@ UPDATE_ROUNDING = ("floor", "half_up", "half_even", "stochastic")
 RESET_MODES = ("subtract", "zero")
 SURROGATES = ("rect", "triangle")
 LOSSES = ("count_mse", "count_hinge")
-#: dual_port: block RAM with a read and a write port; single_port: one port per bank (iCE40 SPRAM)
-GRADIENT_MEMORY = ("dual_port", "single_port")
+#: the gradient, weight and error memories: dual_port, block RAM with a read and a write port;
+#: single_port, one port per bank and one memory per kind for all layers (iCE40 SPRAM)
+LARGE_MEMORIES = ("dual_port", "single_port")
 
 
 class ConfigError(ValueError):
@@ -268,16 +269,16 @@ class HardwareConfig:
 
     lanes: int = 8
     cores: int = 1
-    # single_port: the WG engines' gradient memories have one port per bank, so they can live in
-    # iCE40 SPRAM; accumulate and update run at half rate (docs/architecture.md)
-    gradient_memory: str = "dual_port"
+    # single_port: the gradients, the weights and the error memories have one port per bank, so
+    # they can live in iCE40 SPRAM; accumulate and update run at half rate (docs/architecture.md)
+    large_memories: str = "dual_port"
 
     def validate(self) -> None:
         _check_int("hardware.lanes", self.lanes, 1, 64)
         if self.lanes & (self.lanes - 1):
             _fail("hardware.lanes", self.lanes, "must be a power of two")
         _check_int("hardware.cores", self.cores, 1, 20)
-        _check_choice("hardware.gradient_memory", self.gradient_memory, GRADIENT_MEMORY)
+        _check_choice("hardware.large_memories", self.large_memories, LARGE_MEMORIES)
 
 
 _SECTIONS = {

@@ -49,7 +49,7 @@ def test_toml_round_trip(tmp_path):
         ("training", {"lr_decay_epochs": [5, 3]}, "training.lr_decay_epochs"),
         ("hardware", {"lanes": 6}, "hardware.lanes"),
         ("hardware", {"cores": 21}, "hardware.cores"),
-        ("hardware", {"gradient_memory": "spram"}, "hardware.gradient_memory"),
+        ("hardware", {"large_memories": "spram"}, "hardware.large_memories"),
     ],
 )
 def test_bad_value_names_field(section, values, needle):

@@ -10,7 +10,7 @@ from spikeforge.rtl.counters import READ_LATENCY, PerfCounters
 from spikeforge.sim.amaranth_bench import simulate
 
 #: a read at cycle c sees the events of cycles <= c - SEEN_LAG (the inputs are registered)
-SEEN_LAG = 2
+SEEN_LAG = 1
 
 
 def run(names, cycles, rng, p_event, p_clear, p_read, min_read_gap=2):

@@ -60,7 +60,7 @@ def test_bad_target_is_a_usage_error(capsys):
 
 
 def test_single_port_memory_maps_to_spram(tmp_path):
-    """A single-port SkewedMemory (the WG engine's gradients with gradient_memory = single_port)
+    """A single-port SkewedMemory (the WG engine's gradients with large_memories = single_port)
     becomes an iCE40 SPRAM once the flow drops its simulation-only poison contents; with them
     Yosys would refuse SPRAM (it has no initial contents)."""
     import subprocess
