@@ -95,7 +95,14 @@ class HostInterface(wiring.Component):
         known, writable = Signal(name="known"), Signal(name="writable")
         in_range, value_signed = Signal(name="in_range"), Signal(name="value_signed")
         last_col = Signal(16)
-        start, size = Signal(32, name="start"), Signal(32, name="size")
+        # the address arithmetic is only as wide as the region table needs: row and col are
+        # checked against the region's shape on their own (in_range), so start = row * cols + col
+        # only has to be right when both are in range, and their low bits are enough for that
+        row_bits = max(1, ceil_log2(max(r.rows for r in self.regions)))
+        col_bits = max(1, ceil_log2(max(r.cols for r in self.regions)))
+        start_max = max(((1 << row_bits) - 1) * r.cols + (1 << col_bits) - 1 for r in self.regions)
+        size_max = max(r.size for r in self.regions)
+        start, size = Signal(range(start_max + 1), name="start"), Signal(range(size_max + 1), name="size")
         # the WRITE word's range check against registered region facts (CHECK loads them): the
         # bits above the element's width must be all zero, or for a signed element all equal to
         # its sign bit; ``value_mask`` has those bits set (none for a 32-bit element)
@@ -123,11 +130,12 @@ class HostInterface(wiring.Component):
         m.d.comb += [
             in_range.eq(one_hot_select((Cat(*[region_is[i] for i in ids]).any(), (row < rows) & (col < cols))
                                        for (rows, cols), ids in shapes.items())),
-            start.eq(one_hot_select((Cat(*[region_is[i] for i in ids]).any(), times_const(row, cols) + col)
+            start.eq(one_hot_select((Cat(*[region_is[i] for i in ids]).any(),
+                                     times_const(row[:row_bits], cols) + col[:col_bits])
                                     for cols, ids in by_cols.items())),
         ]
         known_q, writable_q, in_range_q = Signal(), Signal(), Signal()
-        start_q, size_q = Signal(32), Signal(32)
+        start_q, size_q = Signal.like(start), Signal.like(size)
         value_mask_q, value_signed_q = Signal(32), Signal()
         value_ok = Signal()  # the WRITE word on cmd.payload fits the region's element format
         high = Signal(32)

@@ -322,8 +322,13 @@ class SkewedMemory(wiring.Component):
             with m.If(req_en):
                 m.d.sync += ok_d.eq(ok)
             bank_q = Signal(signed(self.width), name=f"rd_bank_q{b}")
-            with m.If(rd_en_d):
-                m.d.sync += bank_q.eq(Mux(ok_d, rp.data, 0))
+            # an element past the matrix edge reads as 0: written as the register's synchronous
+            # reset, so the block RAM's output (and its cascade multiplexer, in a memory deeper
+            # than one block) feeds the register's data input with no gate in between
+            with m.If(rd_en_d & ~ok_d):
+                m.d.sync += bank_q.eq(0)
+            with m.Elif(rd_en_d):
+                m.d.sync += bank_q.eq(rp.data)
             bank_data.append(bank_q)
             m.d.comb += [wp.en.eq(wr.en & wok & wr.mask[b]), wp.data.eq(wr.data[b])]
         if self.single_port:
