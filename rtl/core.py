@@ -684,7 +684,12 @@ class Core(wiring.Component):
             m.d.sync += sig.eq(getattr(wg, name))
         host_lfsr_load = Signal()
         if update_lfsr is not None:
-            m.d.comb += [update_lfsr.load.eq(host_lfsr_load), update_lfsr.seed.eq(self.acc_wdata)]
+            # the host's write lands a cycle later, from registers: the write's decode stays off
+            # the LFSR's next-state multiplexer (nothing reads the state that soon after)
+            lfsr_load_q = Signal(name="lfsr_load_q")
+            lfsr_seed_q = Signal(32, name="lfsr_seed_q")
+            m.d.sync += [lfsr_load_q.eq(host_lfsr_load), lfsr_seed_q.eq(self.acc_wdata)]
+            m.d.comb += [update_lfsr.load.eq(lfsr_load_q), update_lfsr.seed.eq(lfsr_seed_q)]
         # the engine's layer and geometry are registers (a cycle behind `layer`: an engine starts
         # several cycles after the layer changes), so the layer select stays off its paths
         wg_layer = Signal(range(n), name="wg_layer")

@@ -92,23 +92,24 @@ class PerfCounters(wiring.Component):
         index = Mux(rd_en, rd_index, ptr)
         m.d.comb += [rd.en.eq(visit | rd_en), rd.addr.eq(index)]
 
-        def pick(items, idx):
-            sel = Signal(len(items[0]), name=f"pick_{len(items[0])}")
+        def pick(items, idx, name):
+            sel = Signal(len(items[0]), name=name)
             with m.Switch(idx):
                 for k, item in enumerate(items):
                     with m.Case(k):
                         m.d.comb += sel.eq(item)
             return sel
 
-        idx_pending = pick(pending, index)
-        idx_stale = stale.bit_select(index, 1)
+        # the walk and a read each pick their counter straight from their own register (ptr,
+        # rd_index), not through the RAM's address multiplexer
+        walk_pending = pick(pending, ptr, "walk_pending")
 
         # the visit in flight: read this cycle, added and written next cycle
         v1 = Signal(name="visit_q")
         k1 = Signal(range(max(n, 2)), name="visit_index_q")
         f1 = Signal(pb, name="visit_pending_q")
         st1 = Signal(name="visit_stale_q")
-        m.d.sync += [v1.eq(visit), k1.eq(ptr), f1.eq(idx_pending), st1.eq(idx_stale)]
+        m.d.sync += [v1.eq(visit), k1.eq(ptr), f1.eq(walk_pending), st1.eq(stale.bit_select(ptr, 1))]
         total = Signal(COUNTER_BITS, name="visit_total")
         m.d.comb += total.eq(Mux(st1, 0, rd.data) + f1)
         m.d.comb += [wr.en.eq(v1), wr.addr.eq(k1), wr.data.eq(total)]
@@ -118,13 +119,14 @@ class PerfCounters(wiring.Component):
             m.d.sync += overflow.eq(0)
         for k in range(n):
             visited = visit & (ptr == k)
-            nxt = Signal(pb + 1, name=f"pending_next_{names[k]}")
+            nxt = Signal(pb, name=f"pending_next_{names[k]}")  # wraps only past the overflow check
             m.d.comb += nxt.eq(Mux(visited, 0, pending[k]) + inc[k])
             with m.If(clear):
                 m.d.sync += [pending[k].eq(0), stale[k].eq(1)]
             with m.Else():
                 m.d.sync += pending[k].eq(nxt)
-                with m.If(nxt[pb]):
+                # the count wraps: all ones and one more (a compare of registers, not the adder's carry)
+                with m.If(inc[k] & ~visited & pending[k].all()):
                     m.d.sync += overflow.eq(1)
                 with m.If(visited):
                     m.d.sync += stale[k].eq(0)
@@ -132,13 +134,17 @@ class PerfCounters(wiring.Component):
 
         # a read: the RAM word (old, if a visit of the same counter writes it in this cycle: that
         # visit's stale bit and pending count then stand in for the counter's own) + pending
-        r_add = Signal(pb + 1, name="read_add")
+        # (registered as picked; added up in the next cycle, with the RAM word)
+        r_pending = Signal(pb, name="read_pending")
+        r_fly = Signal(name="read_in_flight")
+        r_fly_pending = Signal(pb, name="read_fly_pending")
         r_stale = Signal(name="read_stale")
         with m.If(rd_en):
             fly = v1 & (k1 == rd_index)
-            m.d.sync += [r_add.eq(idx_pending + Mux(fly, f1, 0)), r_stale.eq(Mux(fly, st1, idx_stale))]
+            m.d.sync += [r_pending.eq(pick(pending, rd_index, "read_pick")), r_fly.eq(fly), r_fly_pending.eq(f1),
+                         r_stale.eq(Mux(fly, st1, stale.bit_select(rd_index, 1)))]
         r_valid = Signal(name="read_q")
         m.d.sync += r_valid.eq(rd_en)
         with m.If(r_valid):
-            m.d.sync += self.rd_data.eq(Mux(r_stale, 0, rd.data) + r_add)
+            m.d.sync += self.rd_data.eq(Mux(r_stale, 0, rd.data) + r_pending + Mux(r_fly, r_fly_pending, 0))
         return m

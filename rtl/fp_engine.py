@@ -122,17 +122,20 @@ class FpEngine(wiring.Component):
         advance = Signal()
         m.d.comb += advance.eq(~out.valid | out.ready)
         lane_v = [Signal(signed(p.membrane_bits), name=f"l3_v_{k}") for k in range(P)]  # registered
-        lane_s = [Signal(name=f"s_{k}") for k in range(P)]
+        # four stages for the clock: L1 (words on the ports) leaks and resets the old membrane,
+        # L2 adds the input and saturates, L3 fires and forms |v - threshold|, L4 forms the
+        # surrogate from it, writes back and emits. The whole pipe moves on `advance`.
+        l2_valid, l3_valid, l4_valid = Signal(), Signal(), Signal()
+        l2_group, l3_group, l4_group = Signal(p.group_bits), Signal(p.group_bits), Signal(p.group_bits)
+        l4_v = [Signal(signed(p.membrane_bits), name=f"l4_v_{k}") for k in range(P)]
+        l4_s = [Signal(name=f"l4_s_{k}") for k in range(P)]
+        l4_dist = [Signal(unsigned(p.membrane_bits + 1), name=f"l4_dist_{k}") for k in range(P)]
         lane_g = [Signal(p.surrogate_bits, name=f"g_{k}") for k in range(P)]
-        # three stages for the clock: L1 (words on the ports) leaks and resets the old membrane,
-        # L2 adds the input and saturates, L3 fires, forms the surrogate, writes back and emits.
-        # The whole pipe moves on `advance`.
-        l2_valid, l3_valid = Signal(), Signal()
-        l2_group, l3_group = Signal(p.group_bits), Signal(p.group_bits)
         l2_base = [Signal(signed(p.membrane_bits + 2), name=f"l2_base_{k}") for k in range(P)]
         l2_acc = [Signal(signed(p.input_acc_bits), name=f"l2_acc_{k}") for k in range(P)]
         with m.If(advance):
-            m.d.sync += [l2_valid.eq(lif_valid), l2_group.eq(lif_group), l3_valid.eq(l2_valid), l3_group.eq(l2_group)]
+            m.d.sync += [l2_valid.eq(lif_valid), l2_group.eq(lif_group), l3_valid.eq(l2_valid), l3_group.eq(l2_group),
+                         l4_valid.eq(l3_valid), l4_group.eq(l3_group)]
         for k in range(P):
             base = self._lif_base(m, k, state_rd.data.membrane[k], state_rd.data.spikes[k], fresh)
             with m.If(advance):
@@ -140,26 +143,29 @@ class FpEngine(wiring.Component):
             v = self._lif_integrate(m, k, l2_base[k], l2_acc[k])
             with m.If(advance):
                 m.d.sync += lane_v[k].eq(v)
-            self._lif_fire(m, k, lane_v[k], l3_group, lane_s[k], lane_g[k])
+            fire, dist = self._lif_fire(m, k, lane_v[k], l3_group)
+            with m.If(advance):
+                m.d.sync += [l4_v[k].eq(lane_v[k]), l4_s[k].eq(fire), l4_dist[k].eq(dist)]
+            m.d.comb += lane_g[k].eq(self._surrogate(m, k, l4_dist[k]))
 
-        with m.If(l3_valid & advance):
+        with m.If(l4_valid & advance):
             m.d.sync += [
                 out.valid.eq(1),
-                out.payload.group.eq(l3_group),
-                out.payload.spikes.eq(Cat(*lane_s)),
+                out.payload.group.eq(l4_group),
+                out.payload.spikes.eq(Cat(*l4_s)),
             ]
             for k in range(P):
-                m.d.sync += [out.payload.membrane[k].eq(lane_v[k]), out.payload.surrogate[k].eq(lane_g[k])]
+                m.d.sync += [out.payload.membrane[k].eq(l4_v[k]), out.payload.surrogate[k].eq(lane_g[k])]
             m.d.comb += [
                 state_wr.en.eq(1),
-                state_wr.addr.eq(l3_group),
-                state_wr.data.spikes.eq(Cat(*lane_s)),
+                state_wr.addr.eq(l4_group),
+                state_wr.data.spikes.eq(Cat(*l4_s)),
                 acc_wr.en.eq(1),  # clear for the next timestep (never overlaps integration)
-                acc_wr.addr.eq(l3_group),
+                acc_wr.addr.eq(l4_group),
                 acc_wr.data.eq(0),
             ]
             for k in range(P):
-                m.d.comb += state_wr.data.membrane[k].eq(lane_v[k])
+                m.d.comb += state_wr.data.membrane[k].eq(l4_v[k])
         with m.Elif(advance):
             m.d.sync += out.valid.eq(0)
 
@@ -211,8 +217,8 @@ class FpEngine(wiring.Component):
                 m.d.comb += [state_rd.en.eq(advance), acc_rd.en.eq(advance)]
                 with m.If(advance):
                     m.d.sync += lif_valid.eq(0)
-                    # the last group moves L1 → L2 → L3, then L3 writes back as the FSM leaves
-                    with m.If(~lif_valid & ~l2_valid):
+                    # the last group moves L1 → L2 → L3 → L4, then L4 writes back as the FSM leaves
+                    with m.If(~lif_valid & ~l2_valid & ~l3_valid):
                         m.next = "INTEGRATE"
                 with m.Else():
                     m.d.comb += self.stalled.eq(1)
@@ -241,16 +247,22 @@ class FpEngine(wiring.Component):
         m.d.comb += wide.eq(base + (acc << p.membrane_frac_bits))
         return arith.saturate(m, wide, p.membrane_min, p.membrane_max, p.membrane_bits, f"vsat_{k}")
 
-    def _lif_fire(self, m, k, v_out, group, s_out, g_out):
-        """LIF stage L3, §5 step 5: fire and the surrogate, from the new membrane."""
+    def _lif_fire(self, m, k, v_out, group):
+        """LIF stage L3, §5 step 5: fire, and |v - threshold| for the surrogate (L4)."""
         p = self.p
         # lanes past the layer's last neuron never fire (their weights are zero anyway)
         lane_exists = Signal(name=f"exists_{k}")
         m.d.comb += lane_exists.eq(group * p.lanes + k < self.neurons)
+        s_out = Signal(name=f"s_{k}")
         m.d.comb += s_out.eq(lane_exists & (v_out > p.threshold))
-
         dist = Signal(unsigned(p.membrane_bits + 1), name=f"dist_{k}")
         m.d.comb += dist.eq(Mux(v_out > p.threshold, v_out - p.threshold, p.threshold - v_out))
+        return s_out, dist
+
+    def _surrogate(self, m, k, dist):
+        """LIF stage L4, §5 step 5: the surrogate gradient from |v - threshold|."""
+        p = self.p
+        g_out = Signal(p.surrogate_bits, name=f"g_{k}_of_dist")
         if p.surrogate == "rect":
             m.d.comb += g_out.eq(dist < p.surrogate_width)
         else:
@@ -259,3 +271,4 @@ class FpEngine(wiring.Component):
             raw = Signal(unsigned(p.membrane_bits + 1), name=f"graw_{k}")
             m.d.comb += raw.eq(Mux(dist < p.surrogate_width, (p.surrogate_width - dist) >> shift, 0))
             m.d.comb += g_out.eq(Mux(raw > gmax, gmax, raw))
+        return g_out

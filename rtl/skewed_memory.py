@@ -164,6 +164,10 @@ class SkewedMemory(wiring.Component):
             self.layers = [(max_outputs, max_inputs, 0)]
             self.depth = self.groups_out * max_inputs
         self.layered = layers is not None
+        # a layered memory with two ports keeps each layer in block RAMs of its own (a stacked
+        # one would be deeper than one block RAM, and its cascade multiplexer would sit between
+        # the block RAM and the bank register); single-port ones stack (each SPRAM is 256 kbit)
+        self.split = self.layered and not self.single_port
         self._init = init  # optional {(j, i): value}; layered: a list of them, one per layer
         major_bits = max(1, ceil_log2(max(max_inputs, max_outputs)))
         group_bits = max(1, ceil_log2(max(self.groups_out, -(-max_inputs // lanes))))
@@ -180,17 +184,21 @@ class SkewedMemory(wiring.Component):
             }
         )
 
+    def _layer_init(self, b: int, l: int) -> list[int]:
+        """Bank b's words of layer l (from its own address 0)."""
+        rows, cols, _ = self.layers[l]
+        words = [0] * (-(-rows // self.lanes) * cols)
+        inits = (self._init if self.layered else [self._init]) if self._init else []
+        for (j, i), v in ((inits[l] if l < len(inits) else None) or {}).items():
+            bank, addr = skew_address(j, i, self.lanes, cols)
+            if bank == b:
+                words[addr] = v
+        return words
+
     def _bank_init(self, b: int) -> list[int]:
         if self.single_port and not self._init:
             return [_poison(self.width)] * self.depth
-        words = [0] * self.depth
-        inits = (self._init if self.layered else [self._init]) if self._init else []
-        for (_, cols, base), init in zip(self.layers, inits):
-            for (j, i), v in (init or {}).items():
-                bank, addr = skew_address(j, i, self.lanes, cols)
-                if bank == b:
-                    words[base + addr] = v
-        return words
+        return [w for l in range(len(self.layers)) for w in self._layer_init(b, l)]
 
     def _lane_map(self, m, prefix, row, major, group, layer=None):
         """The rotation amount ``major mod P``, and per bank its address and whether its element
@@ -207,10 +215,13 @@ class SkewedMemory(wiring.Component):
         lg = ceil_log2(P)
         rot = Signal(range(P), name=f"{prefix}_rot")
         m.d.comb += rot.eq(major[:lg] if P > 1 else 0)
-        maps = [self._layer_map(m, prefix if not self.layered else f"{prefix}_l{l}", row, major, group, rot, MO, MI, base)
+        maps = [self._layer_map(m, prefix if not self.layered else f"{prefix}_l{l}", row, major, group, rot, MO, MI,
+                                0 if self.split else base)
                 for l, (MO, MI, base) in enumerate(self.layers)]
         if not self.layered:
             return rot, maps[0]
+        if self.split:
+            return rot, maps  # per layer: the caller has one block RAM per layer and bank
         out = []
         for b in range(P):
             addr = Signal(range(self.depth), name=f"{prefix}_addr{b}")
@@ -225,10 +236,11 @@ class SkewedMemory(wiring.Component):
     def _layer_map(self, m, prefix, row, major, group, rot, MO, MI, base):
         """Per bank (address, element exists) of the matrix (MO x MI) stored from ``base`` on."""
         P = self.lanes
+        depth = -(-MO // P) * MI if self.split else self.depth  # of the block RAMs addressed
         lg = ceil_log2(P)
         major_hi = major >> lg  # j // P (row mode)
-        row_base = Signal(range(self.depth + P), name=f"{prefix}_row_base")
-        col_addr = Signal(range(self.depth + MI), name=f"{prefix}_col_addr")
+        row_base = Signal(range(depth + P), name=f"{prefix}_row_base")
+        col_addr = Signal(range(depth + MI), name=f"{prefix}_col_addr")
         plus_base = (lambda x: x + base) if base else (lambda x: x)
         m.d.comb += col_addr.eq(plus_base(times_const(group, MI) + major))
         aligned = MI % P == 0 and base % P == 0
@@ -255,7 +267,7 @@ class SkewedMemory(wiring.Component):
         out = []
         for b in range(P):
             lane = Signal(range(P), name=f"{prefix}_lane{b}")
-            addr = Signal(range(self.depth), name=f"{prefix}_addr{b}" if not self.layered else f"{prefix}_a{b}")
+            addr = Signal(range(depth), name=f"{prefix}_addr{b}" if not self.layered else f"{prefix}_a{b}")
             ok = Signal(name=f"{prefix}_ok{b}" if not self.layered else f"{prefix}_k{b}")
             m.d.comb += lane.eq((b + P - rot)[:lg] if P > 1 else 0)
             with m.If(row):  # fixed j = major, inputs hP + lane
@@ -303,34 +315,63 @@ class SkewedMemory(wiring.Component):
             m.d.sync += rd_rot_q.eq(rd_rot_d)
         bank_data = []
         self.banks = []  # kept for simulation-time inspection (tests read the stored matrix)
+        layer_d = None
+        if self.split:  # the layer of the read whose words the block RAMs give this cycle
+            layer_d = Signal.like(self.rd_layer, name="rd_layer_d")
+            with m.If(req_en):
+                m.d.sync += layer_d.eq(req_layer)
         for b in range(P):
-            # the marker lets the iCE40 flow find the memories bound for SPRAM (spikeforge.fpga.synth)
-            attrs = {SINGLE_PORT_ATTR: 1} if self.single_port else None
-            mem = Memory(shape=signed(self.width), depth=self.depth, init=self._bank_init(b), attrs=attrs)
-            self.banks.append(mem)
-            m.submodules[f"bank{b}"] = mem
-            rp, wp = mem.read_port(), mem.write_port()
-            addr, ok = rd_map[b]
-            waddr, wok = wr_map[b]
-            if self.single_port:  # one address; a landing write takes the port
-                port_addr = Signal(range(self.depth), name=f"port_addr{b}")
-                m.d.comb += [port_addr.eq(Mux(wr.en, waddr, addr)), rp.en.eq(req_en & ~wr.en), rp.addr.eq(port_addr),
-                             wp.addr.eq(port_addr)]
-            else:
-                m.d.comb += [rp.en.eq(req_en), rp.addr.eq(addr), wp.addr.eq(waddr)]
             ok_d = Signal(name=f"rd_ok_d{b}")
+            bank_q = Signal(signed(self.width), name=f"rd_bank_q{b}")
+            if self.split:
+                words = []
+                ok = Signal(name=f"rd_ok{b}")
+                with m.Switch(req_layer):
+                    for l in range(len(self.layers)):
+                        with m.Case(l):
+                            m.d.comb += ok.eq(rd_map[l][b][1])
+                mems = []
+                for l in range(len(self.layers)):
+                    mem = Memory(shape=signed(self.width), depth=len(self._layer_init(b, l)), init=self._layer_init(b, l))
+                    mems.append(mem)
+                    m.submodules[f"bank{b}_layer{l}"] = mem
+                    rp, wp = mem.read_port(), mem.write_port()
+                    m.d.comb += [rp.en.eq(req_en), rp.addr.eq(rd_map[l][b][0]), wp.addr.eq(wr_map[l][b][0]),
+                                 wp.en.eq(wr.en & (wr.layer == l) & wr_map[l][b][1] & wr.mask[b]), wp.data.eq(wr.data[b])]
+                    words.append(rp.data)
+                self.banks.append(mems)
+                word = Signal(signed(self.width), name=f"rd_word{b}")
+                with m.Switch(layer_d):
+                    for l, w in enumerate(words):
+                        with m.Case(l):
+                            m.d.comb += word.eq(w)
+            else:
+                # the marker lets the iCE40 flow find the memories bound for SPRAM (spikeforge.fpga.synth)
+                attrs = {SINGLE_PORT_ATTR: 1} if self.single_port else None
+                mem = Memory(shape=signed(self.width), depth=self.depth, init=self._bank_init(b), attrs=attrs)
+                self.banks.append(mem)
+                m.submodules[f"bank{b}"] = mem
+                rp, wp = mem.read_port(), mem.write_port()
+                addr, ok = rd_map[b]
+                waddr, wok = wr_map[b]
+                if self.single_port:  # one address; a landing write takes the port
+                    port_addr = Signal(range(self.depth), name=f"port_addr{b}")
+                    m.d.comb += [port_addr.eq(Mux(wr.en, waddr, addr)), rp.en.eq(req_en & ~wr.en),
+                                 rp.addr.eq(port_addr), wp.addr.eq(port_addr)]
+                else:
+                    m.d.comb += [rp.en.eq(req_en), rp.addr.eq(addr), wp.addr.eq(waddr)]
+                m.d.comb += [wp.en.eq(wr.en & wok & wr.mask[b]), wp.data.eq(wr.data[b])]
+                word = rp.data
             with m.If(req_en):
                 m.d.sync += ok_d.eq(ok)
-            bank_q = Signal(signed(self.width), name=f"rd_bank_q{b}")
             # an element past the matrix edge reads as 0: written as the register's synchronous
             # reset, so the block RAM's output (and its cascade multiplexer, in a memory deeper
             # than one block) feeds the register's data input with no gate in between
             with m.If(rd_en_d & ~ok_d):
                 m.d.sync += bank_q.eq(0)
             with m.Elif(rd_en_d):
-                m.d.sync += bank_q.eq(rp.data)
+                m.d.sync += bank_q.eq(word)
             bank_data.append(bank_q)
-            m.d.comb += [wp.en.eq(wr.en & wok & wr.mask[b]), wp.data.eq(wr.data[b])]
         if self.single_port:
             self.rw_conflict = Signal(name="rw_conflict")  # simulation only: a read lost to a write
             with m.If(req_en & wr.en):

@@ -1,13 +1,17 @@
 """``spikeforge train --backend rtl`` ends with exactly the golden backend's weights (the issue's
 acceptance run: digits, 64 samples, 1 epoch, seed 1), through the host protocol on Verilator."""
 
+import pytest
+
 from spikeforge.config import load_config
 from spikeforge.sim.cosim_core import train_rtl
 from spikeforge.train import train
 
 
-def test_rtl_training_matches_golden_sha256():
-    cfg = load_config("configs/digits.toml").replace(training={"seed": 1})
+@pytest.mark.parametrize("config", ["configs/digits.toml", "configs/digits-up5k.toml"])
+def test_rtl_training_matches_golden_sha256(config):
+    """digits-up5k: one lane and single-port (SPRAM) memories, the same numbers as digits."""
+    cfg = load_config(config).replace(training={"seed": 1})
     rtl = train_rtl(cfg, dataset="digits", samples=64, epochs=1, progress=False)
     gold = train(cfg, backend_name="golden", dataset="digits", samples=64, epochs=1, progress=False).report
     assert rtl["backend"] == "rtl" and gold["backend"] == "golden"
