@@ -315,11 +315,14 @@ class SkewedMemory(wiring.Component):
             m.d.sync += rd_rot_q.eq(rd_rot_d)
         bank_data = []
         self.banks = []  # kept for simulation-time inspection (tests read the stored matrix)
-        layer_d = None
-        if self.split:  # the layer of the read whose words the block RAMs give this cycle
+        layer_q = None
+        if self.split:  # the layer of the read whose words the bank registers hold
             layer_d = Signal.like(self.rd_layer, name="rd_layer_d")
+            layer_q = Signal.like(self.rd_layer, name="rd_layer_q")
             with m.If(req_en):
                 m.d.sync += layer_d.eq(req_layer)
+            with m.If(rd_en_d):
+                m.d.sync += layer_q.eq(layer_d)
         for b in range(P):
             ok_d = Signal(name=f"rd_ok_d{b}")
             bank_q = Signal(signed(self.width), name=f"rd_bank_q{b}")
@@ -340,11 +343,6 @@ class SkewedMemory(wiring.Component):
                                  wp.en.eq(wr.en & (wr.layer == l) & wr_map[l][b][1] & wr.mask[b]), wp.data.eq(wr.data[b])]
                     words.append(rp.data)
                 self.banks.append(mems)
-                word = Signal(signed(self.width), name=f"rd_word{b}")
-                with m.Switch(layer_d):
-                    for l, w in enumerate(words):
-                        with m.Case(l):
-                            m.d.comb += word.eq(w)
             else:
                 # the marker lets the iCE40 flow find the memories bound for SPRAM (spikeforge.fpga.synth)
                 attrs = {SINGLE_PORT_ATTR: 1} if self.single_port else None
@@ -361,16 +359,26 @@ class SkewedMemory(wiring.Component):
                 else:
                     m.d.comb += [rp.en.eq(req_en), rp.addr.eq(addr), wp.addr.eq(waddr)]
                 m.d.comb += [wp.en.eq(wr.en & wok & wr.mask[b]), wp.data.eq(wr.data[b])]
-                word = rp.data
+                words = [rp.data]
             with m.If(req_en):
                 m.d.sync += ok_d.eq(ok)
             # an element past the matrix edge reads as 0: written as the register's synchronous
             # reset, so the block RAM's output (and its cascade multiplexer, in a memory deeper
-            # than one block) feeds the register's data input with no gate in between
-            with m.If(rd_en_d & ~ok_d):
-                m.d.sync += bank_q.eq(0)
-            with m.Elif(rd_en_d):
-                m.d.sync += bank_q.eq(word)
+            # than one block) feeds the register's data input with no gate in between. Split
+            # layers are registered each and selected after the registers.
+            regs = []
+            for l, w in enumerate(words):
+                q = bank_q if len(words) == 1 else Signal(signed(self.width), name=f"rd_bank_q{b}_layer{l}")
+                with m.If(rd_en_d & ~ok_d):
+                    m.d.sync += q.eq(0)
+                with m.Elif(rd_en_d):
+                    m.d.sync += q.eq(w)
+                regs.append(q)
+            if len(regs) > 1:
+                with m.Switch(layer_q):
+                    for l, q in enumerate(regs):
+                        with m.Case(l):
+                            m.d.comb += bank_q.eq(q)
             bank_data.append(bank_q)
         if self.single_port:
             self.rw_conflict = Signal(name="rw_conflict")  # simulation only: a read lost to a write
