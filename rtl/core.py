@@ -441,7 +441,7 @@ class Core(wiring.Component):
         r2_lane, r2_bank, r2_region, r3_bank = Signal(range(P)), Signal(range(P)), Signal(8), Signal(range(P))
         m.d.sync += [r2_lane.eq(r_lane), r2_bank.eq(r_bank), r2_region.eq(r_region), r3_bank.eq(r2_bank)]
         words_q2 = Signal(32)  # the register regions' word at +2 (0 for a memory region)
-        mem_reads = []  # (region id, element at +3)
+        mem_reads = []  # (the region ids the element answers for, element at +3)
 
         def held(word):  # call outside any m.If: the register loads every cycle
             q = Signal(word.shape())
@@ -507,7 +507,7 @@ class Core(wiring.Component):
 
         # performance counters: a RAM behind the counter bank, answering at +3
         m.d.comb += [counters.rd_en.eq(rd & hit(RegionId.COUNTERS)), counters.rd_index.eq(col)]
-        mem_reads.append((RegionId.COUNTERS, counters.rd_data))
+        mem_reads.append(((RegionId.COUNTERS,), counters.rd_data))
 
         # pixels
         px_wr, px_rd = mems.px_wr, mems.px_rd
@@ -518,13 +518,13 @@ class Core(wiring.Component):
             with m.If(rd):
                 m.d.comb += [px_rd.en.eq(1), px_rd.addr.eq(group)]
         px_q = plain_element(px_rd.data)
-        mem_reads.append((RegionId.PIXELS, px_q))
+        mem_reads.append(((RegionId.PIXELS,), px_q))
 
         # membranes of the output layer: row t, column j
         mt_rd = mems.mt_rd
         m.d.comb += [mt_rd.en.eq(rd & hit(RegionId.MEMBRANES)), mt_rd.addr.eq(row_major_addr(self.groups[-1], "membranes"))]
         mt_q = plain_element(mt_rd.data)
-        mem_reads.append((RegionId.MEMBRANES, mt_q))
+        mem_reads.append(((RegionId.MEMBRANES,), mt_q))
 
         # spike bitmaps: row t, column neuron
         for k, (srd, swr) in enumerate(zip(mems.spike_rd, mems.spike_wr)):
@@ -533,7 +533,7 @@ class Core(wiring.Component):
             with m.If(here & rd):
                 m.d.comb += [srd.en.eq(1), srd.addr.eq(spk_addr)]
             srd_q = plain_element(srd.data)
-            mem_reads.append((RegionId.SPIKES + k, srd_q))
+            mem_reads.append(((RegionId.SPIKES + k,), srd_q))
             if k == 0:
                 with m.If(here & wr):
                     m.d.comb += [swr.en.eq(lane_mask), swr.addr.eq(spk_addr),
@@ -552,20 +552,20 @@ class Core(wiring.Component):
                                  w.wr_mask.eq(Const(1, P) << bank)]
                     for k in range(P):
                         m.d.comb += w.wr_data[k].eq(wdata)
-            if not self.single_port:
-                mem_reads.append((RegionId.WEIGHTS + l, element(w.rd_banks, r3_bank)))
             with m.If(hit(RegionId.GRADIENTS + l) & rd):
                 m.d.comb += [wg.grad_rd_en.eq(1), wg.grad_rd_row.eq(1), wg.grad_rd_major.eq(row),
                              wg.grad_rd_group.eq(group), wg.grad_rd_layer.eq(l)]
-        # every layer's gradients come from the one WG engine's memory (and with single-port
-        # memories every layer's weights from one memory)
+        # one element per memory, hit by every region it holds: each weight memory (one for all
+        # layers with single-port memories) and the one WG engine's gradients
+        weight_regions: dict[int, tuple] = {}
+        for l, w in enumerate(self.weights):
+            weight_regions.setdefault(id(w), (w, []))[1].append(RegionId.WEIGHTS + l)
+        for w, ids in weight_regions.values():
+            mem_reads.append((tuple(ids), element(w.rd_banks, r3_bank)))
         mem_reads.append((tuple(RegionId.GRADIENTS + l for l in range(n)), element(wg.grad_rd_banks, r3_bank)))
-        if self.single_port:
-            mem_reads.append((tuple(RegionId.WEIGHTS + l for l in range(n)), element(self.weights[0].rd_banks, r3_bank)))
 
         value = words_q2
         for region_ids, elem in mem_reads:
-            region_ids = region_ids if isinstance(region_ids, tuple) else (region_ids,)
             hit = Signal(name=f"read_hit_{int(region_ids[0])}")
             m.d.sync += hit.eq(Cat(*[r2_region == r for r in region_ids]).any())
             value = value | Mux(hit, elem, 0)
@@ -586,9 +586,10 @@ class Core(wiring.Component):
         groups = self.groups
         m.submodules.bp = bp = BpEngine(p)
         shifts = [cfg.training.lr_shift_at(e) for e in range(cfg.training.epochs)]
-        # the events come from the spike scanner, which never repeats an index within a timestep
         # one WG engine for every layer: the layers accumulate and update one after another, so
-        # one datapath serves them all; its gradient memory keeps each layer's matrix apart
+        # one datapath serves them all; its gradient memory keeps each layer's matrix apart.
+        # distinct_indices: its events come from the spike scanner, which never repeats an index
+        # within a timestep
         wg = WgEngine(p, lr_shifts=sorted(set(shifts)), fan_ins=L[:-1], grad_layers=[(L[l + 1], L[l]) for l in range(n)],
                       shared_lfsr=True, distinct_indices=True, single_port=cfg.hardware.large_memories == "single_port")
         m.submodules.wg = wg

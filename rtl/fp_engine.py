@@ -130,7 +130,7 @@ class FpEngine(wiring.Component):
         l4_v = [Signal(signed(p.membrane_bits), name=f"l4_v_{k}") for k in range(P)]
         l4_s = [Signal(name=f"l4_s_{k}") for k in range(P)]
         l4_dist = [Signal(unsigned(p.membrane_bits + 1), name=f"l4_dist_{k}") for k in range(P)]
-        lane_g = [Signal(p.surrogate_bits, name=f"g_{k}") for k in range(P)]
+        lane_g = []  # the surrogates, formed in L4
         l2_base = [Signal(signed(p.membrane_bits + 2), name=f"l2_base_{k}") for k in range(P)]
         l2_acc = [Signal(signed(p.input_acc_bits), name=f"l2_acc_{k}") for k in range(P)]
         with m.If(advance):
@@ -146,7 +146,7 @@ class FpEngine(wiring.Component):
             fire, dist = self._lif_fire(m, k, lane_v[k], l3_group)
             with m.If(advance):
                 m.d.sync += [l4_v[k].eq(lane_v[k]), l4_s[k].eq(fire), l4_dist[k].eq(dist)]
-            m.d.comb += lane_g[k].eq(self._surrogate(m, k, l4_dist[k]))
+            lane_g.append(self._surrogate(m, k, l4_dist[k]))
 
         with m.If(l4_valid & advance):
             m.d.sync += [
@@ -262,7 +262,7 @@ class FpEngine(wiring.Component):
     def _surrogate(self, m, k, dist):
         """LIF stage L4, §5 step 5: the surrogate gradient from |v - threshold|."""
         p = self.p
-        g_out = Signal(p.surrogate_bits, name=f"g_{k}_of_dist")
+        g_out = Signal(p.surrogate_bits, name=f"g_{k}")
         if p.surrogate == "rect":
             m.d.comb += g_out.eq(dist < p.surrogate_width)
         else:

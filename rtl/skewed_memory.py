@@ -86,6 +86,7 @@ def single_port(m, name: str, wp, rp):
     """Proxies for a write port ``wp`` and a read port ``rp`` of one memory that share one
     address, the shape of an SPRAM: a write takes the port, a read in the same cycle is lost (the
     caller never does both). Returns (write proxy: en, addr, data; read proxy: en, addr, data)."""
+    # (a SkewedMemory bank's write enable includes its mask bit: a masked-off bank still reads)
     wr = SimpleNamespace(en=Signal(name=f"{name}_wr_en"), addr=Signal(len(wp.addr), name=f"{name}_wr_addr"),
                          data=Signal(wp.data.shape(), name=f"{name}_wr_data"))
     rd = SimpleNamespace(en=Signal(name=f"{name}_rd_en"), addr=Signal(len(rp.addr), name=f"{name}_rd_addr"),
@@ -241,14 +242,15 @@ class SkewedMemory(wiring.Component):
         major_hi = major >> lg  # j // P (row mode)
         row_base = Signal(range(depth + P), name=f"{prefix}_row_base")
         col_addr = Signal(range(depth + MI), name=f"{prefix}_col_addr")
-        plus_base = (lambda x: x + base) if base else (lambda x: x)
-        m.d.comb += col_addr.eq(plus_base(times_const(group, MI) + major))
+        def plus(x, c):  # no adder for a zero base (Verilator flags constant-zero operands)
+            return x + c if c else x
+
+        m.d.comb += col_addr.eq(plus(times_const(group, MI) + major, base))
         aligned = MI % P == 0 and base % P == 0
         if aligned:  # the base is a multiple of P: the lane is its low bits, no adder per bank
-            m.d.comb += row_base[lg:].eq(times_const(major_hi, MI // P) + group + base // P if base
-                                         else times_const(major_hi, MI // P) + group)
+            m.d.comb += row_base[lg:].eq(plus(times_const(major_hi, MI // P) + group, base // P))
         else:
-            m.d.comb += row_base.eq(plus_base(times_const(major_hi, MI) + (group << lg)))
+            m.d.comb += row_base.eq(plus(times_const(major_hi, MI) + (group << lg), base))
 
         def below(limit: int, tag: str):
             """(group * P + lane < limit) as a function of lane, the group part formed once."""
@@ -349,16 +351,13 @@ class SkewedMemory(wiring.Component):
                 mem = Memory(shape=signed(self.width), depth=self.depth, init=self._bank_init(b), attrs=attrs)
                 self.banks.append(mem)
                 m.submodules[f"bank{b}"] = mem
-                rp, wp = mem.read_port(), mem.write_port()
+                wp, rp = mem.write_port(), mem.read_port()
+                if self.single_port:  # one address; a landing write takes the port
+                    wp, rp = single_port(m, f"bank{b}", wp, rp)
                 addr, ok = rd_map[b]
                 waddr, wok = wr_map[b]
-                if self.single_port:  # one address; a landing write takes the port
-                    port_addr = Signal(range(self.depth), name=f"port_addr{b}")
-                    m.d.comb += [port_addr.eq(Mux(wr.en, waddr, addr)), rp.en.eq(req_en & ~wr.en),
-                                 rp.addr.eq(port_addr), wp.addr.eq(port_addr)]
-                else:
-                    m.d.comb += [rp.en.eq(req_en), rp.addr.eq(addr), wp.addr.eq(waddr)]
-                m.d.comb += [wp.en.eq(wr.en & wok & wr.mask[b]), wp.data.eq(wr.data[b])]
+                m.d.comb += [rp.en.eq(req_en), rp.addr.eq(addr), wp.addr.eq(waddr),
+                             wp.en.eq(wr.en & wok & wr.mask[b]), wp.data.eq(wr.data[b])]
                 words = [rp.data]
             with m.If(req_en):
                 m.d.sync += ok_d.eq(ok)

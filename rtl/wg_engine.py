@@ -438,6 +438,8 @@ class WgEngine(wiring.Component):
                      self.w_wr_en.eq(u5_valid)]
         upd_row = Signal(len(grad.rd_major))  # the update's (and the power-up clear's) walk
         upd_group = Signal(len(grad.rd_group))
+        clearing = Signal()  # single-port: the power-up clear writes a row group of zeros
+        clear_layer = Signal(range(len(self.grad_layers or [0])), name="clear_layer")
         with m.If(u1b_valid):
             # the gradient is cleared the cycle after the block RAM read it (the accumulate path
             # may write again once the FSM is back in RUN, while u2..u5 still drain)
@@ -446,8 +448,6 @@ class WgEngine(wiring.Component):
         with m.Elif(s5_valid):
             m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(0), grad.wr_major.eq(s5_major), grad.wr_group.eq(s5_group),
                          grad.wr_data.eq(s5_data), grad.wr_mask.eq(s5_mask)]
-        clearing = Signal()  # single-port: the power-up clear writes a row group of zeros
-        clear_layer = Signal(range(len(self.grad_layers or [0])), name="clear_layer")
         with m.Elif(clearing):
             m.d.comb += [grad.wr_en.eq(1), grad.wr_row.eq(1), grad.wr_major.eq(upd_row), grad.wr_group.eq(upd_group),
                          grad.wr_data.eq(0), grad.wr_mask.eq((1 << P) - 1)]
