@@ -432,7 +432,8 @@ class Core(wiring.Component):
         with m.If(rd):
             m.d.sync += [r_region.eq(region), r_lane.eq(lane), r_col.eq(col), r_bank.eq(bank)]
         # The answer is assembled three cycles after the access register, when every region's
-        # element is in a register, and registered into acc_rdata: READ_LATENCY = 5. The plain
+        # element is in a register, ORed in two registered halves and registered into acc_rdata:
+        # READ_LATENCY = 6. The plain
         # memories answer at +1; their words are registered and the element picked and
         # registered again (+3). The SkewedMemories' banks are registered words at +3. The
         # register regions (INFO, CONFIG, STATUS) pick their word at +1, the hit one
@@ -564,12 +565,17 @@ class Core(wiring.Component):
             mem_reads.append((tuple(ids), element(w.rd_banks, r3_bank)))
         mem_reads.append((tuple(RegionId.GRADIENTS + l for l in range(n)), element(wg.grad_rd_banks, r3_bank)))
 
-        value = words_q2
+        # the hit elements are ORed in two halves, each registered, then the halves: a one-level
+        # OR of a dozen 32-bit terms behind the element selects was the design's longest path
+        terms = [words_q2]
         for region_ids, elem in mem_reads:
             hit = Signal(name=f"read_hit_{int(region_ids[0])}")
             m.d.sync += hit.eq(Cat(*[r2_region == r for r in region_ids]).any())
-            value = value | Mux(hit, elem, 0)
-        m.d.sync += self.acc_rdata.eq(value)
+            terms.append(Mux(hit, elem, 0))
+        half = (len(terms) + 1) // 2
+        halves = [Signal(32, name=f"read_or_{n}") for n in range(2)]
+        m.d.sync += [halves[0].eq(reduce(operator.or_, terms[:half])), halves[1].eq(reduce(operator.or_, terms[half:]))]
+        m.d.sync += self.acc_rdata.eq(halves[0] | halves[1])
 
     def _weights_of(self, m, l):
         """Layer l's weight memory; in the layered (single-port) one, the accesses the caller

@@ -17,7 +17,7 @@ lands in the cycle of the read) is added from its own registers, so a read alway
 plain register counter would hold: every event up to one cycle before ``rd_en`` (the event and
 clear inputs are registered first, as the events come from deep in the engines' control). A read
 pauses the walk for that cycle; the pending bits are sized for reads at most every other cycle
-(the host takes eight cycles per word). A sticky ``overflow`` says that was broken and the values
+(the host takes nine cycles per word). A sticky ``overflow`` says that was broken and the values
 are wrong (STATUS.flags bit 2 for the host; ``clear`` resets it); tests assert it stays low.
 
 ``clear`` zeroes everything at once without touching the RAM: every counter is marked *stale*

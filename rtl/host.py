@@ -33,9 +33,9 @@ __all__ = ["HostInterface", "READ_LATENCY"]
 
 # element reads: the core registers the access once more (region decode, addresses), its memories
 # answer in one cycle (the weight and gradient SkewedMemories in three: their requests and bank
-# outputs are registered), and the answer is registered once more into acc_rdata; one figure for
-# every region
-READ_LATENCY = 5
+# outputs are registered), and the answer is assembled in two more registered steps into
+# acc_rdata; one figure for every region
+READ_LATENCY = 6
 
 
 class HostInterface(wiring.Component):
