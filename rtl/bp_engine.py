@@ -28,6 +28,7 @@ from spikeforge.config import bits_for_range
 
 from . import arith
 from .params import CoreParams
+from .ram import CollisionWatch
 
 __all__ = ["BpEngine", "error_group_layout", "delta_group_layout", "group_bits", "accumulator_bits"]
 
@@ -66,6 +67,7 @@ class BpEngine(wiring.Component):
         self.in_groups_max = -(-p.max_inputs // p.lanes)
         self.gbits = group_bits(p)
         self.acc_bits = accumulator_bits(p)
+        self.collisions = CollisionWatch("bp")
         super().__init__(
             {
                 "error_in": In(stream.Signature(error_group_layout(p))),
@@ -101,14 +103,20 @@ class BpEngine(wiring.Component):
         d_rd = delta_mem.read_port(transparent_for=(d_wr,))
         # each δ group's non-zero lanes, filed with the non-zero list: the propagation starts from
         # a stored mask instead of testing P words that just left a memory
-        m.submodules.lane_mask_mem = lane_mask_mem = Memory(shape=P, depth=G, init=[])
+        m.submodules.lane_mask_mem = lane_mask_mem = self.collisions.memory(shape=P, depth=G, init=[])
         lm_wr, lm_rd = lane_mask_mem.write_port(), lane_mask_mem.read_port()
+        m.d.comb += lm_rd.en.eq(0)  # FETCH reads it
+        self.collisions.watch(m, "bp_lane_mask", lm_rd, lm_wr)
         m.submodules.acc_mem = acc_mem = Memory(shape=data.ArrayLayout(signed(self.acc_bits), P), depth=H, init=[])
         a_wr = acc_mem.write_port()
         a_rd = acc_mem.read_port(transparent_for=(a_wr,))
         # groups with a non-zero δ, in order: the propagation walks only these
-        m.submodules.nz_mem = nz_mem = Memory(shape=unsigned(self.gbits), depth=G, init=[])
-        nz_wr, nz_rd = nz_mem.write_port(), nz_mem.read_port(transparent_for=())
+        m.submodules.nz_mem = nz_mem = self.collisions.memory(shape=unsigned(self.gbits), depth=G, init=[])
+        nz_wr, nz_rd = nz_mem.write_port(), nz_mem.read_port()
+        # read continuously (FETCH uses the entry read a cycle before), except while an entry is
+        # written, so a read never meets a write (nothing to watch): the list is read only after
+        # its last write
+        m.d.comb += nz_rd.en.eq(~nz_wr.en)
         nz_count = Signal(range(G + 1))
 
         first = Signal()
@@ -321,4 +329,5 @@ class BpEngine(wiring.Component):
                         m.next = "IDLE"
                 with m.Else():
                     m.d.comb += self.stalled.eq(1)
+        self.collisions.drive(m)
         return m

@@ -44,6 +44,7 @@ from .counters import PerfCounters
 from .host import READ_LATENCY
 from .lfsr import LfsrDraws
 from .params import CoreParams
+from .ram import CollisionWatch
 from .protocol import COUNTERS, CONFIG_FIELDS, Error, Op, RegionId, info_words
 from .readout import Readout
 from .skewed_memory import SkewedMemory, single_port, single_port_memory_args
@@ -65,6 +66,8 @@ class Core(wiring.Component):
         self.groups = [-(-n // P) for n in L]  # groups of every layer, inputs included
         #: single-port large memories (iCE40 SPRAM): one memory per kind, every layer in it
         self.single_port = cfg.hardware.large_memories == "single_port"
+        #: the memories marked no_rw_check, here and in the engines (rtl/ram.py)
+        self.collisions = CollisionWatch("core")
         if self.single_port:
             # one layered memory for every layer's weights (the engines use one layer at a time);
             # written twice registered, so the update's writes land in the other phase of its
@@ -98,6 +101,9 @@ class Core(wiring.Component):
                 "bp_obs_valid": Out(1),
                 "bp_obs_layer": Out(max(1, ceil_log2(self.n_layers))),
                 "bp_obs": Out(delta_group_layout(p, bp_group_bits(p))),
+                # sticky, for simulation (nothing reads it on an FPGA): a read of a memory marked
+                # no_rw_check met a write of its address (rtl/ram.py)
+                "rw_collision": Out(1),
             }
         )
 
@@ -107,7 +113,11 @@ class Core(wiring.Component):
         P, T, L = p.lanes, self.T, cfg.network.layers
         log_p = P.bit_length() - 1
         m.submodules.fp = fp = FpEngine(p)
+        self.collisions.include(fp.collisions)
+        for w in dict.fromkeys(self.weights):  # the single-port build shares one memory
+            self.collisions.include(w.collisions)
         m.submodules.readout = readout = Readout(cfg)
+        self.collisions.include(readout.collisions)
         if self.single_port:
             m.submodules.weights = self.weights[0]
         else:
@@ -115,14 +125,15 @@ class Core(wiring.Component):
                 m.submodules[f"weights{l}"] = w
         enc = Encoder(lanes=P, inputs=L[0], timesteps=T, pixel_bits=cfg.formats.pixel_bits)
         m.submodules.encoder = enc
-        m.submodules.pixels = pixels = Memory(shape=enc.px_data.shape(), depth=self.groups[0], init=[])
+        m.submodules.pixels = pixels = self.collisions.memory(shape=enc.px_data.shape(), depth=self.groups[0], init=[])
         px_wr, px_rd = pixels.write_port(granularity=1), pixels.read_port()
+        self.collisions.watch(m, "pixels", px_rd, px_wr)
         m.d.comb += [px_rd.en.eq(enc.px_en), px_rd.addr.eq(enc.px_group), enc.px_data.eq(px_rd.data),
                      enc.seed.eq(self.seed)]
 
         # spike bitmaps: index 0 = encoder output, index l+1 = output of LIF layer l
-        spike_mems = [Memory(shape=P, depth=T * g, init=[]) for g in self.groups]
-        surr_mems = [Memory(shape=P * p.surrogate_bits, depth=T * g, init=[]) for g in self.groups[1:]]
+        spike_mems = [self.collisions.memory(shape=P, depth=T * g, init=[]) for g in self.groups]
+        surr_mems = [self.collisions.memory(shape=P * p.surrogate_bits, depth=T * g, init=[]) for g in self.groups[1:]]
         for k, mem in enumerate(spike_mems):
             m.submodules[f"spikes{k}"] = mem
         for k, mem in enumerate(surr_mems):
@@ -131,13 +142,20 @@ class Core(wiring.Component):
         spike_wr = [spike_mems[0].write_port(granularity=1)] + [mem.write_port() for mem in spike_mems[1:]]
         spike_rd = [mem.read_port() for mem in spike_mems]
         surr_wr = [mem.write_port() for mem in surr_mems]
+        # read ports are enabled only where a reader is (an idle port left reading would meet
+        # the writes: see rtl/ram.py); the same for every no_rw_check memory below
+        m.d.comb += [rp.en.eq(0) for rp in spike_rd]
+        for k, (rp, wp) in enumerate(zip(spike_rd, spike_wr)):
+            self.collisions.watch(m, f"spikes{k}", rp, wp)
         m.d.comb += [spike_wr[0].en.eq(Cat(enc.spk_en for _ in range(P))), spike_wr[0].addr.eq(enc.spk_addr),
                      spike_wr[0].data.eq(enc.spk_data)]
         # the output layer's membranes of every timestep, for the host (the FP engine keeps only
         # the latest timestep)
-        m.submodules.membranes = mem_trace = Memory(shape=data.ArrayLayout(signed(p.membrane_bits), P),
-                                                    depth=T * self.groups[-1], init=[])
+        m.submodules.membranes = mem_trace = self.collisions.memory(shape=data.ArrayLayout(signed(p.membrane_bits), P),
+                                                                    depth=T * self.groups[-1], init=[])
         mt_wr, mt_rd = mem_trace.write_port(), mem_trace.read_port()
+        m.d.comb += mt_rd.en.eq(0)
+        self.collisions.watch(m, "membranes", mt_rd, mt_wr)
 
         depth_max = max(T * g for g in self.groups)
         m.submodules.scanner = scan = SpikeScanner(lanes=P, max_words=max(self.groups), depth=depth_max,
@@ -221,7 +239,8 @@ class Core(wiring.Component):
         label = Signal.like(readout.label)
         m.d.comb += readout.label.eq(label)
         lr_shift = Signal(32, init=cfg.training.lr_shift)  # CONFIG.lr_shift, checked at UPDATE
-        bwd = self._backward(m, readout, events, wg_events, spike_mems, surr_mems, layer, backward, t, lr_shift)
+        bwd = self._backward(m, readout, events, wg_events, spike_mems, surr_mems, spike_wr, surr_wr, layer, backward, t,
+                             lr_shift)
 
         # ---- sequencer ------------------------------------------------------------------------
         sample_loaded = Signal()
@@ -349,6 +368,8 @@ class Core(wiring.Component):
                                 lr_shift=lr_shift)
         mems = SimpleNamespace(px_wr=px_wr, px_rd=px_rd, spike_wr=spike_wr, spike_rd=spike_rd, mt_rd=mt_rd)
         self._host(m, state, mems, bwd, counters)
+        self.collisions.drive(m)
+        m.d.comb += self.rw_collision.eq(self.collisions.rw_collision)
         return m
 
     def _host(self, m, state, mems, bwd, counters):
@@ -585,12 +606,14 @@ class Core(wiring.Component):
             m.d.comb += [w.rd_layer.eq(l), w.wr_layer.eq(l)]
         return w
 
-    def _backward(self, m, readout, events, wg_events, spike_mems, surr_mems, layer, backward, t, lr_shift):
+    def _backward(self, m, readout, events, wg_events, spike_mems, surr_mems, spike_wr, surr_wr, layer, backward, t,
+                  lr_shift):
         """BP engine, feeder, error memories, delta buffer and the WG engine (one for all layers)."""
         cfg, p = self.cfg, self.p
         P, T, L, n = p.lanes, self.T, cfg.network.layers, self.n_layers
         groups = self.groups
         m.submodules.bp = bp = BpEngine(p)
+        self.collisions.include(bp.collisions)
         shifts = [cfg.training.lr_shift_at(e) for e in range(cfg.training.epochs)]
         # one WG engine for every layer: the layers accumulate and update one after another, so
         # one datapath serves them all; its gradient memory keeps each layer's matrix apart.
@@ -599,6 +622,7 @@ class Core(wiring.Component):
         wg = WgEngine(p, lr_shifts=sorted(set(shifts)), fan_ins=L[:-1], grad_layers=[(L[l + 1], L[l]) for l in range(n)],
                       shared_lfsr=True, distinct_indices=True, single_port=cfg.hardware.large_memories == "single_port")
         m.submodules.wg = wg
+        self.collisions.include(wg.collisions)
         # the update LFSR: the layers update one after another (layer 0 first, as the contract's
         # draw order says), so the stream simply continues from layer to layer
         update_lfsr = None
@@ -608,19 +632,28 @@ class Core(wiring.Component):
             m.submodules.update_lfsr = update_lfsr
         lanes_e = data.ArrayLayout(signed(p.error_bits), P)
         # error into layer l (from layer l+1), every timestep: BP of layer l+1 writes, of layer l reads
-        eps_mems = [Memory(shape=lanes_e, depth=T * groups[l + 1],
-                           **single_port_memory_args(self.single_port, lanes_e, T * groups[l + 1]))
+        eps_mems = [self.collisions.memory(shape=lanes_e, depth=T * groups[l + 1],
+                                           **single_port_memory_args(self.single_port, lanes_e, T * groups[l + 1]))
                     for l in range(n - 1)]
         for l, mem in enumerate(eps_mems):
             m.submodules[f"errors{l}"] = mem
         eps_wr = [mem.write_port() for mem in eps_mems]
         eps_rd = [mem.read_port() for mem in eps_mems]
+        m.d.comb += [rp.en.eq(0) for rp in eps_rd]
+        for l, (rp, wp) in enumerate(zip(eps_rd, eps_wr)):
+            self.collisions.watch(m, f"errors{l}", rp, wp)
         if self.single_port:  # BP of layer l+1 writes, of layer l reads: never in the same cycle
             eps_wr, eps_rd = zip(*[single_port(m, f"errors{l}", wp, rp) for l, (wp, rp) in enumerate(zip(eps_wr, eps_rd))])
-        m.submodules.delta_buf = delta_buf = Memory(shape=lanes_e, depth=max(groups[1:]), init=[])
+        m.submodules.delta_buf = delta_buf = self.collisions.memory(shape=lanes_e, depth=max(groups[1:]), init=[])
         d_wr, d_rd = delta_buf.write_port(), delta_buf.read_port()
+        self.collisions.watch(m, "delta_buf", d_rd, d_wr)
         surr_rd = [mem.read_port() for mem in surr_mems]
         spk_rd = [mem.read_port() for mem in spike_mems[1:]]  # output spikes of layer l, for BP
+        m.d.comb += [rp.en.eq(0) for rp in surr_rd + spk_rd + [d_rd]]
+        for l, rp in enumerate(surr_rd):
+            self.collisions.watch(m, f"surrogates{l + 1}", rp, surr_wr[l])
+        for l, rp in enumerate(spk_rd):
+            self.collisions.watch(m, f"spikes{l + 1}_bp", rp, spike_wr[l + 1])
 
         # ---- feeder: (ε, g, s) of layer `layer` at timestep t, one group per cycle ----
         feed_start = Signal()

@@ -26,6 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import arith
 from .params import CoreParams
+from .ram import CollisionWatch
 
 __all__ = ["FpEngine", "spike_event_layout", "neuron_group_layout"]
 
@@ -51,6 +52,7 @@ class FpEngine(wiring.Component):
         if not isinstance(params, CoreParams):
             raise TypeError(f"FpEngine needs CoreParams, got {type(params).__name__}")
         self.p = params
+        self.collisions = CollisionWatch("fp")
         P = params.lanes
         super().__init__(
             {
@@ -81,10 +83,15 @@ class FpEngine(wiring.Component):
             {"membrane": data.ArrayLayout(signed(p.membrane_bits), P), "spikes": unsigned(P)}
         )
         acc_layout = data.ArrayLayout(signed(p.input_acc_bits), P)
-        m.submodules.state_mem = state_mem = Memory(shape=state_layout, depth=G, init=[])
+        # the LIF stage reads a group's state and writes it back three cycles later; the next read
+        # of that group is a timestep away (a group is issued once per timestep)
+        m.submodules.state_mem = state_mem = self.collisions.memory(shape=state_layout, depth=G, init=[])
         m.submodules.acc_mem = acc_mem = Memory(shape=acc_layout, depth=G, init=[])
         state_wr = state_mem.write_port()
         state_rd = state_mem.read_port()
+        # read only in LIF: a read port left enabled would meet the writeback of group 0
+        m.d.comb += state_rd.en.eq(0)
+        self.collisions.watch(m, "fp_state", state_rd, state_wr)
         acc_wr = acc_mem.write_port()
         # the accumulator is read-modified-written one cycle apart; transparency makes the read of
         # the same group in the next cycle see the value being written
@@ -214,7 +221,7 @@ class FpEngine(wiring.Component):
                     m.d.comb += self.stalled.eq(1)
             with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
-                m.d.comb += [state_rd.en.eq(advance), acc_rd.en.eq(advance)]
+                m.d.comb += acc_rd.en.eq(advance)
                 with m.If(advance):
                     m.d.sync += lif_valid.eq(0)
                     # the last group moves L1 → L2 → L3 → L4, then L4 writes back as the FSM leaves
@@ -222,6 +229,7 @@ class FpEngine(wiring.Component):
                         m.next = "INTEGRATE"
                 with m.Else():
                     m.d.comb += self.stalled.eq(1)
+        self.collisions.drive(m)
         return m
 
     def _lif_base(self, m, k, v_prev_mem, s_prev_mem, fresh):

@@ -2,8 +2,9 @@
 
 It listens to the output layer's ``neuron_out`` stream during the forward pass (docs/arithmetic.md
 §5 "Readout"), keeping per output neuron the count c = Σ s[t] and the membrane sum m = Σ v[t].
-``decide`` walks the neurons once (one per cycle, a pick stage then a compare stage) for the
-class with the largest (c, m), ties to the lowest index. The output error (§6.1) is combinational per group of P neurons:
+The counts are registers; the sums are in a block RAM (one word of P sums per group).
+``decide`` walks the neurons once (one per cycle: read, lane pick, compare) for the class with
+the largest (c, m), ties to the lowest index. The output error (§6.1) is combinational per group of P neurons:
 ε = sat_error((c - y) << output_error_shift), hinge-masked for ``count_hinge``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -19,6 +21,7 @@ from spikeforge.config import SpikeforgeConfig, bits_for_range
 from . import arith
 from .fp_engine import neuron_group_layout
 from .params import CoreParams
+from .ram import CollisionWatch
 
 __all__ = ["Readout"]
 
@@ -32,6 +35,7 @@ class Readout(wiring.Component):
         self.count_bits = max(1, ceil_log2(T + 1))
         self.sum_bits = bits_for_range(T * p.membrane_min, T * p.membrane_max)
         self.groups = -(-self.n_out // p.lanes)
+        self.collisions = CollisionWatch("readout")
         gbits = max(1, ceil_log2(self.groups + 1))
         super().__init__(
             {
@@ -50,49 +54,94 @@ class Readout(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p, tr = self.p, self.cfg.training
-        P, N = p.lanes, self.n_out
+        P, N, G = p.lanes, self.n_out, self.groups
         counts = Array(Signal(self.count_bits, name=f"count_{j}") for j in range(N))
-        sums = Array(Signal(signed(self.sum_bits), name=f"msum_{j}") for j in range(N))
+
+        # the membrane sums live in a block RAM, a word of P sums per group: read as a group
+        # arrives, written back added a cycle later. Consecutive groups differ whenever there
+        # are two or more (the FP engine emits 0..G-1 every timestep), so the write never meets
+        # a read of its word (no_rw_check, watched); a single group is read back-to-back and
+        # takes the transparent port. `stale` marks a group cleared since its last write: its
+        # word reads as zeros (a clear touches no RAM).
+        sum_layout = data.ArrayLayout(signed(self.sum_bits), P)
+        if G > 1:
+            sums = self.collisions.memory(shape=sum_layout, depth=G, init=[])
+            s_wr = sums.write_port()
+            s_rd = sums.read_port()
+            self.collisions.watch(m, "readout_sums", s_rd, s_wr)
+        else:
+            sums = Memory(shape=sum_layout, depth=G, init=[])
+            s_wr = sums.write_port()
+            s_rd = sums.read_port(transparent_for=(s_wr,))
+        m.submodules.sums = sums
+        stale = Signal(G, init=(1 << G) - 1, name="sums_stale")
+        m.d.comb += s_rd.en.eq(0)
 
         ni = self.neuron_in
         m.d.comb += ni.ready.eq(1)
+        acc_valid = Signal(name="sum_valid")
+        acc_group = Signal(range(G), name="sum_group")
+        acc_membrane = Signal(ni.payload.membrane.shape(), name="sum_membrane")
+        acc_stale = Signal(name="sum_stale")
+        m.d.sync += acc_valid.eq(0)
         with m.If(self.clear):
-            m.d.sync += [c.eq(0) for c in counts] + [s.eq(0) for s in sums]
+            m.d.sync += [c.eq(0) for c in counts] + [stale.eq((1 << G) - 1)]
         with m.Elif(ni.valid):
+            m.d.comb += [s_rd.en.eq(1), s_rd.addr.eq(ni.payload.group)]
+            m.d.sync += [acc_valid.eq(1), acc_group.eq(ni.payload.group), acc_membrane.eq(ni.payload.membrane),
+                         # (a write of the same group in this cycle makes it fresh: one group, back-to-back)
+                         acc_stale.eq(stale.bit_select(ni.payload.group, 1) & ~(acc_valid & (acc_group == ni.payload.group)))]
             for k in range(P):
                 for j in range(k, N, P):  # neuron j sits in lane j % P of group j // P
                     with m.If(ni.payload.group == j // P):
-                        m.d.sync += [counts[j].eq(counts[j] + ni.payload.spikes[k]),
-                                     sums[j].eq(sums[j] + ni.payload.membrane[k])]
+                        m.d.sync += counts[j].eq(counts[j] + ni.payload.spikes[k])
+        with m.If(acc_valid):
+            m.d.comb += [s_wr.en.eq(1), s_wr.addr.eq(acc_group)]
+            for k in range(P):
+                m.d.comb += s_wr.data[k].eq(Mux(acc_stale, 0, s_rd.data[k]) + acc_membrane[k])
+            with m.If(~self.clear):
+                m.d.sync += stale.bit_select(acc_group, 1).eq(0)
 
-        # decide: one neuron per cycle; strict > keeps the lowest index on equal (count, sum)
-        # two stages: neuron idx's (count, sum) is picked and registered, then compared with the
-        # best so far, which is kept by value as well as by index (no multiplexer in the compare)
+        # decide: one neuron per cycle; strict > keeps the lowest index on equal (count, sum).
+        # Three stages: neuron idx's group is read (its count registered), its lane is picked
+        # from the word, then compared with the best so far, kept by value and by index
         idx = Signal(range(N + 1))
-        best = Signal(range(N))
-        best_c = Signal.like(counts[0])
-        best_s = Signal.like(sums[0])
+        rd_valid = Signal()
+        rd_idx = Signal(range(N))
+        rd_c = Signal.like(counts[0])
+        rd_stale = Signal()
         cand_valid = Signal()
         cand = Signal(range(N))
         cand_c = Signal.like(counts[0])
-        cand_s = Signal.like(sums[0])
-        m.d.sync += cand_valid.eq(0)
-        with m.If(cand_valid & ((cand_c > best_c) | ((cand_c == best_c) & (cand_s > best_s)))):
-            m.d.sync += [best.eq(cand), best_c.eq(cand_c), best_s.eq(cand_s)]
+        cand_s = Signal(signed(self.sum_bits))
+        have_best = Signal()
+        best = Signal(range(N))
+        best_c = Signal.like(counts[0])
+        best_s = Signal(signed(self.sum_bits))
+        log_p = P.bit_length() - 1
+        m.d.sync += [rd_valid.eq(0), cand_valid.eq(0)]
+        with m.If(rd_valid):
+            lane = Signal(signed(self.sum_bits), name="decide_sum")
+            m.d.comb += lane.eq(s_rd.data[rd_idx[:log_p]] if P > 1 else s_rd.data[0])
+            m.d.sync += [cand_valid.eq(1), cand.eq(rd_idx), cand_c.eq(rd_c), cand_s.eq(Mux(rd_stale, 0, lane))]
+        with m.If(cand_valid & (~have_best | (cand_c > best_c) | ((cand_c == best_c) & (cand_s > best_s)))):
+            m.d.sync += [have_best.eq(1), best.eq(cand), best_c.eq(cand_c), best_s.eq(cand_s)]
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.decided.eq(1)
                 with m.If(self.decide):
-                    m.d.sync += [idx.eq(1), best.eq(0), best_c.eq(counts[0]), best_s.eq(sums[0])]
+                    m.d.sync += [idx.eq(0), have_best.eq(0)]
                     m.next = "SCAN"
             with m.State("SCAN"):
                 with m.If(idx == N):
-                    with m.If(~cand_valid):  # the last candidate has been compared
+                    with m.If(~rd_valid & ~cand_valid):  # the last candidate has been compared
                         m.d.sync += self.prediction.eq(best)
                         m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += [cand_valid.eq(1), cand.eq(idx), cand_c.eq(counts[idx]), cand_s.eq(sums[idx]),
-                                 idx.eq(idx + 1)]
+                    group = idx[log_p:] if P > 1 else idx
+                    m.d.comb += [s_rd.en.eq(1), s_rd.addr.eq(group)]
+                    m.d.sync += [rd_valid.eq(1), rd_idx.eq(idx), rd_c.eq(counts[idx]),
+                                 rd_stale.eq(stale.bit_select(group, 1)), idx.eq(idx + 1)]
 
         emin, emax = -(1 << (p.error_bits - 1)), (1 << (p.error_bits - 1)) - 1
         for k in range(P):
@@ -113,4 +162,5 @@ class Readout(wiring.Component):
             sat = arith.saturate(m, shifted, emin, emax, p.error_bits, f"eout_{k}")
             m.d.comb += self.err_data[k].eq(Mux(j < N, sat, 0))
             m.d.comb += self.count_group[k].eq(c)
+        self.collisions.drive(m)
         return m

@@ -56,6 +56,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .arith import times_const
+from .ram import CollisionWatch
 
 __all__ = ["SkewedMemory", "skew_address", "read_matrix", "to_banks", "READ_LATENCY", "POISON", "SINGLE_PORT_ATTR",
            "single_port", "single_port_memory_args"]
@@ -169,6 +170,7 @@ class SkewedMemory(wiring.Component):
         # one would be deeper than one block RAM, and its cascade multiplexer would sit between
         # the block RAM and the bank register); single-port ones stack (each SPRAM is 256 kbit)
         self.split = self.layered and not self.single_port
+        self.collisions = CollisionWatch("skewed")
         self._init = init  # optional {(j, i): value}; layered: a list of them, one per layer
         major_bits = max(1, ceil_log2(max(max_inputs, max_outputs)))
         group_bits = max(1, ceil_log2(max(self.groups_out, -(-max_inputs // lanes))))
@@ -337,10 +339,12 @@ class SkewedMemory(wiring.Component):
                             m.d.comb += ok.eq(rd_map[l][b][1])
                 mems = []
                 for l in range(len(self.layers)):
-                    mem = Memory(shape=signed(self.width), depth=len(self._layer_init(b, l)), init=self._layer_init(b, l))
+                    mem = self.collisions.memory(shape=signed(self.width), depth=len(self._layer_init(b, l)),
+                                                 init=self._layer_init(b, l))
                     mems.append(mem)
                     m.submodules[f"bank{b}_layer{l}"] = mem
                     rp, wp = mem.read_port(), mem.write_port()
+                    self.collisions.watch(m, f"bank{b}_layer{l}", rp, wp)
                     m.d.comb += [rp.en.eq(req_en), rp.addr.eq(rd_map[l][b][0]), wp.addr.eq(wr_map[l][b][0]),
                                  wp.en.eq(wr.en & (wr.layer == l) & wr_map[l][b][1] & wr.mask[b]), wp.data.eq(wr.data[b])]
                     words.append(rp.data)
@@ -348,10 +352,11 @@ class SkewedMemory(wiring.Component):
             else:
                 # the marker lets the iCE40 flow find the memories bound for SPRAM (spikeforge.fpga.synth)
                 attrs = {SINGLE_PORT_ATTR: 1} if self.single_port else None
-                mem = Memory(shape=signed(self.width), depth=self.depth, init=self._bank_init(b), attrs=attrs)
+                mem = self.collisions.memory(shape=signed(self.width), depth=self.depth, init=self._bank_init(b), attrs=attrs)
                 self.banks.append(mem)
                 m.submodules[f"bank{b}"] = mem
                 wp, rp = mem.write_port(), mem.read_port()
+                self.collisions.watch(m, f"bank{b}", rp, wp)
                 if self.single_port:  # one address; a landing write takes the port
                     wp, rp = single_port(m, f"bank{b}", wp, rp)
                 addr, ok = rd_map[b]
@@ -388,6 +393,7 @@ class SkewedMemory(wiring.Component):
         lanes = _rotate(m, "rd_lane", bank_data, rd_rot_q, toward_lanes=True)
         for k in range(P):
             m.d.comb += self.rd_data[k].eq(lanes[k])
+        self.collisions.drive(m)
         return m
 
 

@@ -25,7 +25,7 @@ _HOST_DRIVES = ("acc_region", "acc_row", "acc_col", "acc_rd", "acc_wr", "acc_wda
                 "run_spikes", "run_update", "sample_set", "label", "seed", "clear_counters", "chk_op",
                 "chk_region", "error_code", "error_opcode", "error_count")
 _CORE_DRIVES = ("acc_rdata", "core_idle", "prediction", "chk_error")
-_TRACE = ("obs_valid", "obs_layer", "obs", "bp_obs_valid", "bp_obs_layer", "bp_obs")
+_TRACE = ("obs_valid", "obs_layer", "obs", "bp_obs_valid", "bp_obs_layer", "bp_obs", "rw_collision")
 
 
 class Top(wiring.Component):

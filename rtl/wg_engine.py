@@ -48,6 +48,7 @@ from . import arith
 from .fp_engine import spike_event_layout
 from .lfsr import LfsrDraws
 from .params import CoreParams
+from .ram import CollisionWatch
 from .skewed_memory import SkewedMemory, to_banks
 
 __all__ = ["WgEngine", "MAX_LR_SHIFT"]
@@ -170,6 +171,8 @@ class WgEngine(wiring.Component):
         self.grad = SkewedMemory(lanes=P, width=params.grad_bits, max_outputs=rows_max, max_inputs=cols_max,
                                  write_latency=2 if self.single_port else 1, single_port=self.single_port,
                                  layers=grad_layers)
+        self.collisions = CollisionWatch("wg")
+        self.collisions.include(self.grad.collisions)
         layer_ports = {"layer": In(range(len(grad_layers))), "grad_rd_layer": In(range(len(grad_layers)))} \
             if grad_layers else {}
         major_bits, group_bits = len(self.grad.rd_major), len(self.grad.rd_group)
@@ -256,9 +259,11 @@ class WgEngine(wiring.Component):
 
         # ---- non-zero delta groups of the current timestep, with their deltas ------------------
         entry = data.StructLayout({"group": unsigned(p.group_bits), "delta": data.ArrayLayout(signed(p.error_bits), P)})
-        m.submodules.nz_list = nz_list = Memory(shape=entry, depth=G_max, init=[])
+        m.submodules.nz_list = nz_list = self.collisions.memory(shape=entry, depth=G_max, init=[])
         nz_wr = nz_list.write_port()
         nz_rd = nz_list.read_port()
+        m.d.comb += nz_rd.en.eq(0)  # read only as an entry issues
+        self.collisions.watch(m, "wg_nonzero", nz_rd, nz_wr)
         nz_count = Signal(range(G_max + 1))
         issue_idx = Signal(range(G_max + 1))  # list entry of the current spike
         issue_next = Signal(range(G_max + 2), init=1)  # issue_idx + 1, kept as a register
@@ -580,6 +585,7 @@ class WgEngine(wiring.Component):
             self.busy.eq(pending | ev.valid | acc_busy | sc_valid | sc2_valid | u1_valid | u1b_valid | u2_valid | u3_valid | u4_valid
                          | u5_valid | ~fsm.ongoing("RUN")),
         ]
+        self.collisions.drive(m)
         return m
 
     def _rounding_select(self, m, k, x, shift_is):

@@ -13,16 +13,33 @@ from amaranth import Signal
 from amaranth.sim import Simulator
 
 from spikeforge.rtl.params import CoreParams
+from spikeforge.rtl.ram import CollisionWatch
 from spikeforge.rtl.skewed_memory import READ_LATENCY
 
-__all__ = ["simulate", "send", "fp_weight_words", "connect_fp_weights", "assert_same"]
+__all__ = ["simulate", "watch_collisions", "send", "fp_weight_words", "connect_fp_weights", "assert_same"]
+
+
+def watch_collisions(sim: Simulator, dut) -> None:
+    """Fail the simulation as soon as a no_rw_check memory (rtl/ram.py) of ``dut``, or of a
+    component ``dut`` keeps as an attribute (a test harness), reads a word in the cycle it is
+    written."""
+    watches = [w for w in [getattr(dut, "collisions", None)] + [getattr(v, "collisions", None) for v in vars(dut).values()]
+               if isinstance(w, CollisionWatch)]
+    for w in watches:
+        async def guard(ctx, w=w):
+            await ctx.posedge(w.rw_collision)
+            raise AssertionError("a read met a same-cycle write of its address in a memory marked no_rw_check: "
+                                 + ", ".join(w.raised(ctx)))
+        sim.add_testbench(guard, background=True)
 
 
 def simulate(dut, *testbenches, background=()) -> None:
     """Run ``testbenches`` (async functions of ``ctx``) against ``dut`` on one clock, until they
-    return; ``background`` ones (monitors that never return) run alongside."""
+    return; ``background`` ones (monitors that never return) run alongside. Any memory of ``dut``
+    marked no_rw_check is watched (:func:`watch_collisions`)."""
     sim = Simulator(dut)
     sim.add_clock(1e-8)
+    watch_collisions(sim, dut)
     for tb in testbenches:
         sim.add_testbench(tb)
     for tb in background:

@@ -28,7 +28,7 @@ from spikeforge.golden.fixedpoint import exact_matmul
 from spikeforge.rtl.params import CoreParams
 from spikeforge.rtl.skewed_memory import READ_LATENCY, SkewedMemory
 from spikeforge.rtl.wg_engine import WgEngine
-from spikeforge.sim.amaranth_bench import simulate
+from spikeforge.sim.amaranth_bench import simulate, watch_collisions
 from spikeforge.sim.amaranth_bench import send
 
 
@@ -219,6 +219,7 @@ def run_phases(engine: WgEngine, weights, phases, seed: int, gap: float = 0.3):
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
+    watch_collisions(sim, dut)
     sim.add_testbench(bench)
     sim.add_testbench(monitor, background=True)
     sim.run()

@@ -140,6 +140,12 @@ class TB:
         self.dut.rst.value = 0
         await RisingEdge(self.dut.clk)
 
+    def check_collisions(self) -> None:
+        # the core's no_rw_check memories (rtl/ram.py): a read never met a write of its address
+        if int(self.dut.rw_collision.value):
+            raise AssertionError("a read met a same-cycle write of its address in a memory marked no_rw_check "
+                                 "(the Amaranth replay names the memory)")
+
     def write_out(self, result: dict) -> None:
         if self.args.get("out"):
             Path(self.args["out"]).write_text(json.dumps(result, indent=2) + "\n")
@@ -172,6 +178,7 @@ async def scenarios(dut) -> None:
         results.append(res)
         dut._log.info("%s seed %s: %d samples, %d elements exact", spec["name"], spec["seed"], res["samples"],
                       res["elements_compared"])
+        tb.check_collisions()
     tb.write_out({"scenarios": results})
 
 
@@ -199,6 +206,7 @@ async def train(dut) -> None:
         write_report(result.report, opts["report"])
 
     await bridge(job)()
+    tb.check_collisions()
 
 
 @cocotb.test()
@@ -211,3 +219,4 @@ async def bench(dut) -> None:
     tb = TB(dut, args)
     await tb.start()
     tb.write_out(await bridge(rtl_bench_job)(tb.client, args["bench"]))
+    tb.check_collisions()
