@@ -8,30 +8,40 @@ its value on ``rd_data`` :data:`READ_LATENCY` cycles later. The names and their 
 
 Why a RAM: 18 free-running 32-bit registers, each with its own incrementer, and the multiplexer
 the host reads them through cost more logic than any engine of a one-lane core (1.1k of the
-iCE40 UP5K's 5.3k logic cells, measured). Here each counter keeps only a few *pending* bits in
-flip-flops; a walk visits one counter per cycle and adds its pending count to the 32-bit total in
-the RAM, so there is one 32-bit adder for all of them (and one more for reads).
+iCE40 UP5K's 5.3k logic cells, measured). Here each counter is a small free-running *pending*
+counter in flip-flops (an incrementer, nothing else); a walk visits one counter per cycle and
+stores in the RAM its 32-bit total together with the pending value it has folded in so far
+(``last``): total += (pending - last) mod 2**pending_bits. One 32-bit adder serves all counters
+and the host's reads, in turn.
 
-Exactness: a read returns total + pending of its counter, and a visit in flight (its RAM write
-lands in the cycle of the read) is added from its own registers, so a read always equals what a
-plain register counter would hold: every event up to one cycle before ``rd_en`` (the event and
-clear inputs are registered first, as the events come from deep in the engines' control). A read
-pauses the walk for that cycle; the pending bits are sized for reads at most every other cycle
-(the host takes nine cycles per word). A sticky ``overflow`` says that was broken and the values
-are wrong (STATUS.flags bit 2 for the host; ``clear`` resets it); tests assert it stays low.
+Exactness: a read returns total + (pending - last) mod 2**pending_bits from any consistent
+(total, last) pair, so it does not matter whether a visit's write lands before or after it. Only a
+visit writing the very word being read, in the read's cycle, needs care: the read then takes the
+word the visit itself read a cycle earlier, which the RAM's read port still shows (older than the
+write, and as consistent). A read thus always equals what a plain register counter would hold:
+every event up to one cycle before ``rd_en`` (the event and clear inputs are registered first,
+as the events come from deep in the engines' control). The RAM never reads and writes one word
+in the same cycle (no_rw_check, watched: rtl/ram.py).
 
-``clear`` zeroes everything at once without touching the RAM: every counter is marked *stale*
-(its RAM total counts as 0) and its pending bits are zeroed; the walk writes the first new total
-over the stale one.
+The pending counts are exact while a walk round takes at most ``round_limit`` cycles (two rounds
+of events stay below 2**pending_bits): the walk takes one counter per cycle and pauses for reads
+(the host takes nine cycles per word; the limit allows reads every other cycle). A sticky
+``overflow`` rises when a round takes longer, i.e. when a value may be wrong (STATUS.flags bit 2
+for the host; ``clear`` resets it); tests assert it stays low.
+
+``clear`` zeroes everything at once without touching the RAM: every counter is marked *stale* (its
+RAM word counts as zeros) and the pending counts restart from 0; the walk overwrites the stale
+word.
 """
 
 from __future__ import annotations
 
 from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
+
+from .ram import CollisionWatch
 
 __all__ = ["PerfCounters", "COUNTER_BITS", "READ_LATENCY"]
 
@@ -48,11 +58,15 @@ class PerfCounters(wiring.Component):
         self.names = names
         n = len(names)
         #: walk period: one visit per counter, at least two slots so a visit's write (one cycle
-        #: after its read) always lands before the same counter is read again
+        #: after its read) always lands before the same counter is visited again
         self.period = max(n, 2)
-        #: events one counter can gather between two visits: a period, plus one paused cycle per
-        #: read, reads coming at most every other cycle
-        self.pending_bits = ceil_log2(2 * self.period + 1)
+        #: a walk round may take this many cycles and the pending counts stay exact: a period,
+        #: plus one paused cycle per read, reads at most every other cycle
+        self.round_limit = 2 * self.period
+        #: two rounds of events between two visits of a counter, and one more so that the
+        #: difference taken mod 2**pending_bits is exact
+        self.pending_bits = ceil_log2(2 * self.round_limit + 1)
+        self.collisions = CollisionWatch("counters")
         super().__init__(
             {
                 "inc": In(data.StructLayout({nm: 1 for nm in names})),
@@ -60,8 +74,8 @@ class PerfCounters(wiring.Component):
                 "rd_en": In(1),
                 "rd_index": In(range(n)),
                 "rd_data": Out(COUNTER_BITS),
-                # sticky until clear: a pending count wrapped (reads came too often), the values
-                # are wrong; STATUS.flags shows it to the host
+                # sticky until clear: a walk round took too long (reads came too often), the
+                # values may be wrong; STATUS.flags shows it to the host
                 "overflow": Out(1),
             }
         )
@@ -79,18 +93,17 @@ class PerfCounters(wiring.Component):
         rd_index = Signal.like(self.rd_index, name="rd_index_q")
         m.d.sync += [rd_en.eq(self.rd_en), rd_index.eq(self.rd_index)]
 
-        m.submodules.totals = totals = Memory(shape=COUNTER_BITS, depth=n, init=[])
+        word = data.StructLayout({"total": COUNTER_BITS, "last": pb})
+        m.submodules.totals = totals = self.collisions.memory(shape=word, depth=n, init=[])
         rd, wr = totals.read_port(), totals.write_port()
+        self.collisions.watch(m, "counter_totals", rd, wr)
         pending = [Signal(pb, name=f"pending_{nm}") for nm in names]
-        stale = Signal(n, name="stale")  # the RAM total counts as 0 (cleared since last visit)
-
-        ptr = Signal(range(self.period), name="walk_ptr")
-        visit = Signal(name="visit")  # this cycle's walk slot visits counter ptr
-        m.d.comb += visit.eq(~rd_en & ~clear & (ptr < n))
-        with m.If(~rd_en):
-            m.d.sync += ptr.eq(Mux(ptr == self.period - 1, 0, ptr + 1))
-        index = Mux(rd_en, rd_index, ptr)
-        m.d.comb += [rd.en.eq(visit | rd_en), rd.addr.eq(index)]
+        stale = Signal(n, name="stale")  # the RAM word counts as zeros (cleared since the last write)
+        for k in range(n):
+            with m.If(clear):
+                m.d.sync += pending[k].eq(0)
+            with m.Elif(inc[k]):
+                m.d.sync += pending[k].eq(pending[k] + 1)
 
         def pick(items, idx, name):
             sel = Signal(len(items[0]), name=name)
@@ -100,51 +113,54 @@ class PerfCounters(wiring.Component):
                         m.d.comb += sel.eq(item)
             return sel
 
-        # the walk and a read each pick their counter straight from their own register (ptr,
-        # rd_index), not through the RAM's address multiplexer
-        walk_pending = pick(pending, ptr, "walk_pending")
+        def fold(total, last, is_stale, now):
+            """total + (now - last) mod 2**pb, with a stale word as zeros"""
+            return Mux(is_stale, 0, total) + (now - Mux(is_stale, 0, last))[:pb]
 
-        # the visit in flight: read this cycle, added and written next cycle
+        ptr = Signal(range(self.period), name="walk_ptr")
+        visit = Signal(name="visit")  # this cycle's walk slot visits counter ptr
+        m.d.comb += visit.eq(~rd_en & ~clear & (ptr < n))
+        with m.If(~rd_en):
+            m.d.sync += ptr.eq(Mux(ptr == self.period - 1, 0, ptr + 1))
+        # A visit and a read each take one cycle here (a read pauses the walk) and one in the
+        # next, where the RAM word is folded with the pending count: for the visit's write, or
+        # into rd_data. So they share one pick of the pending counts and one fold.
+        index = Mux(rd_en, rd_index, ptr)
         v1 = Signal(name="visit_q")
-        k1 = Signal(range(max(n, 2)), name="visit_index_q")
-        f1 = Signal(pb, name="visit_pending_q")
-        st1 = Signal(name="visit_stale_q")
-        m.d.sync += [v1.eq(visit), k1.eq(ptr), f1.eq(walk_pending), st1.eq(stale.bit_select(ptr, 1))]
-        total = Signal(COUNTER_BITS, name="visit_total")
-        m.d.comb += total.eq(Mux(st1, 0, rd.data) + f1)
-        m.d.comb += [wr.en.eq(v1), wr.addr.eq(k1), wr.data.eq(total)]
+        r1 = Signal(name="read_q")
+        k1 = Signal(range(max(n, 2)), name="index_q")
+        f1 = Signal(pb, name="pending_q")
+        st1 = Signal(name="stale_q")
+        m.d.sync += [v1.eq(visit), r1.eq(rd_en), k1.eq(index), f1.eq(pick(pending, index, "pending_pick")),
+                     st1.eq(stale.bit_select(index, 1))]
+        folded = Signal(COUNTER_BITS, name="folded")
+        m.d.comb += folded.eq(fold(rd.data.total, rd.data.last, st1, f1))
+        # a read of the counter whose visit writes in this cycle does not read the RAM: its read
+        # port still shows that counter's word as the visit read it (older than the write, and as
+        # consistent), and keeps showing it into the next cycle; the stale bit was picked before
+        # the write too
+        fly = Signal(name="read_in_flight")
+        m.d.comb += fly.eq(v1 & rd_en & (rd_index == k1))
+        m.d.comb += [rd.en.eq(visit | (rd_en & ~fly)), rd.addr.eq(index),
+                     wr.en.eq(v1), wr.addr.eq(k1), wr.data.last.eq(f1), wr.data.total.eq(folded)]
+        with m.If(clear):
+            m.d.sync += stale.eq((1 << n) - 1)
+        with m.Elif(v1):
+            m.d.sync += stale.bit_select(k1, 1).eq(0)
+        with m.If(r1):
+            m.d.sync += self.rd_data.eq(folded)
 
+        # a walk round longer than round_limit cycles: a pending count may have wrapped
+        round_cycles = Signal(range(self.round_limit + 1), name="round_cycles")
         overflow = Signal(name="overflow_q")
         with m.If(clear):
-            m.d.sync += overflow.eq(0)
-        for k in range(n):
-            visited = visit & (ptr == k)
-            nxt = Signal(pb, name=f"pending_next_{names[k]}")  # wraps only past the overflow check
-            m.d.comb += nxt.eq(Mux(visited, 0, pending[k]) + inc[k])
-            with m.If(clear):
-                m.d.sync += [pending[k].eq(0), stale[k].eq(1)]
-            with m.Else():
-                m.d.sync += pending[k].eq(nxt)
-                # the count wraps: all ones and one more (a compare of registers, not the adder's carry)
-                with m.If(inc[k] & ~visited & pending[k].all()):
-                    m.d.sync += overflow.eq(1)
-                with m.If(visited):
-                    m.d.sync += stale[k].eq(0)
+            m.d.sync += [overflow.eq(0), round_cycles.eq(0)]
+        with m.Elif(~rd_en & (ptr == self.period - 1)):
+            m.d.sync += round_cycles.eq(0)
+        with m.Elif(round_cycles == self.round_limit):
+            m.d.sync += overflow.eq(1)
+        with m.Else():
+            m.d.sync += round_cycles.eq(round_cycles + 1)
         m.d.comb += self.overflow.eq(overflow)
-
-        # a read: the RAM word (old, if a visit of the same counter writes it in this cycle: that
-        # visit's stale bit and pending count then stand in for the counter's own) + pending
-        # (registered as picked; added up in the next cycle, with the RAM word)
-        r_pending = Signal(pb, name="read_pending")
-        r_fly = Signal(name="read_in_flight")
-        r_fly_pending = Signal(pb, name="read_fly_pending")
-        r_stale = Signal(name="read_stale")
-        with m.If(rd_en):
-            fly = v1 & (k1 == rd_index)
-            m.d.sync += [r_pending.eq(pick(pending, rd_index, "read_pick")), r_fly.eq(fly), r_fly_pending.eq(f1),
-                         r_stale.eq(Mux(fly, st1, stale.bit_select(rd_index, 1)))]
-        r_valid = Signal(name="read_q")
-        m.d.sync += r_valid.eq(rd_en)
-        with m.If(r_valid):
-            m.d.sync += self.rd_data.eq(Mux(r_stale, 0, rd.data) + r_pending + Mux(r_fly, r_fly_pending, 0))
+        self.collisions.drive(m)
         return m

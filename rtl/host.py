@@ -73,7 +73,7 @@ class HostInterface(wiring.Component):
         left = Signal(16)  # payload words still to consume / data words still to send
         status = Signal(8)  # of the response being built
         rsp_count = Signal(16)
-        sample_label, sample_seed = Signal.like(self.label), Signal(32)  # of the SAMPLE in flight
+        sample_label = Signal.like(self.label)  # of the SAMPLE in flight (its seed stays in arg)
         data_word = Signal(32)
         wait = Signal(range(READ_LATENCY + 2))
         arg = Signal(32)
@@ -127,8 +127,21 @@ class HostInterface(wiring.Component):
         by_cols: dict[int, list[int]] = {}
         for r in self.regions:
             by_cols.setdefault(r.cols, []).append(r.id)
+        # x < n for each region's n, as (x's bits above n's width are zero) & (a compare of the
+        # low bits): the zero tests are shared by every region whose n has that width
+        zero_above: dict[tuple[str, int], Signal] = {}
+
+        def below(x, name, n):
+            b = max(1, (n - 1).bit_length())
+            if b >= len(x):
+                return x < n
+            if (name, b) not in zero_above:
+                zero_above[name, b] = Signal(name=f"{name}_zero_above_{b}")
+                m.d.comb += zero_above[name, b].eq(x[b:] == 0)
+            return zero_above[name, b] if n == 1 << b else zero_above[name, b] & (x[:b] < n)
+
         m.d.comb += [
-            in_range.eq(one_hot_select((Cat(*[region_is[i] for i in ids]).any(), (row < rows) & (col < cols))
+            in_range.eq(one_hot_select((Cat(*[region_is[i] for i in ids]).any(), below(row, "row", rows) & below(col, "col", cols))
                                        for (rows, cols), ids in shapes.items())),
             start.eq(one_hot_select((Cat(*[region_is[i] for i in ids]).any(),
                                      times_const(row[:row_bits], cols) + col[:col_bits])
@@ -234,7 +247,7 @@ class HostInterface(wiring.Component):
                                 m.next = "WRITE"
                         with m.Case(Op.SAMPLE):
                             # label and seed take effect only with a complete, valid SAMPLE
-                            m.d.sync += [sample_label.eq(region), sample_seed.eq(arg), region.eq(RegionId.PIXELS),
+                            m.d.sync += [sample_label.eq(region), region.eq(RegionId.PIXELS),
                                          row.eq(0), col.eq(0), last_col_q.eq(pixels.cols - 1), at_last_col.eq(pixels.cols == 1),
                                          value_mask_q.eq(mask_of(pixels)), value_signed_q.eq(pixels.signed)]
                             m.next = "WRITE"
@@ -282,7 +295,7 @@ class HostInterface(wiring.Component):
                 with m.Else():
                     with m.If(op == Op.SAMPLE):
                         m.d.comb += sample_set.eq(1)  # lands after the last pixel
-                        m.d.sync += [self.label.eq(sample_label), self.seed.eq(sample_seed)]
+                        m.d.sync += [self.label.eq(sample_label), self.seed.eq(arg)]  # arg: untouched since ARGUMENT
                     respond(Error.OK)
             with m.State("RUNNING"):
                 # run is a registered pulse: the core sees it in this state's first cycle and drops

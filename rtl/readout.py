@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -60,34 +59,44 @@ class Readout(wiring.Component):
         # the membrane sums live in a block RAM, a word of P sums per group: read as a group
         # arrives, written back added a cycle later. Consecutive groups differ whenever there
         # are two or more (the FP engine emits 0..G-1 every timestep), so the write never meets
-        # a read of its word (no_rw_check, watched); a single group is read back-to-back and
-        # takes the transparent port. `stale` marks a group cleared since its last write: its
-        # word reads as zeros (a clear touches no RAM).
+        # a read of its word (no_rw_check, watched). A single group is one word: a register,
+        # read back-to-back. `stale` marks a group cleared since its last write: its word reads
+        # as zeros (a clear touches no RAM).
         sum_layout = data.ArrayLayout(signed(self.sum_bits), P)
         if G > 1:
-            sums = self.collisions.memory(shape=sum_layout, depth=G, init=[])
+            m.submodules.sums = sums = self.collisions.memory(shape=sum_layout, depth=G, init=[])
             s_wr = sums.write_port()
             s_rd = sums.read_port()
             self.collisions.watch(m, "readout_sums", s_rd, s_wr)
+            m.d.comb += s_rd.en.eq(0)
+            sum_word = s_rd.data  # the word read in the previous cycle
+
+            def read(group):
+                m.d.comb += [s_rd.en.eq(1), s_rd.addr.eq(group)]
+
+            def write(group, value):
+                m.d.comb += [s_wr.en.eq(1), s_wr.addr.eq(group), s_wr.data.eq(value)]
         else:
-            sums = Memory(shape=sum_layout, depth=G, init=[])
-            s_wr = sums.write_port()
-            s_rd = sums.read_port(transparent_for=(s_wr,))
-        m.submodules.sums = sums
+            sum_word = Signal(sum_layout, name="sum_word")
+
+            def read(group):
+                pass
+
+            def write(group, value):
+                m.d.sync += sum_word.eq(value)
         stale = Signal(G, init=(1 << G) - 1, name="sums_stale")
-        m.d.comb += s_rd.en.eq(0)
 
         ni = self.neuron_in
         m.d.comb += ni.ready.eq(1)
         acc_valid = Signal(name="sum_valid")
-        acc_group = Signal(range(G), name="sum_group")
+        acc_group = Signal(range(max(G, 2)), name="sum_group")
         acc_membrane = Signal(ni.payload.membrane.shape(), name="sum_membrane")
         acc_stale = Signal(name="sum_stale")
         m.d.sync += acc_valid.eq(0)
         with m.If(self.clear):
             m.d.sync += [c.eq(0) for c in counts] + [stale.eq((1 << G) - 1)]
         with m.Elif(ni.valid):
-            m.d.comb += [s_rd.en.eq(1), s_rd.addr.eq(ni.payload.group)]
+            read(ni.payload.group)
             m.d.sync += [acc_valid.eq(1), acc_group.eq(ni.payload.group), acc_membrane.eq(ni.payload.membrane),
                          # (a write of the same group in this cycle makes it fresh: one group, back-to-back)
                          acc_stale.eq(stale.bit_select(ni.payload.group, 1) & ~(acc_valid & (acc_group == ni.payload.group)))]
@@ -96,9 +105,10 @@ class Readout(wiring.Component):
                     with m.If(ni.payload.group == j // P):
                         m.d.sync += counts[j].eq(counts[j] + ni.payload.spikes[k])
         with m.If(acc_valid):
-            m.d.comb += [s_wr.en.eq(1), s_wr.addr.eq(acc_group)]
+            added = Signal(sum_layout, name="sum_added")
             for k in range(P):
-                m.d.comb += s_wr.data[k].eq(Mux(acc_stale, 0, s_rd.data[k]) + acc_membrane[k])
+                m.d.comb += added[k].eq(Mux(acc_stale, 0, sum_word[k]) + acc_membrane[k])
+            write(acc_group, added)
             with m.If(~self.clear):
                 m.d.sync += stale.bit_select(acc_group, 1).eq(0)
 
@@ -122,7 +132,7 @@ class Readout(wiring.Component):
         m.d.sync += [rd_valid.eq(0), cand_valid.eq(0)]
         with m.If(rd_valid):
             lane = Signal(signed(self.sum_bits), name="decide_sum")
-            m.d.comb += lane.eq(s_rd.data[rd_idx[:log_p]] if P > 1 else s_rd.data[0])
+            m.d.comb += lane.eq(sum_word[rd_idx[:log_p]] if P > 1 else sum_word[0])
             m.d.sync += [cand_valid.eq(1), cand.eq(rd_idx), cand_c.eq(rd_c), cand_s.eq(Mux(rd_stale, 0, lane))]
         with m.If(cand_valid & (~have_best | (cand_c > best_c) | ((cand_c == best_c) & (cand_s > best_s)))):
             m.d.sync += [have_best.eq(1), best.eq(cand), best_c.eq(cand_c), best_s.eq(cand_s)]
@@ -139,7 +149,7 @@ class Readout(wiring.Component):
                         m.next = "IDLE"
                 with m.Else():
                     group = idx[log_p:] if P > 1 else idx
-                    m.d.comb += [s_rd.en.eq(1), s_rd.addr.eq(group)]
+                    read(group)
                     m.d.sync += [rd_valid.eq(1), rd_idx.eq(idx), rd_c.eq(counts[idx]),
                                  rd_stale.eq(stale.bit_select(group, 1)), idx.eq(idx + 1)]
 
