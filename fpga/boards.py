@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth import Elaboratable, Module
+from amaranth import ClockSignal, Elaboratable, Instance, Module, ResetSignal
 from amaranth.lib import io
 
 from spikeforge.config import SpikeforgeConfig
@@ -71,11 +71,15 @@ def uart_divisor(clk_hz: float, baud: int) -> int:
 class BoardTop(Elaboratable):
     """UartTop on the board's first UART; LED 0 lights on a UART framing error or overrun."""
 
-    def __init__(self, cfg: SpikeforgeConfig, baud: int):
+    def __init__(self, cfg: SpikeforgeConfig, baud: int, *, spram: bool = False):
         if not isinstance(cfg, SpikeforgeConfig):
             raise TypeError(f"BoardTop needs a SpikeforgeConfig, got {type(cfg).__name__}")
         _check_baud(baud)
         self.cfg, self.baud = cfg, baud
+        # spram (iCE40): the UART top goes in as Verilog made SPRAM-ready (fpga.synth.spram_ready:
+        # the single-port memories lose their simulation poison and are marked for SPRAM), the
+        # edit the RTLIL of the Amaranth flow has no place for
+        self.spram = spram
 
     def divisor(self, clk_hz: float) -> int:
         return uart_divisor(clk_hz, self.baud)
@@ -84,13 +88,28 @@ class BoardTop(Elaboratable):
         from spikeforge.rtl.uart import UartTop
 
         m = Module()
-        m.submodules.uart_top = top = UartTop(self.cfg, self.divisor(platform.default_clk_frequency))
+        uart_top = UartTop(self.cfg, self.divisor(platform.default_clk_frequency))
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_pin = rx_pin = io.Buffer("i", uart.rx)
         m.submodules.tx_pin = tx_pin = io.Buffer("o", uart.tx)
         m.submodules.led_pin = led_pin = io.Buffer("o", platform.request("led", 0, dir="-"))
-        m.d.comb += [top.rx.eq(rx_pin.i), tx_pin.o.eq(top.tx), led_pin.o.eq(top.rx_error)]
+        if self.spram:
+            from spikeforge.sim.verilog import generate_verilog
+
+            from .synth import spram_ready
+
+            text, _ = spram_ready(generate_verilog(uart_top, VERILOG_TOP))
+            platform.add_file(f"{VERILOG_TOP}.v", text)
+            m.submodules.uart_top = Instance(VERILOG_TOP, i_clk=ClockSignal(), i_rst=ResetSignal(), i_rx=rx_pin.i,
+                                             o_tx=tx_pin.o, o_rx_error=led_pin.o)
+        else:
+            m.submodules.uart_top = top = uart_top
+            m.d.comb += [top.rx.eq(rx_pin.i), tx_pin.o.eq(top.tx), led_pin.o.eq(top.rx_error)]
         return m
+
+
+#: the module name of the UART top when it enters a board build as Verilog (BoardTop spram)
+VERILOG_TOP = "spikeforge_uart_top"
 
 
 def _platform(board: Board):
@@ -139,7 +158,7 @@ def build_board(cfg: SpikeforgeConfig, board: str, out_dir, *, baud: int = 115_2
     platform = _platform(b)
     clk_hz = platform.default_clk_frequency
     divisor = uart_divisor(clk_hz, baud)  # refuses a bad baud before anything is built
-    top = BoardTop(cfg, baud)
+    top = BoardTop(cfg, baud, spram=tgt.family == "ice40")
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     name = "spikeforge"
@@ -157,9 +176,11 @@ def build_board(cfg: SpikeforgeConfig, board: str, out_dir, *, baud: int = 115_2
     old_env = {k: os.environ.get(k) for k in _tool_env(b)}
     os.environ.update(_tool_env(b))
     try:
+        # the same Yosys options as `spikeforge synth` (the UP5K's DSPs and SPRAMs in use)
+        extra = {"synth_opts": tgt.yosys.split(None, 1)[1]} if tgt.family == "ice40" else {}
         platform.build(top, name=name, build_dir=str(out), do_program=False,
                        nextpnr_opts=f"--report {name}-report.json --seed {seed} --timing-allow-fail",
-                       script_after_read=HIDE_ELEMENT_ALIASES)
+                       script_after_read=HIDE_ELEMENT_ALIASES, **extra)
         built = True
     except subprocess.CalledProcessError:
         built = False

@@ -27,6 +27,7 @@ from amaranth.utils import ceil_log2
 from spikeforge.config import bits_for_range
 
 from . import arith
+from .delay_line import DelayLine
 from .params import CoreParams
 from .ram import CollisionWatch
 
@@ -98,18 +99,32 @@ class BpEngine(wiring.Component):
         H = self.in_groups_max
         emin, emax = -(1 << (p.error_bits - 1)), (1 << (p.error_bits - 1)) - 1
 
-        m.submodules.delta_mem = delta_mem = Memory(shape=data.ArrayLayout(signed(p.error_bits), P), depth=G, init=[])
+        # δ of the timestep after, read two stages before the same group's new δ is written;
+        # within a timestep every group passes once, and the propagation reads after the last
+        # write: a read never meets a write of its word (watched)
+        m.submodules.delta_mem = delta_mem = self.collisions.memory(shape=data.ArrayLayout(signed(p.error_bits), P),
+                                                                    depth=G, init=[])
         d_wr = delta_mem.write_port()
-        d_rd = delta_mem.read_port(transparent_for=(d_wr,))
+        d_rd = delta_mem.read_port()
+        self.collisions.watch(m, "bp_delta", d_rd, d_wr)
         # each δ group's non-zero lanes, filed with the non-zero list: the propagation starts from
         # a stored mask instead of testing P words that just left a memory
         m.submodules.lane_mask_mem = lane_mask_mem = self.collisions.memory(shape=P, depth=G, init=[])
         lm_wr, lm_rd = lane_mask_mem.write_port(), lane_mask_mem.read_port()
         m.d.comb += lm_rd.en.eq(0)  # FETCH reads it
         self.collisions.watch(m, "bp_lane_mask", lm_rd, lm_wr)
-        m.submodules.acc_mem = acc_mem = Memory(shape=data.ArrayLayout(signed(self.acc_bits), P), depth=H, init=[])
+        # read at q3, written at q4: the next item's read meets the write, of another group when
+        # every layer has two or more (watched), else through a transparent port
+        spread = p.min_groups >= 2
+        m.submodules.acc_mem = acc_mem = (self.collisions.memory if spread else Memory)(
+            shape=data.ArrayLayout(signed(self.acc_bits), P), depth=H, init=[])
         a_wr = acc_mem.write_port()
-        a_rd = acc_mem.read_port(transparent_for=(a_wr,))
+        if spread:
+            a_rd = acc_mem.read_port()
+            self.collisions.watch(m, "bp_acc", a_rd, a_wr)
+        else:
+            a_rd = acc_mem.read_port(transparent_for=(a_wr,))
+        m.d.comb += d_rd.en.eq(0)  # DELTA and FETCH read it
         # groups with a non-zero δ, in order: the propagation walks only these
         m.submodules.nz_mem = nz_mem = self.collisions.memory(shape=unsigned(self.gbits), depth=G, init=[])
         nz_wr, nz_rd = nz_mem.write_port(), nz_mem.read_port()
@@ -141,7 +156,9 @@ class BpEngine(wiring.Component):
         s1 = Signal(error_group_layout(p))
         # ε·g is formed in stage 0 and registered into stage 1, so the multiplier has a cycle of
         # its own between the input register and the rounding/leak/saturate chain
-        s1_eg = [Signal(signed(p.error_bits + p.surrogate_bits + 1), name=f"eg_{k}") for k in range(P)] \
+        # products are data (their valid bits carry the reset): reset-less, so the iCE40 flow can
+        # keep them in the DSP's own output register
+        s1_eg = [Signal(signed(p.error_bits + p.surrogate_bits + 1), name=f"eg_{k}", reset_less=True) for k in range(P)] \
             if p.surrogate != "rect" else []
         s2_valid = Signal()
         s2_group = Signal(self.gbits)
@@ -232,10 +249,17 @@ class BpEngine(wiring.Component):
         q0_group, q1_group, q2_group, q3_group, q4_group = (Signal(self.gbits, name=f"q{n}_group") for n in range(5))
         q0_delta, q1_delta, q2_delta, q3_delta = (Signal(signed(p.error_bits), name=f"q{n}_delta") for n in range(4))
         q3_w = Signal(data.ArrayLayout(signed(p.weight_bits), P))
-        q4_prod = Signal(data.ArrayLayout(signed(p.weight_bits + p.error_bits), P))
-        m.d.sync += [q1_valid.eq(q0_valid), q1_group.eq(q0_group), q1_delta.eq(q0_delta), q2_valid.eq(q1_valid), q2_group.eq(q1_group), q2_delta.eq(q1_delta),
-                     q3_valid.eq(q2_valid), q3_group.eq(q2_group), q3_delta.eq(q2_delta), q3_w.eq(self.w_rd_data),
+        q4_prod = Signal(data.ArrayLayout(signed(p.weight_bits + p.error_bits), P), reset_less=True)  # (as eg)
+        m.d.sync += [q1_valid.eq(q0_valid), q2_valid.eq(q1_valid), q3_valid.eq(q2_valid), q3_w.eq(self.w_rd_data),
                      q4_valid.eq(q3_valid), q4_group.eq(q3_group)]
+        if p.compact:
+            # (h, δ_j) as PROPAGATE issues them reach q3 four cycles later through a block RAM
+            m.submodules.q_line = q_line = DelayLine(unsigned(self.gbits + p.error_bits), 4, "bp_q_line")
+            self.collisions.include(q_line.collisions)
+            m.d.comb += [q_line.i.eq(Cat(h, dj)), Cat(q3_group, q3_delta).eq(q_line.o)]
+        else:
+            m.d.sync += [q1_group.eq(q0_group), q1_delta.eq(q0_delta), q2_group.eq(q1_group), q2_delta.eq(q1_delta),
+                         q3_group.eq(q2_group), q3_delta.eq(q2_delta)]
         m.d.sync += [q4_prod[k].eq(q3_w[k] * q3_delta) for k in range(P)]
         with m.If(q4_valid):
             m.d.comb += [a_wr.en.eq(1), a_wr.addr.eq(q4_group)]
@@ -262,7 +286,8 @@ class BpEngine(wiring.Component):
 
         # ---------------- control ---------------------------------------------------------------
         m.d.comb += [self.w_rd_major.eq(Cat(lane, cur_group) if P > 1 else cur_group), self.w_rd_group.eq(h)]
-        m.d.comb += [d_rd.addr.eq(s0_group), a_rd.addr.eq(Mux(q3_valid, q3_group, h)), nz_rd.addr.eq(nz_index)]
+        m.d.comb += [d_rd.addr.eq(s0_group), a_rd.addr.eq(Mux(q3_valid, q3_group, h)), nz_rd.addr.eq(nz_index),
+                     a_rd.en.eq(q3_valid)]  # the accumulate's read (ROUND reads too)
         ein = self.error_in
         with m.FSM():
             with m.State("IDLE"):
@@ -273,7 +298,7 @@ class BpEngine(wiring.Component):
                     m.next = "DELTA"
             with m.State("DELTA"):
                 m.d.comb += self.busy.eq(1)
-                m.d.comb += d_rd.en.eq(advance)
+                m.d.comb += d_rd.en.eq(advance & s0_valid)  # a bubble reads nothing
                 with m.If(advance):
                     m.d.sync += s0_valid.eq(0)
                     with m.If(group < self.groups):

@@ -269,7 +269,7 @@ class Core(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.core_idle.eq(1)
                 with m.If(self.run_update):
-                    m.d.sync += [layer.eq(0), batch_samples.eq(0)]
+                    m.d.sync += [layer.eq(0), batch_samples.eq(0), bwd["updating"].eq(1)]
                     m.next = "UPDATE"
                 with m.Elif(self.run):
                     m.d.comb += readout.clear.eq(1)
@@ -332,12 +332,13 @@ class Core(wiring.Component):
                         m.d.sync += t.eq(t - 1)
                         m.next = "BP_START"
             with m.State("UPDATE"):
-                m.d.comb += [phase["update"].eq(1), bwd["update_start"].eq(1), bwd["updating"].eq(1)]
+                m.d.comb += [phase["update"].eq(1), bwd["update_start"].eq(1)]
                 m.next = "UPDATE_WAIT"
             with m.State("UPDATE_WAIT"):
-                m.d.comb += [phase["update"].eq(1), bwd["updating"].eq(1)]
+                m.d.comb += phase["update"].eq(1)
                 with m.If(wg_drained):
                     with m.If(layer == self.n_layers - 1):
+                        m.d.sync += bwd["updating"].eq(0)
                         m.next = "IDLE"
                     with m.Else():
                         m.d.sync += layer.eq(layer + 1)
@@ -470,8 +471,28 @@ class Core(wiring.Component):
             m.d.sync += q.eq(word)
             return q
 
-        def plain_element(word):  # a plain memory's element at +3: word registered, picked, registered
-            return held(element(held(word), r2_lane))
+        # With one lane (the small-FPGA layout) the read path keeps only the registers that hold
+        # an element (memory outputs, counters, bank words): everything after them is logic up to
+        # acc_rdata. The answer is then ready before READ_LATENCY and stays put (the host holds
+        # the address, nothing it reads changes while the core is idle), so the host samples the
+        # same word; the pipeline registers are for the clock of the many-lane builds.
+        staged = held if P > 1 else (lambda word: word)
+
+        # a plain memory's element at +3. With lanes, the word is read at +1, registered, its
+        # element picked and registered. With one lane there is nothing to pick: the memory is
+        # read at +2 instead (the host holds the address through the read) and its output is
+        # the element, with no registers on the way
+        if P > 1:
+            plain_rd = rd
+
+            def plain_element(word):
+                return held(element(held(word), r2_lane))
+        else:
+            plain_rd = Signal(name="acc_rd_late")
+            m.d.sync += plain_rd.eq(rd)
+
+            def plain_element(word):
+                return element(word, 0)
 
         def element(word, index):
             # element `index` of a P-lane word (element views or plain bits); signed elements
@@ -498,10 +519,10 @@ class Core(wiring.Component):
                     for i, item in enumerate(quad):
                         with m.Case(i):
                             m.d.comb += pick.eq(item)
-                picked.append(held(pick))
+                picked.append(staged(pick))
             word = picked[0]
             if len(quads) > 1:
-                hi = held(r_col[2:sel_bits])
+                hi = staged(r_col[2:sel_bits])
                 word = Signal(32, name=f"word_sel_{rid}")
                 with m.Switch(hi):
                     for q, pq in enumerate(picked):
@@ -517,7 +538,7 @@ class Core(wiring.Component):
         flags = Cat(state.sample_loaded, state.spikes_loaded, counters.overflow)
         words(RegionId.STATUS, [flags, self.error_code, self.error_opcode, self.error_count, self.prediction,
                                 state.batch_samples])
-        m.d.sync += words_q2.eq(reduce(operator.or_, reg_words))
+        m.d.comb += words_q2.eq(staged(reduce(operator.or_, reg_words)))
         # the register regions are written straight from the host's access registers (no memory
         # port, no address arithmetic)
         config_wr = self.acc_wr & (self.acc_region == RegionId.CONFIG)
@@ -537,14 +558,15 @@ class Core(wiring.Component):
             m.d.comb += [px_wr.en.eq(Mux(wr, lane_mask, 0)), px_wr.addr.eq(group)]
             for k in range(P):
                 m.d.comb += px_wr.data[k].eq(wdata)
-            with m.If(rd):
+            with m.If(plain_rd):
                 m.d.comb += [px_rd.en.eq(1), px_rd.addr.eq(group)]
         px_q = plain_element(px_rd.data)
         mem_reads.append(((RegionId.PIXELS,), px_q))
 
         # membranes of the output layer: row t, column j
         mt_rd = mems.mt_rd
-        m.d.comb += [mt_rd.en.eq(rd & hit(RegionId.MEMBRANES)), mt_rd.addr.eq(row_major_addr(self.groups[-1], "membranes"))]
+        m.d.comb += [mt_rd.en.eq(plain_rd & hit(RegionId.MEMBRANES)),
+                     mt_rd.addr.eq(row_major_addr(self.groups[-1], "membranes"))]
         mt_q = plain_element(mt_rd.data)
         mem_reads.append(((RegionId.MEMBRANES,), mt_q))
 
@@ -552,7 +574,7 @@ class Core(wiring.Component):
         for k, (srd, swr) in enumerate(zip(mems.spike_rd, mems.spike_wr)):
             here = hit(RegionId.SPIKES + k)
             spk_addr = row_major_addr(self.groups[k], f"spikes{k}")
-            with m.If(here & rd):
+            with m.If(here & plain_rd):
                 m.d.comb += [srd.en.eq(1), srd.addr.eq(spk_addr)]
             srd_q = plain_element(srd.data)
             mem_reads.append(((RegionId.SPIKES + k,), srd_q))
@@ -594,8 +616,7 @@ class Core(wiring.Component):
             m.d.sync += hit.eq(Cat(*[r2_region == r for r in region_ids]).any())
             terms.append(Mux(hit, elem, 0))
         half = (len(terms) + 1) // 2
-        halves = [Signal(32, name=f"read_or_{n}") for n in range(2)]
-        m.d.sync += [halves[0].eq(reduce(operator.or_, terms[:half])), halves[1].eq(reduce(operator.or_, terms[half:]))]
+        halves = [staged(reduce(operator.or_, part)) for part in (terms[:half], terms[half:])]
         m.d.sync += self.acc_rdata.eq(halves[0] | halves[1])
 
     def _weights_of(self, m, l):
@@ -715,6 +736,8 @@ class Core(wiring.Component):
 
         # ---- weights: BP reads rows while going backward, the WG engine updates its layer ----
         update_start = Signal()
+        # in UPDATE or UPDATE_WAIT, as a register the FSM sets and clears with those states: it
+        # selects the weight ports' update side, a path too long behind the state decode
         updating = Signal()
         wg_busy = Signal()
         # the counters' view of the engine, registered first (a count may land a cycle late; the

@@ -58,7 +58,8 @@ class FpEngine(wiring.Component):
             {
                 "spikes_in": In(stream.Signature(spike_event_layout(params.input_index_bits))),
                 "neuron_out": Out(stream.Signature(neuron_group_layout(params))),
-                # layer geometry, held stable while the engine runs
+                # layer geometry, held stable while the engine runs and set two cycles before its
+                # first event (the engine registers groups - 1)
                 "groups": In(params.group_bits),
                 "neurons": In(max(1, (params.max_neurons).bit_length())),
                 # weight read port: data arrives READ_LATENCY (3) cycles after weight_en
@@ -86,16 +87,22 @@ class FpEngine(wiring.Component):
         # the LIF stage reads a group's state and writes it back three cycles later; the next read
         # of that group is a timestep away (a group is issued once per timestep)
         m.submodules.state_mem = state_mem = self.collisions.memory(shape=state_layout, depth=G, init=[])
-        m.submodules.acc_mem = acc_mem = Memory(shape=acc_layout, depth=G, init=[])
+        spread = p.min_groups >= 2  # consecutive integrate items are different groups
+        m.submodules.acc_mem = acc_mem = (self.collisions.memory if spread else Memory)(shape=acc_layout, depth=G, init=[])
         state_wr = state_mem.write_port()
         state_rd = state_mem.read_port()
         # read only in LIF: a read port left enabled would meet the writeback of group 0
         m.d.comb += state_rd.en.eq(0)
         self.collisions.watch(m, "fp_state", state_rd, state_wr)
         acc_wr = acc_mem.write_port()
-        # the accumulator is read-modified-written one cycle apart; transparency makes the read of
-        # the same group in the next cycle see the value being written
-        acc_rd = acc_mem.read_port(transparent_for=(acc_wr,))
+        # the accumulator is read-modified-written one cycle apart: the next item's read comes in
+        # the cycle of the write. With two or more groups it is another group's word (watched);
+        # with one, transparency makes it see the value being written
+        if spread:
+            acc_rd = acc_mem.read_port()
+            self.collisions.watch(m, "fp_acc", acc_rd, acc_wr)
+        else:
+            acc_rd = acc_mem.read_port(transparent_for=(acc_wr,))
 
         group = Signal(p.group_bits)  # group being issued
         fresh = Signal()
@@ -104,6 +111,7 @@ class FpEngine(wiring.Component):
         # write). Each item reads its accumulator one cycle before writing it, so the next item's
         # read of that group meets the write on the transparent port.
         int1_valid, int2_valid, int3_valid, int4_valid = Signal(), Signal(), Signal(), Signal()
+        m.d.comb += acc_rd.en.eq(int3_valid)  # the integrate's read (LIF and DRAIN read too)
         int1_group, int2_group, int3_group, int4_group = (
             Signal(p.group_bits, name=f"int{n}_group") for n in (1, 2, 3, 4))
         int4_w = Signal.like(self.weight_data)
@@ -112,7 +120,11 @@ class FpEngine(wiring.Component):
         lif_group = Signal(p.group_bits)
 
         last_group = Signal()
-        m.d.comb += last_group.eq(group == self.groups - 1)
+        # groups - 1 as a register (the geometry is held while the engine runs and set cycles
+        # before its first event): the subtractor stays off the path into the ready logic
+        last_index = Signal.like(group, name="last_group_index")
+        m.d.sync += last_index.eq(self.groups - 1)
+        m.d.comb += last_group.eq(group == last_index)
 
         # ---- integrate: accumulator += weights ---------------------------------------------------
         m.d.sync += [int2_valid.eq(int1_valid), int2_group.eq(int1_group),
@@ -220,8 +232,9 @@ class FpEngine(wiring.Component):
                 with m.Else():
                     m.d.comb += self.stalled.eq(1)
             with m.State("DRAIN"):
+                # no reads: the last group's words stay on the ports for L1, and a read of group
+                # 0 would meet the clearing writes of the last groups
                 m.d.comb += self.busy.eq(1)
-                m.d.comb += acc_rd.en.eq(advance)
                 with m.If(advance):
                     m.d.sync += lif_valid.eq(0)
                     # the last group moves L1 → L2 → L3 → L4, then L4 writes back as the FSM leaves

@@ -21,12 +21,12 @@ Core side (all driven by this block unless marked In):
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .arith import one_hot_select, times_const
+from .arith import one_hot_select
 from .protocol import Error, Op, Region, RegionId
 
 __all__ = ["HostInterface", "READ_LATENCY"]
@@ -87,8 +87,8 @@ class HostInterface(wiring.Component):
                      self.acc_rd.eq(acc_rd), self.acc_wr.eq(acc_wr), self.sample_set.eq(sample_set)]
 
         # ---- header-only checks, against the region table -------------------------------------
-        # region facts first, registered in CHECK, so the address arithmetic (start = row * cols
-        # + col) and the limit compare (start + count > size) land in different cycles. The
+        # region facts first, registered in CHECK, then the address arithmetic (start = row * cols
+        # + col, MULTIPLY and START), then the limit compare (start + count > size). The
         # region is decoded into one-hot registers while the argument word arrives (ARGUMENT),
         # and the facts are selected by them: no region compare in front of the arithmetic.
         region_is = {r.id: Signal(name=f"region_is_{r.name}") for r in self.regions}
@@ -102,7 +102,8 @@ class HostInterface(wiring.Component):
         col_bits = max(1, ceil_log2(max(r.cols for r in self.regions)))
         start_max = max(((1 << row_bits) - 1) * r.cols + (1 << col_bits) - 1 for r in self.regions)
         size_max = max(r.size for r in self.regions)
-        start, size = Signal(range(start_max + 1), name="start"), Signal(range(size_max + 1), name="size")
+        size = Signal(range(size_max + 1), name="size")
+        cols = Signal(range(max(r.cols for r in self.regions) + 1), name="cols")
         # the WRITE word's range check against registered region facts (CHECK loads them): the
         # bits above the element's width must be all zero, or for a signed element all equal to
         # its sign bit; ``value_mask`` has those bits set (none for a 32-bit element)
@@ -117,16 +118,12 @@ class HostInterface(wiring.Component):
         with m.Switch(onehot):
             for i, r in enumerate(self.regions):
                 with m.Case("".join("1" if j == i else "-" for j in reversed(range(len(self.regions))))):
-                    m.d.comb += [known.eq(1), last_col.eq(r.cols - 1), writable.eq(r.writable), size.eq(r.size),
+                    m.d.comb += [known.eq(1), last_col.eq(r.cols - 1), cols.eq(r.cols), writable.eq(r.writable), size.eq(r.size),
                                  value_mask.eq(mask_of(r)), value_signed.eq(r.signed)]
-        # the address arithmetic once per distinct shape, selected by an AND-OR of the one-hot bits
-        # (a Switch would put a priority chain behind the adders)
+        # the range check once per distinct shape, selected by an AND-OR of the one-hot bits
         shapes: dict[tuple[int, int], list[int]] = {}
         for r in self.regions:
             shapes.setdefault((r.rows, r.cols), []).append(r.id)
-        by_cols: dict[int, list[int]] = {}
-        for r in self.regions:
-            by_cols.setdefault(r.cols, []).append(r.id)
         # x < n for each region's n, as (x's bits above n's width are zero) & (a compare of the
         # low bits): the zero tests are shared by every region whose n has that width
         zero_above: dict[tuple[str, int], Signal] = {}
@@ -143,12 +140,15 @@ class HostInterface(wiring.Component):
         m.d.comb += [
             in_range.eq(one_hot_select((Cat(*[region_is[i] for i in ids]).any(), below(row, "row", rows) & below(col, "col", cols))
                                        for (rows, cols), ids in shapes.items())),
-            start.eq(one_hot_select((Cat(*[region_is[i] for i in ids]).any(),
-                                     times_const(row[:row_bits], cols) + col[:col_bits])
-                                    for cols, ids in by_cols.items())),
         ]
         known_q, writable_q, in_range_q = Signal(), Signal(), Signal()
-        start_q, size_q = Signal.like(start), Signal.like(size)
+        start_q, size_q = Signal(range(start_max + 1), name="start_q"), Signal.like(size)
+        # start = row * cols + col, row * cols shifted and added one row bit per cycle (MULTIPLY):
+        # a header is rare, one multiplier per region shape is not
+        cols_q = Signal.like(cols)
+        product = Signal(range(start_max + 1), name="row_times_cols")
+        mul_row = Signal(row_bits, name="mul_row")  # row's bits not yet taken, the next one on top
+        mul_steps = Signal(range(row_bits + 1), name="mul_steps")
         value_mask_q, value_signed_q = Signal(32), Signal()
         value_ok = Signal()  # the WRITE word on cmd.payload fits the region's element format
         high = Signal(32)
@@ -224,8 +224,17 @@ class HostInterface(wiring.Component):
             with m.State("CHECK"):
                 # the header checks get two cycles: region facts, then limits and core state
                 m.d.sync += [known_q.eq(known), writable_q.eq(writable), in_range_q.eq(in_range),
-                             start_q.eq(start), size_q.eq(size), last_col_q.eq(last_col),
-                             value_mask_q.eq(value_mask), value_signed_q.eq(value_signed)]
+                             size_q.eq(size), last_col_q.eq(last_col), cols_q.eq(cols),
+                             value_mask_q.eq(value_mask), value_signed_q.eq(value_signed),
+                             product.eq(0), mul_row.eq(row[:row_bits]), mul_steps.eq(row_bits)]
+                m.next = "MULTIPLY"
+            with m.State("MULTIPLY"):
+                m.d.sync += [product.eq((product << 1) + Mux(mul_row[-1], cols_q, 0)), mul_row.eq(mul_row << 1),
+                             mul_steps.eq(mul_steps - 1)]
+                with m.If(mul_steps == 1):
+                    m.next = "START"
+            with m.State("START"):
+                m.d.sync += start_q.eq(product + col[:col_bits])
                 m.next = "CHECK_LIMITS"
             with m.State("CHECK_LIMITS"):
                 m.d.sync += [check_q.eq(check), left.eq(count), bad_value.eq(0), at_last_col.eq(col == last_col_q)]

@@ -42,6 +42,13 @@ class CoreParams:
     error_rounding: str
     update_rounding: str
     max_batch: int
+    #: the fewest groups of P any layer has (inputs included): with two or more, the engines'
+    #: read-modify-write accumulators never meet a write of the word they read (rtl/ram.py),
+    #: with one, consecutive items are the same group and take a transparent read port
+    min_groups: int = 1
+    #: the small-FPGA layout (``hardware.large_memories = "single_port"``, the iCE40 UP5K): where
+    #: an engine can carry a pipeline's operands in a block RAM instead of flip-flops, it does
+    compact: bool = False
 
     @classmethod
     def from_config(cls, cfg: SpikeforgeConfig) -> "CoreParams":
@@ -72,6 +79,8 @@ class CoreParams:
             error_rounding=cfg.training.error_rounding,
             update_rounding=cfg.training.update_rounding,
             max_batch=cfg.training.batch_size,
+            min_groups=min(-(-x // cfg.hardware.lanes) for x in cfg.network.layers),
+            compact=cfg.hardware.large_memories == "single_port",
         )
 
     @property

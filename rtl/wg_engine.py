@@ -45,6 +45,7 @@ from spikeforge.golden.backend import update_seed
 from spikeforge.golden.model import update_draw_bits
 
 from . import arith
+from .delay_line import DelayLine
 from .fp_engine import spike_event_layout
 from .lfsr import LfsrDraws
 from .params import CoreParams
@@ -338,13 +339,24 @@ class WgEngine(wiring.Component):
         m.d.sync += [s2_valid.eq(s1_valid), s2_index.eq(s1_index),
                      s2_group.eq(nz_rd.data.group), s2_delta.eq(nz_rd.data.delta),
                      s3_valid.eq(s2_valid), s3_index.eq(s2_index), s3_group.eq(s2_group),
-                     s4_valid.eq(s3_valid), s4_major.eq(s3_index), s4_group.eq(s3_group),
-                     s4_delta.eq(s3_delta),
-                     s5_valid.eq(s4_valid), s5_major.eq(s4_major), s5_group.eq(s4_group), s5_mask.eq(s4_mask),
-                     s6_valid.eq(s5_valid)]
+                     s4_valid.eq(s3_valid), s5_valid.eq(s4_valid), s5_mask.eq(s4_mask), s6_valid.eq(s5_valid)]
+        if p.compact:  # the write address (s2's, three cycles on) through a block RAM
+            m.submodules.a_line = a_line = DelayLine(unsigned(len(s2_index) + len(s2_group)), 3, "wg_a_line")
+            self.collisions.include(a_line.collisions)
+            m.d.comb += [a_line.i.eq(Cat(s2_index, s2_group)), Cat(s5_major, s5_group).eq(a_line.o)]
+            if not self.distinct_indices:  # the hazard check looks at s4
+                m.d.sync += s4_major.eq(s3_index)
+        else:
+            m.d.sync += [s4_major.eq(s3_index), s4_group.eq(s3_group), s5_major.eq(s4_major), s5_group.eq(s4_group)]
         # exact: grad_bits is validated wide enough for error_bits x T x B
         delta_banks = to_banks(m, "acc_delta", [s2_delta[k] for k in range(P)], s2_index)
-        m.d.sync += [s3_delta[b].eq(delta_banks[b]) for b in range(P)]
+        if p.compact:  # s2's deltas in bank order reach s4 through a block RAM
+            m.submodules.s_line = s_line = DelayLine(unsigned(P * p.error_bits), 2, "wg_s_line")
+            self.collisions.include(s_line.collisions)
+            m.d.comb += [s_line.i.eq(Cat(*delta_banks)), s4_delta.as_value().eq(s_line.o)]
+        else:
+            m.d.sync += [s3_delta[b].eq(delta_banks[b]) for b in range(P)]
+            m.d.sync += s4_delta.eq(s3_delta)
         m.d.sync += [s5_data[b].eq(grad.rd_banks[b] + s4_delta[b]) for b in range(P)]
         s3_live = [Signal(name=f"acc_live_{k}") for k in range(P)]  # lane k is a neuron of the layer
         m.d.comb += [s3_live[k].eq(s3_group * P + k < self.rows) for k in range(P)]
@@ -392,8 +404,16 @@ class WgEngine(wiring.Component):
         u_group = [Signal(len(grad.rd_group), name=f"u{n}_group") for n in ("1b", 2, 3, 4, 5)]
         m.d.sync += [u1b_valid.eq(u1_valid), u2_valid.eq(u1b_valid), u3_valid.eq(u2_valid), u4_valid.eq(u3_valid), u5_valid.eq(u4_valid),
                      u_row[0].eq(u1_row), u_group[0].eq(u1_group)]
-        for n in range(1, len(u_row)):
-            m.d.sync += [u_row[n].eq(u_row[n - 1]), u_group[n].eq(u_group[n - 1])]
+        if p.compact:
+            # u5's address (u1's, four cycles on) through a block RAM; u2 keeps its register for the
+            # draw rotation of a many-lane build, u3 and u4 carry no address
+            m.submodules.u_line = u_line = DelayLine(unsigned(len(u1_row) + len(u1_group)), 4, "wg_u_line")
+            self.collisions.include(u_line.collisions)
+            m.d.comb += [u_line.i.eq(Cat(u1_row, u1_group)), Cat(u_row[-1], u_group[-1]).eq(u_line.o)]
+            m.d.sync += [u_row[1].eq(u_row[0]), u_group[1].eq(u_group[0])]
+        else:
+            for n in range(1, len(u_row)):
+                m.d.sync += [u_row[n].eq(u_row[n - 1]), u_group[n].eq(u_group[n - 1])]
 
         draws = lfsr_in = None
         if self.has_lfsr or self.shared_lfsr:

@@ -55,6 +55,10 @@ WAIVERS = [
     ("UNUSEDSIGNAL", rf"^Signal is not used: '\$\d+'.*\| assign \S+\s+= ({_CONST}|~ (\(\*[^*]*\*\) )?\w+|\w+);$",
      "internal net `$n` that is a constant, a copy or the inverse of one signal, left behind when "
      "Amaranth folds the expression that used it (e.g. `~valid | ready` with a ready tied high)"),
+    ("UNUSEDSIGNAL", r"^Signal is not used: '\w*rw_collision\w*'",
+     "a component's sticky read/write collision flags (rtl/ram.py) are for simulation: the core "
+     "ORs them into its rw_collision port, but a block generated on its own (the FP engine's "
+     "co-simulation top) has no parent to read them"),
     ("UNUSEDSIGNAL", r"^Signal is not used: 'rst'",
      "Amaranth gives every module the clock domain's `rst` port; a module whose registers are all "
      "reset-less (the FFSynchronizer on the UART pin: a synchronizer must not reset) never reads it"),

@@ -124,9 +124,12 @@ CASES = [
 ]
 
 
+# single_port: the small-FPGA layout (CoreParams.compact), where the accumulate's operands
+# travel through a block RAM delay line
+@pytest.mark.parametrize("layout", ["dual_port", "single_port"])
 @pytest.mark.parametrize("case", range(len(CASES)))
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_random_configs_exact(case, seed):
+def test_random_configs_exact(case, seed, layout):
     lanes, layers, reset, surrogate, ebits, eshift, rounding = CASES[case]
     cfg = SpikeforgeConfig().replace(
         network={"layers": layers, "timesteps": 5},
@@ -136,10 +139,10 @@ def test_random_configs_exact(case, seed):
                    "bits": 3 if surrogate == "triangle" else 1},
         training={"target_true": 4, "target_false": 1, "error_shift": eshift, "error_rounding": rounding,
                   "output_error_shift": 0},
-        hardware={"lanes": lanes},
+        hardware={"lanes": lanes, "large_memories": layout},
     )
     check(cfg, seed + 10 * case, [0.1, 0.5, 1.0][seed],
-          f"pytest 'tests/test_bp_engine.py::test_random_configs_exact[{seed}-{case}]'")
+          f"pytest 'tests/test_bp_engine.py::test_random_configs_exact[{seed}-{case}-{layout}]'")
 
 
 @pytest.mark.parametrize("density", [0.1, 0.5, 1.0])

@@ -52,6 +52,7 @@ def run_fp(cfg: SpikeforgeConfig, weights: torch.Tensor, inputs: torch.Tensor, s
     async def producer(ctx):
         ctx.set(fp.groups, G)
         ctx.set(fp.neurons, n_out)
+        await ctx.tick().repeat(2)  # the geometry leads the first event (FpEngine's groups port)
         for t in range(T):
             events = [(int(i), 0, 0) for i in torch.nonzero(inputs[t]).flatten()] + [(0, 1, int(t == 0))]
             for idx, eot, fresh in events:

@@ -9,6 +9,7 @@ A failure names the seed, the first mismatching tensor and index, and the replay
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import random
 import warnings
@@ -333,7 +334,9 @@ def test_accumulate_and_update_exact(lanes, rounding, seed, distinct=False, gap=
     rng = random.Random(seed)
     shapes = cfg.layer_shapes
     weights = [rail_weights(cfg, s, g) for s in shapes]
-    engine = WgEngine(CoreParams.from_config(cfg), lr_shifts=(s0, s1), fan_ins=[n_in for _, n_in in shapes],
+    # a single-port engine is the small-FPGA layout's (CoreParams.compact: block RAM delay lines)
+    params = dataclasses.replace(CoreParams.from_config(cfg), compact=single_port)
+    engine = WgEngine(params, lr_shifts=(s0, s1), fan_ins=[n_in for _, n_in in shapes],
                       lfsr_init_seed=seed, distinct_indices=distinct, single_port=single_port,
                       grad_layers=list(shapes) if layered else None)
     phases, gold = [], []

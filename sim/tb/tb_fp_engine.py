@@ -30,7 +30,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from cocotb.clock import Clock
-from cocotb.triggers import Event, ReadOnly, RisingEdge, SimTimeoutError, Timer, with_timeout
+from cocotb.triggers import ClockCycles, Event, ReadOnly, RisingEdge, SimTimeoutError, Timer, with_timeout
 from cocotb.utils import get_sim_time
 
 from spikeforge.config import SpikeforgeConfig
@@ -250,6 +250,7 @@ class TB:
         await self.load_weights(weights)
         self.dut.groups.value = G
         self.dut.neurons.value = n_out
+        await ClockCycles(self.dut.clk, 2)  # the geometry leads the first event (FpEngine's groups port)
         events = []
         for b in range(B):
             for t in range(T):
