@@ -218,7 +218,9 @@ class BpEngine(wiring.Component):
         nz_index = Signal(range(G + 1))
         cur_group = Signal(self.gbits)
         lane_mask = Signal(P)  # non-zero lanes of the current δ group still to propagate
-        cur_delta = Signal(data.ArrayLayout(signed(p.error_bits), P))
+        # the δ word FETCH read: in the compact layout the memory's output itself, which holds it
+        # (nothing reads the δ memory again before the next FETCH), else a register
+        cur_delta = d_rd.data if p.compact else Signal(data.ArrayLayout(signed(p.error_bits), P))
         # the lane being propagated: the lowest set lane of lane_mask, kept in a register (formed
         # whenever lane_mask changes) so the weight address is a register, not a priority encoder
         lane = Signal(range(P))
@@ -329,7 +331,9 @@ class BpEngine(wiring.Component):
                     m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [cur_delta.eq(d_rd.data), lane_mask.eq(loaded_mask), lane.eq(first_lane), h.eq(0)]
+                m.d.sync += [lane_mask.eq(loaded_mask), lane.eq(first_lane), h.eq(0)]
+                if not p.compact:
+                    m.d.sync += cur_delta.eq(d_rd.data)
                 m.next = "PROPAGATE"
             with m.State("PROPAGATE"):
                 m.d.comb += [self.busy.eq(1), self.w_rd_en.eq(1)]

@@ -41,7 +41,7 @@ from .bp_engine import group_bits as bp_group_bits
 from .encoder import Encoder
 from .fp_engine import FpEngine, neuron_group_layout, spike_event_layout
 from .counters import PerfCounters
-from .host import READ_LATENCY
+from .host import READ_GAP, READ_LATENCY
 from .lfsr import LfsrDraws
 from .params import CoreParams
 from .ram import CollisionWatch
@@ -345,7 +345,8 @@ class Core(wiring.Component):
                         m.next = "UPDATE"
 
         # ---- performance counters -------------------------------------------------------------
-        m.submodules.counters = counters = PerfCounters(COUNTERS)
+        # the host reads one element per READ_GAP cycles at most: the pending counts are sized for it
+        m.submodules.counters = counters = PerfCounters(COUNTERS, read_gap=READ_GAP)
         wg_here = bwd["wg_here"]
         accumulating = Signal()  # registered, like the engines' signals it qualifies
         m.d.sync += accumulating.eq(backward & ~bwd["updating"])

@@ -50,7 +50,7 @@ READ_LATENCY = 3  # cycles from rd_en to rd_data
 
 
 class PerfCounters(wiring.Component):
-    def __init__(self, names):
+    def __init__(self, names, read_gap: int = 2):
         names = tuple(names)
         if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n.isidentifier() for n in names):
             self._MustUse__silence = True  # a refused construction is not an unused design
@@ -61,8 +61,13 @@ class PerfCounters(wiring.Component):
         #: after its read) always lands before the same counter is visited again
         self.period = max(n, 2)
         #: a walk round may take this many cycles and the pending counts stay exact: a period,
-        #: plus one paused cycle per read, reads at most every other cycle
-        self.round_limit = 2 * self.period
+        #: plus one paused cycle per read, reads at least ``read_gap`` cycles apart (a round of L
+        #: cycles holds at most ceil(L / read_gap) reads)
+        if isinstance(read_gap, bool) or not isinstance(read_gap, int) or read_gap < 2:
+            self._MustUse__silence = True
+            raise ValueError(f"PerfCounters: read_gap must be an integer >= 2 (a read pauses the walk), got {read_gap!r}")
+        self.read_gap = read_gap
+        self.round_limit = -(-(self.period + 1) * read_gap // (read_gap - 1))
         #: two rounds of events between two visits of a counter, and one more so that the
         #: difference taken mod 2**pending_bits is exact
         self.pending_bits = ceil_log2(2 * self.round_limit + 1)

@@ -29,13 +29,16 @@ from amaranth.utils import ceil_log2
 from .arith import one_hot_select
 from .protocol import Error, Op, Region, RegionId
 
-__all__ = ["HostInterface", "READ_LATENCY"]
+__all__ = ["HostInterface", "READ_LATENCY", "READ_GAP"]
 
 # element reads: the core registers the access once more (region decode, addresses), its memories
 # answer in one cycle (the weight and gradient SkewedMemories in three: their requests and bank
 # outputs are registered), and the answer is assembled in two more registered steps into
 # acc_rdata; one figure for every region
 READ_LATENCY = 6
+#: cycles from one element read to the next, at least: the issue, READ_LATENCY + 1 of waiting
+#: (the access register), the send
+READ_GAP = READ_LATENCY + 3
 
 
 class HostInterface(wiring.Component):

@@ -273,14 +273,13 @@ class UartBridge(wiring.Component):
             m.d.sync += [bytes_held.eq(0), self.discarding.eq(0)]
 
         # ---- words -> bytes ---------------------------------------------------------------------
-        outgoing = Signal(32)
-        bytes_left = Signal(range(5))
-        m.d.comb += [tx_bytes.valid.eq(bytes_left != 0), tx_bytes.payload.eq(outgoing[:8]),
-                     rsp.ready.eq(bytes_left == 0)]
+        # the bytes are taken straight from the word on rsp, which its producer holds until
+        # ready (the stream rule): rsp is taken with its last byte, and no copy of it is kept
+        sent = Signal(range(4), name="bytes_sent")
+        m.d.comb += [tx_bytes.valid.eq(rsp.valid), tx_bytes.payload.eq(rsp.payload.word_select(sent, 8)),
+                     rsp.ready.eq(tx_bytes.ready & (sent == 3))]
         with m.If(tx_bytes.valid & tx_bytes.ready):
-            m.d.sync += [outgoing.eq(outgoing >> 8), bytes_left.eq(bytes_left - 1)]
-        with m.If(rsp.valid & rsp.ready):
-            m.d.sync += [outgoing.eq(rsp.payload), bytes_left.eq(4)]
+            m.d.sync += sent.eq(sent + 1)
         return m
 
 

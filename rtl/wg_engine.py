@@ -279,18 +279,23 @@ class WgEngine(wiring.Component):
         sc_group = Signal(p.group_bits)
 
         # sc: the δ word is on delta_data and tested; sc2: a non-zero group is filed (registered
-        # first, so the test and the list's write enable do not share a cycle)
+        # first, so the test and the list's write enable do not share a cycle). The compact
+        # layout files it in the sc cycle itself (SCAN_FILE then waits a cycle for nothing)
         sc2_valid = Signal()
         sc2_entry = Signal(entry)
+        file_valid, file_entry = (Signal(name="sc_file"), Signal(entry, name="sc_entry")) if p.compact else (sc2_valid, sc2_entry)
         m.d.sync += [sc_valid.eq(0), sc2_valid.eq(0)]
         with m.If(sc_valid):
             live = Signal(P)
             for k in range(P):
                 # lanes past the layer's last neuron are never counted nor written
                 m.d.comb += live[k].eq((self.delta_data[k] != 0) & (sc_group * P + k < self.rows))
-            m.d.sync += [sc2_valid.eq(live.any()), sc2_entry.group.eq(sc_group), sc2_entry.delta.eq(self.delta_data)]
-        with m.If(sc2_valid):
-            m.d.comb += [nz_wr.en.eq(1), nz_wr.addr.eq(nz_count), nz_wr.data.eq(sc2_entry)]
+            if p.compact:
+                m.d.comb += [file_valid.eq(live.any()), file_entry.group.eq(sc_group), file_entry.delta.eq(self.delta_data)]
+            else:
+                m.d.sync += [sc2_valid.eq(live.any()), sc2_entry.group.eq(sc_group), sc2_entry.delta.eq(self.delta_data)]
+        with m.If(file_valid):
+            m.d.comb += [nz_wr.en.eq(1), nz_wr.addr.eq(nz_count), nz_wr.data.eq(file_entry)]
             m.d.sync += [nz_count.eq(nz_count + 1), nz_empty.eq(0), at_last.eq(issue_next == nz_count + 1)]
 
         # ---- accumulate pipeline: issue (list read) → s1 (gradient read requested) → s2 (the

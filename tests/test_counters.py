@@ -13,9 +13,10 @@ from spikeforge.sim.amaranth_bench import simulate
 SEEN_LAG = 1
 
 
-def run(names, cycles, rng, p_event, p_clear, p_read, min_read_gap=2):
-    """Drive random inputs; return (reads as (cycle, index, got, want), overflow at the end)."""
-    dut = PerfCounters(names)
+def run(names, cycles, rng, p_event, p_clear, p_read, min_read_gap=2, read_gap=2):
+    """Drive random inputs; return (reads as (cycle, index, got, want), overflow at the end).
+    ``min_read_gap``: the reads the test makes; ``read_gap``: the cadence the counters are sized for."""
+    dut = PerfCounters(names, read_gap=read_gap)
     n = len(names)
     history = []  # per cycle: (inc bits, clear)
     reads = []
@@ -92,6 +93,25 @@ def test_reads_every_cycle_flag_overflow():
     names = [f"c{k}" for k in range(4)]
     _, overflow = run(names, 300, rng, [1.0] * 4, 0.0, 1.0, min_read_gap=1)
     assert overflow == 1
+
+
+def test_sized_for_the_host_cadence():
+    """Sized for the host's cadence (a read every 9 cycles at most): fewer pending bits, exact at
+    that cadence, and reads every other cycle overflow."""
+    names = [f"c{k}" for k in range(18)]
+    host, every_other = PerfCounters(names, read_gap=9), PerfCounters(names)
+    host._MustUse__silence = every_other._MustUse__silence = True  # built only to be measured
+    assert host.pending_bits < every_other.pending_bits
+    reads, overflow = run(names, 1500, random.Random(3), [1.0] * 18, 0.0, 1.0, min_read_gap=9, read_gap=9)
+    assert len(reads) > 100 and [r for r in reads if r[2] != r[3]] == [] and overflow == 0
+    _, overflow = run(names, 600, random.Random(4), [1.0] * 18, 0.0, 1.0, min_read_gap=2, read_gap=9)
+    assert overflow == 1
+
+
+@pytest.mark.parametrize("gap", [1, 0, 2.5, True])
+def test_bad_read_gap_refused(gap):
+    with pytest.raises(ValueError, match="read_gap"):
+        PerfCounters(("a", "b"), read_gap=gap)
 
 
 @pytest.mark.parametrize("names", [(), ("a", "a"), ("a", "1b")])
