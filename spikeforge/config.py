@@ -270,7 +270,8 @@ class HardwareConfig:
     lanes: int = 8
     cores: int = 1
     # single_port: the gradients, the weights and the error memories have one port per bank, so
-    # they can live in iCE40 SPRAM; accumulate and update run at half rate (docs/architecture.md)
+    # they can live in iCE40 SPRAM; accumulate and update run at half rate. It also selects the
+    # compact layout, which trades block RAM and clock margin for logic cells (docs/architecture.md)
     large_memories: str = "dual_port"
 
     def validate(self) -> None:
