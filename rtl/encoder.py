@@ -49,29 +49,31 @@ class Encoder(wiring.Component):
         h = Signal(range(H + 1))
         s1 = Signal()  # the pixel word of (s1_t, s1_h) is on px_data
         s1_h = Signal(range(H))
-        addr = Signal(range(self.timesteps * H + 1))
+        # the spike words are written in the order the pixel words are read: one write counter,
+        # not an address carried along the pipeline
+        addr = Signal(len(self.spk_addr), name="spk_addr_next")
         m.d.comb += [lfsr.seed.eq(self.seed), lfsr.load.eq(self.start), self.px_group.eq(h)]
 
         # s1: the pixel word is on px_data and the draws are taken; s2: both registered, with the
         # lanes that exist; s3: the spike word (draw < pixel) registered, written to the spike
         # memory. The LFSR's XOR network, the compare and the memory's data setup each get a cycle.
         s2, s3 = Signal(), Signal()
-        s2_addr, s3_addr = Signal(len(self.spk_addr)), Signal(len(self.spk_addr))
         s2_draws = Signal.like(lfsr.draws)
         s2_px = Signal.like(self.px_data)
         s2_exists = Signal(P)
         s3_data = Signal(P)
-        m.d.sync += [s2.eq(s1), s3.eq(s2), s3_addr.eq(s2_addr),
+        m.d.sync += [s2.eq(s1), s3.eq(s2),
                      s3_data.eq(Cat(*[s2_exists[k] & (s2_draws[k] < s2_px[k]) for k in range(P)]))]
-        m.d.comb += [self.spk_en.eq(s3), self.spk_addr.eq(s3_addr), self.spk_data.eq(s3_data)]
+        m.d.comb += [self.spk_en.eq(s3), self.spk_addr.eq(addr), self.spk_data.eq(s3_data)]
+        with m.If(s3):
+            m.d.sync += addr.eq(addr + 1)
         with m.If(s1):
             last = s1_h == H - 1
             m.d.comb += lfsr.next.eq(1)
-            m.d.sync += [s2_addr.eq(addr), s2_draws.eq(lfsr.draws), s2_px.eq(self.px_data),
+            m.d.sync += [s2_draws.eq(lfsr.draws), s2_px.eq(self.px_data),
                          s2_exists.eq(Cat(*[(s1_h * P + k) < self.inputs for k in range(P)]))]
             if shorts:
                 m.d.comb += lfsr.take.eq(Mux(last, self.tail, P))
-            m.d.sync += addr.eq(addr + 1)
 
         m.d.sync += s1.eq(0)
         with m.FSM():

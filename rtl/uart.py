@@ -232,9 +232,11 @@ class UartBridge(wiring.Component):
 
     ``line_idle`` (a pulse, from :attr:`UartRx.idle_timeout`) drops a partially assembled word and
     ends discarding. ``line_error`` (a pulse: the receiver lost a byte) drops the partial word and
-    discards every byte until ``line_idle``; ``discarding`` shows that state. One assembled word
-    waits on ``cmd`` while the next one is being assembled; when both are full the bridge stops
-    taking bytes (the receiver's overrun then tells that the host sent too far ahead).
+    discards every byte until ``line_idle``; ``discarding`` shows that state. The word is
+    assembled in ``cmd``'s own register: while an assembled word waits there the bridge takes no
+    byte, and one more byte can wait in the receiver. The host interface takes a word within a
+    few cycles while it reads a command; a host that sends the next command before the response
+    has arrived can overrun the receiver, which then says so.
     """
 
     def __init__(self):
@@ -253,19 +255,17 @@ class UartBridge(wiring.Component):
         rx_bytes, cmd, rsp, tx_bytes = self.rx_bytes, self.cmd, self.rsp, self.tx_bytes
 
         # ---- bytes -> words ---------------------------------------------------------------------
-        # the first three bytes of a word shift in from the top, so the first ends up in bits 7..0
-        partial = Signal(24)
+        # the bytes shift into the word register from the top, so the first ends up in bits 7..0.
+        # One register: the next word's bytes wait (in the receiver) until the host took the word
         bytes_held = Signal(range(4))
         last_byte = bytes_held == 3
         with m.If(cmd.valid & cmd.ready):
             m.d.sync += cmd.valid.eq(0)
-        # the fourth byte completes a word, which needs the output register to be empty
-        m.d.comb += rx_bytes.ready.eq(self.discarding | ~last_byte | ~cmd.valid)
+        m.d.comb += rx_bytes.ready.eq(self.discarding | ~cmd.valid)
         with m.If(rx_bytes.valid & rx_bytes.ready & ~self.discarding):
+            m.d.sync += [cmd.payload.eq(Cat(cmd.payload[8:], rx_bytes.payload)), bytes_held.eq(bytes_held + 1)]
             with m.If(last_byte):
-                m.d.sync += [cmd.payload.eq(Cat(partial, rx_bytes.payload)), cmd.valid.eq(1), bytes_held.eq(0)]
-            with m.Else():
-                m.d.sync += [partial.eq(Cat(partial[8:], rx_bytes.payload)), bytes_held.eq(bytes_held + 1)]
+                m.d.sync += cmd.valid.eq(1)
         # after the byte logic, so a resync wins over a byte taken in the same cycle
         with m.If(self.line_error):
             m.d.sync += [bytes_held.eq(0), self.discarding.eq(1)]

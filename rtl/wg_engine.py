@@ -341,31 +341,45 @@ class WgEngine(wiring.Component):
             m.d.sync += [s2_entry.eq(s1_entry), s3_entry.eq(s2_entry), s4_entry.eq(s3_entry)]
         if self.single_port:
             m.d.sync += s7_valid.eq(s6_valid)
-        m.d.sync += [s2_valid.eq(s1_valid), s2_index.eq(s1_index),
-                     s2_group.eq(nz_rd.data.group), s2_delta.eq(nz_rd.data.delta),
-                     s3_valid.eq(s2_valid), s3_index.eq(s2_index), s3_group.eq(s2_group),
-                     s4_valid.eq(s3_valid), s5_valid.eq(s4_valid), s5_mask.eq(s4_mask), s6_valid.eq(s5_valid)]
-        if p.compact:  # the write address (s2's, three cycles on) through a block RAM
-            m.submodules.a_line = a_line = DelayLine(unsigned(len(s2_index) + len(s2_group)), 3, "wg_a_line")
+        # one lane, the compact layout and no hazard check (distinct indices): the index, group
+        # and δ go from s1 (the list entry on nz_rd) straight into block RAM delay lines, and only
+        # the lane's "is a neuron of the layer" bit rides along in flip-flops
+        lean = p.compact and P == 1 and self.distinct_indices
+        m.d.sync += [s2_valid.eq(s1_valid), s3_valid.eq(s2_valid), s4_valid.eq(s3_valid), s5_valid.eq(s4_valid),
+                     s5_mask.eq(s4_mask), s6_valid.eq(s5_valid)]
+        if lean:
+            m.submodules.a_line = a_line = DelayLine(unsigned(len(s1_index) + len(s5_group)), 4, "wg_a_line")
+            m.submodules.s_line = s_line = DelayLine(unsigned(p.error_bits), 3, "wg_s_line")
             self.collisions.include(a_line.collisions)
-            m.d.comb += [a_line.i.eq(Cat(s2_index, s2_group)), Cat(s5_major, s5_group).eq(a_line.o)]
-            if not self.distinct_indices:  # the hazard check looks at s4
-                m.d.sync += s4_major.eq(s3_index)
-        else:
-            m.d.sync += [s4_major.eq(s3_index), s4_group.eq(s3_group), s5_major.eq(s4_major), s5_group.eq(s4_group)]
-        # exact: grad_bits is validated wide enough for error_bits x T x B
-        delta_banks = to_banks(m, "acc_delta", [s2_delta[k] for k in range(P)], s2_index)
-        if p.compact:  # s2's deltas in bank order reach s4 through a block RAM
-            m.submodules.s_line = s_line = DelayLine(unsigned(P * p.error_bits), 2, "wg_s_line")
             self.collisions.include(s_line.collisions)
-            m.d.comb += [s_line.i.eq(Cat(*delta_banks)), s4_delta.as_value().eq(s_line.o)]
+            m.d.comb += [a_line.i.eq(Cat(s1_index, nz_rd.data.group)), Cat(s5_major, s5_group).eq(a_line.o),
+                         s_line.i.eq(nz_rd.data.delta.as_value()), s4_delta.as_value().eq(s_line.o)]
+            s2_live, s3_live = Signal(name="acc_live_s2"), Signal(name="acc_live_s3")
+            m.d.sync += [s2_live.eq(nz_rd.data.group < self.rows), s3_live.eq(s2_live), s4_mask.eq(s3_live)]
         else:
-            m.d.sync += [s3_delta[b].eq(delta_banks[b]) for b in range(P)]
-            m.d.sync += s4_delta.eq(s3_delta)
+            m.d.sync += [s2_index.eq(s1_index), s2_group.eq(nz_rd.data.group), s2_delta.eq(nz_rd.data.delta),
+                         s3_index.eq(s2_index), s3_group.eq(s2_group)]
+            if p.compact:  # the write address (s2's, three cycles on) through a block RAM
+                m.submodules.a_line = a_line = DelayLine(unsigned(len(s2_index) + len(s2_group)), 3, "wg_a_line")
+                self.collisions.include(a_line.collisions)
+                m.d.comb += [a_line.i.eq(Cat(s2_index, s2_group)), Cat(s5_major, s5_group).eq(a_line.o)]
+                if not self.distinct_indices:  # the hazard check looks at s4
+                    m.d.sync += s4_major.eq(s3_index)
+            else:
+                m.d.sync += [s4_major.eq(s3_index), s4_group.eq(s3_group), s5_major.eq(s4_major), s5_group.eq(s4_group)]
+            delta_banks = to_banks(m, "acc_delta", [s2_delta[k] for k in range(P)], s2_index)
+            if p.compact:  # s2's deltas in bank order reach s4 through a block RAM
+                m.submodules.s_line = s_line = DelayLine(unsigned(P * p.error_bits), 2, "wg_s_line")
+                self.collisions.include(s_line.collisions)
+                m.d.comb += [s_line.i.eq(Cat(*delta_banks)), s4_delta.as_value().eq(s_line.o)]
+            else:
+                m.d.sync += [s3_delta[b].eq(delta_banks[b]) for b in range(P)]
+                m.d.sync += s4_delta.eq(s3_delta)
+            s3_live = [Signal(name=f"acc_live_{k}") for k in range(P)]  # lane k is a neuron of the layer
+            m.d.comb += [s3_live[k].eq(s3_group * P + k < self.rows) for k in range(P)]
+            m.d.sync += s4_mask.eq(Cat(*to_banks(m, "acc_mask", s3_live, s3_index)))
+        # exact: grad_bits is validated wide enough for error_bits x T x B
         m.d.sync += [s5_data[b].eq(grad.rd_banks[b] + s4_delta[b]) for b in range(P)]
-        s3_live = [Signal(name=f"acc_live_{k}") for k in range(P)]  # lane k is a neuron of the layer
-        m.d.comb += [s3_live[k].eq(s3_group * P + k < self.rows) for k in range(P)]
-        m.d.sync += s4_mask.eq(Cat(*to_banks(m, "acc_mask", s3_live, s3_index)))
         raw_hazard = Signal()  # the word about to be issued is still being updated in s1..s4
         if not self.distinct_indices:
             m.d.comb += raw_hazard.eq(Cat(*[v & (i == ev.payload.index) & (e == issue_idx) for v, i, e in (
