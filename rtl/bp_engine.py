@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -112,11 +113,17 @@ class BpEngine(wiring.Component):
         lm_wr, lm_rd = lane_mask_mem.write_port(), lane_mask_mem.read_port()
         m.d.comb += lm_rd.en.eq(0)  # FETCH reads it
         self.collisions.watch(m, "bp_lane_mask", lm_rd, lm_wr)
-        # read at q3, written at q4: consecutive items are different groups when every layer has
-        # two or more
-        acc_mem, a_wr, a_rd = self.collisions.accumulator(m, "bp_acc", shape=data.ArrayLayout(signed(self.acc_bits), P),
-                                                          depth=H, distinct_neighbours=p.min_groups >= 2)
-        m.submodules.acc_mem = acc_mem
+        # read at q3, written at q4: the next item's read meets the write, of another group when
+        # every layer has two or more (watched), else through a transparent port
+        spread = p.min_groups >= 2
+        m.submodules.acc_mem = acc_mem = (self.collisions.memory if spread else Memory)(
+            shape=data.ArrayLayout(signed(self.acc_bits), P), depth=H, init=[])
+        a_wr = acc_mem.write_port()
+        if spread:
+            a_rd = acc_mem.read_port()
+            self.collisions.watch(m, "bp_acc", a_rd, a_wr)
+        else:
+            a_rd = acc_mem.read_port(transparent_for=(a_wr,))
         m.d.comb += d_rd.en.eq(0)  # DELTA and FETCH read it
         # groups with a non-zero δ, in order: the propagation walks only these
         m.submodules.nz_mem = nz_mem = self.collisions.memory(shape=unsigned(self.gbits), depth=G, init=[])
@@ -238,7 +245,7 @@ class BpEngine(wiring.Component):
         # registered (in the memory) → q3 weights rotated and
         # registered → q4 w·δ registered (the multiplier in its own cycle), acc read issued → q4
         # acc += w·δ written. Each item reads acc one cycle before it writes it, so the next
-        # item's read comes in the cycle of that write (CollisionWatch.accumulator): no group is
+        # item's read of the same group meets that write on the transparent port: no group is
         # ever read stale.
         q0_valid, q1_valid, q2_valid, q3_valid, q4_valid = Signal(), Signal(), Signal(), Signal(), Signal()
         q0_group, q1_group, q2_group, q3_group, q4_group = (Signal(self.gbits, name=f"q{n}_group") for n in range(5))

@@ -28,6 +28,7 @@ from types import SimpleNamespace
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -40,7 +41,7 @@ from .bp_engine import group_bits as bp_group_bits
 from .encoder import Encoder
 from .fp_engine import FpEngine, neuron_group_layout, spike_event_layout
 from .counters import PerfCounters
-from .host import READ_GAP
+from .host import READ_GAP, READ_LATENCY
 from .lfsr import LfsrDraws
 from .params import CoreParams
 from .ram import CollisionWatch

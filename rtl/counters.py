@@ -24,9 +24,8 @@ as the events come from deep in the engines' control). The RAM never reads and w
 in the same cycle (no_rw_check, watched: rtl/ram.py).
 
 The pending counts are exact while a walk round takes at most ``round_limit`` cycles (two rounds
-of events stay below 2**pending_bits): the walk takes one counter per cycle and pauses for reads,
-which come at least ``read_gap`` cycles apart (the core passes the host's ``READ_GAP``, nine
-cycles; the default, two, allows reads every other cycle). A sticky
+of events stay below 2**pending_bits): the walk takes one counter per cycle and pauses for reads
+(the host takes nine cycles per word; the limit allows reads every other cycle). A sticky
 ``overflow`` rises when a round takes longer, i.e. when a value may be wrong (STATUS.flags bit 2
 for the host; ``clear`` resets it); tests assert it stays low.
 

@@ -19,8 +19,9 @@ its state memories (membrane + last spike, and the accumulators).
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import arith
@@ -86,24 +87,31 @@ class FpEngine(wiring.Component):
         # the LIF stage reads a group's state and writes it back three cycles later; the next read
         # of that group is a timestep away (a group is issued once per timestep)
         m.submodules.state_mem = state_mem = self.collisions.memory(shape=state_layout, depth=G, init=[])
+        spread = p.min_groups >= 2  # consecutive integrate items are different groups
+        m.submodules.acc_mem = acc_mem = (self.collisions.memory if spread else Memory)(shape=acc_layout, depth=G, init=[])
         state_wr = state_mem.write_port()
         state_rd = state_mem.read_port()
         # read only in LIF: a read port left enabled would meet the writeback of group 0
         m.d.comb += state_rd.en.eq(0)
         self.collisions.watch(m, "fp_state", state_rd, state_wr)
-        # consecutive integrate items are different groups when every layer has two or more
-        acc_mem, acc_wr, acc_rd = self.collisions.accumulator(m, "fp_acc", shape=acc_layout, depth=G,
-                                                              distinct_neighbours=p.min_groups >= 2)
-        m.submodules.acc_mem = acc_mem
+        acc_wr = acc_mem.write_port()
+        # the accumulator is read-modified-written one cycle apart: the next item's read comes in
+        # the cycle of the write. With two or more groups it is another group's word (watched);
+        # with one, transparency makes it see the value being written
+        if spread:
+            acc_rd = acc_mem.read_port()
+            self.collisions.watch(m, "fp_acc", acc_rd, acc_wr)
+        else:
+            acc_rd = acc_mem.read_port(transparent_for=(acc_wr,))
 
         group = Signal(p.group_bits)  # group being issued
         fresh = Signal()
         # the integrate pipeline: issue (weight read requested) → i1 → i2 → i3 (the weights
         # arrive, rotated, and are registered; accumulator read of the same group) → i4 (add,
         # write). Each item reads its accumulator one cycle before writing it, so the next item's
-        # read comes in the cycle of that write (CollisionWatch.accumulator).
+        # read of that group meets the write on the transparent port.
         int1_valid, int2_valid, int3_valid, int4_valid = Signal(), Signal(), Signal(), Signal()
-        m.d.comb += acc_rd.en.eq(int3_valid)  # the integrate's read (LIF reads too)
+        m.d.comb += acc_rd.en.eq(int3_valid)  # the integrate's read (LIF and DRAIN read too)
         int1_group, int2_group, int3_group, int4_group = (
             Signal(p.group_bits, name=f"int{n}_group") for n in (1, 2, 3, 4))
         int4_w = Signal.like(self.weight_data)

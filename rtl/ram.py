@@ -42,6 +42,7 @@ class CollisionWatch:
     def __init__(self, name: str):
         self.rw_collision = Signal(name=f"{name}_rw_collision")
         self.flags: dict[str, Signal] = {}
+        self.ports: dict[str, tuple] = {}
         self._children: list[CollisionWatch] = []
 
     @staticmethod
@@ -57,22 +58,7 @@ class CollisionWatch:
         with m.If(rd.en & wen & (rd.addr == wr.addr)):
             m.d.sync += flag.eq(1)
         self.flags[name] = flag
-
-    def accumulator(self, m, name: str, *, shape, depth: int, distinct_neighbours: bool):
-        """A read-modify-write memory: each item reads its word a cycle before writing it back,
-        so the next item's read comes in the cycle of that write. When consecutive items are
-        always different words (``distinct_neighbours``: every layer has two or more groups) the
-        memory is marked and watched; otherwise the read port is transparent, and sees the value
-        being written. Returns the memory (for ``m.submodules``), its write and read ports."""
-        if distinct_neighbours:
-            mem = self.memory(shape=shape, depth=depth, init=[])
-            wr, rd = mem.write_port(), mem.read_port()
-            self.watch(m, name, rd, wr)
-        else:
-            mem = Memory(shape=shape, depth=depth, init=[])
-            wr = mem.write_port()
-            rd = mem.read_port(transparent_for=(wr,))
-        return mem, wr, rd
+        self.ports[name] = (rd, wr)
 
     def include(self, child: CollisionWatch) -> None:
         """Fold a sub-component's watch into this one's ``rw_collision``."""

@@ -51,6 +51,7 @@ from types import SimpleNamespace
 
 from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
