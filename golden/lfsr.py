@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-__all__ = ["MASK", "WIDTH", "seed_state", "step", "draw", "draw_stream", "advance_matrix", "LfsrStream"]
+__all__ = ["MASK", "WIDTH", "seed_state", "step", "draw", "draw_stream", "advance_matrix", "jump", "LfsrStream"]
 
 WIDTH = 32
 MASK = 0x80200003
@@ -78,6 +78,22 @@ def advance_matrix(steps: int) -> np.ndarray:
         base = _gf2_matmul(base, base)
         n >>= 1
     return result
+
+
+def jump(state: int, steps: int) -> int:
+    """The state ``steps`` steps after ``state``, in O(log steps) matrix work instead of ``steps``
+    single steps. The multi-core update uses it: each core starts its share of the row-major
+    draw stream where the one-core stream would be at that core's first weight."""
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    bits = np.array([(state >> k) & 1 for k in range(WIDTH)], dtype=np.int64)
+    nxt = (_advance_uncached(steps) @ bits) & 1
+    return int(sum(int(b) << k for k, b in enumerate(nxt)))
+
+
+def _advance_uncached(steps: int) -> np.ndarray:
+    # the cache of advance_matrix holds the few step counts one run reuses; jump offsets are many
+    return advance_matrix.__wrapped__(steps)
 
 
 @lru_cache(maxsize=64)

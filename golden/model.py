@@ -28,6 +28,10 @@ __all__ = [
     "surrogate",
     "output_error",
     "layer_backward",
+    "layer_delta",
+    "error_partial",
+    "error_finish",
+    "weight_grad",
     "forward",
     "backward",
     "accumulate_gradients",
@@ -189,6 +193,49 @@ def output_error(cfg: SpikeforgeConfig, counts: torch.Tensor, labels: torch.Tens
     return saturate(err << tr.output_error_shift, cfg.formats.error_bits)
 
 
+def layer_delta(cfg: SpikeforgeConfig, fw: LayerForward, error_in: torch.Tensor) -> torch.Tensor:
+    """Steps 1-3 of :func:`layer_backward`: delta[t] for t = T-1 down to 0. Neuron-local: a core
+    holding some of a layer's neurons computes their deltas from their own errors and state."""
+    n = cfg.neuron
+    tr = cfg.training
+    T, B, n_out = fw.membrane.shape
+    if cfg.surrogate.kind == "rect":
+        drive = error_in * fw.surr
+    else:
+        drive = round_shift(error_in * fw.surr, cfg.surrogate.bits, tr.error_rounding)
+    d = torch.zeros(B, n_out, dtype=torch.int64)
+    deltas = [None] * T
+    for t in range(T - 1, -1, -1):
+        carry = leak(d, n.beta_q, n.beta_bits, n.leak_rounding)
+        if n.reset == "zero":
+            carry = carry * (1 - fw.spikes[t])
+        d = saturate(drive[t] + carry, cfg.formats.error_bits)
+        deltas[t] = d
+    return torch.stack(deltas)
+
+
+def error_partial(cfg: SpikeforgeConfig, weights: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Step 4 before rounding: sum_j W[j,:] delta[t,j], exact (``error_acc_bits`` wide). Over a
+    subset of the layer's neurons (rows of W) it is a partial sum; partial sums of all subsets
+    add, exactly, to the layer's sum, which is why cores exchange these and not rounded errors."""
+    T, B, n_out = delta.shape
+    emax = 1 << (cfg.formats.error_bits - 1)
+    wmax = 1 << (cfg.formats.weight_bits - 1)
+    return exact_matmul(delta.view(T * B, n_out), weights, n_out * emax * wmax).view(T, B, weights.shape[1])
+
+
+def error_finish(cfg: SpikeforgeConfig, acc: torch.Tensor) -> torch.Tensor:
+    """Step 4's one rounding and one saturation, applied once to the whole (summed) accumulator."""
+    return saturate(round_shift(acc, cfg.training.error_shift, cfg.training.error_rounding), cfg.formats.error_bits)
+
+
+def weight_grad(cfg: SpikeforgeConfig, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Step 5: sum over batch and time of delta^T x (rows: this layer's neurons, exact)."""
+    T, B, n_out = delta.shape
+    emax = 1 << (cfg.formats.error_bits - 1)
+    return exact_matmul(delta.view(T * B, n_out).T, x.reshape(T * B, x.shape[2]), T * B * emax)
+
+
 def layer_backward(
     cfg: SpikeforgeConfig,
     weights: torch.Tensor,
@@ -207,32 +254,9 @@ def layer_backward(
     4. eps'[t]  = sat_error(round(sum_j W[j,:] delta[t,j] >> error_shift, error_rounding))
     5. grad     = sum_{b,t} delta[t,b,:]^T x[t,b,:]            only where input spikes occurred
     """
-    n = cfg.neuron
-    fmt = cfg.formats
-    tr = cfg.training
-    T, B, n_out = fw.membrane.shape
-    n_in = x.shape[2]
-    if cfg.surrogate.kind == "rect":
-        drive = error_in * fw.surr
-    else:
-        drive = round_shift(error_in * fw.surr, cfg.surrogate.bits, tr.error_rounding)
-    d = torch.zeros(B, n_out, dtype=torch.int64)
-    deltas = [None] * T
-    for t in range(T - 1, -1, -1):
-        carry = leak(d, n.beta_q, n.beta_bits, n.leak_rounding)
-        if n.reset == "zero":
-            carry = carry * (1 - fw.spikes[t])
-        d = saturate(drive[t] + carry, fmt.error_bits)
-        deltas[t] = d
-    delta = torch.stack(deltas)
-    emax = 1 << (fmt.error_bits - 1)
-    wmax = 1 << (fmt.weight_bits - 1)
-    error_out = None
-    if need_error_out:
-        acc = exact_matmul(delta.view(T * B, n_out), weights, n_out * emax * wmax).view(T, B, n_in)
-        error_out = saturate(round_shift(acc, tr.error_shift, tr.error_rounding), fmt.error_bits)
-    grad = exact_matmul(delta.view(T * B, n_out).T, x.reshape(T * B, n_in), T * B * emax)
-    return LayerBackward(error_in=error_in, delta=delta, error_out=error_out, grad=grad)
+    delta = layer_delta(cfg, fw, error_in)
+    error_out = error_finish(cfg, error_partial(cfg, weights, delta)) if need_error_out else None
+    return LayerBackward(error_in=error_in, delta=delta, error_out=error_out, grad=weight_grad(cfg, delta, x))
 
 
 def backward(cfg: SpikeforgeConfig, weights: list[torch.Tensor], trace: StepTrace, labels: torch.Tensor) -> StepTrace:

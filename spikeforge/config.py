@@ -273,6 +273,10 @@ class HardwareConfig:
     # they can live in iCE40 SPRAM; accumulate and update run at half rate. It also selects the
     # compact layout, which trades block RAM and clock margin for logic cells (docs/architecture.md)
     large_memories: str = "dual_port"
+    # capacity of one core: the mapper (spikeforge/mapper.py) refuses a placement that puts more
+    # neurons or synapses (weights) on a core than this; sizes the per-core memories
+    core_neurons: int = 512
+    core_synapses: int = 16384
 
     def validate(self) -> None:
         _check_int("hardware.lanes", self.lanes, 1, 64)
@@ -280,6 +284,8 @@ class HardwareConfig:
             _fail("hardware.lanes", self.lanes, "must be a power of two")
         _check_int("hardware.cores", self.cores, 1, 20)
         _check_choice("hardware.large_memories", self.large_memories, LARGE_MEMORIES)
+        _check_int("hardware.core_neurons", self.core_neurons, 1, 4096)
+        _check_int("hardware.core_synapses", self.core_synapses, 1, 1 << 20)
 
 
 _SECTIONS = {

@@ -1,0 +1,158 @@
+"""Placing a network's LIF layers on cores.
+
+A *slice* is a contiguous range of one layer's neurons (rows of its weight matrix). A core holds
+one or more slices; the mapper walks the neurons of all LIF layers in order (layer 1 first) and
+cuts that sequence into ``cores`` contiguous pieces of nearly equal synapse count, so
+
+- a layer larger than a core is split by neurons over a group of consecutive cores,
+- small neighbouring layers may share a core (one core then holds the end of one layer and the
+  start of the next, and runs them one after the other),
+- work is balanced: a core's forward, backward and update work all grow with its synapses.
+
+The cut never changes a number the model computes (docs/arithmetic.md, "Multi-core"): spikes are
+neuron-local, cores exchange *unrounded* error partial sums that add exactly, and each core's
+stochastic-rounding draws are the one-core stream's draws at its own weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from spikeforge.config import SpikeforgeConfig
+
+__all__ = ["MappingError", "Slice", "Placement", "place", "place_config"]
+
+
+class MappingError(ValueError):
+    """The network cannot be placed on the cores asked for; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Neurons ``lo .. hi-1`` of LIF layer ``layer`` (0 = the first LIF layer)."""
+
+    layer: int
+    lo: int
+    hi: int
+    fan_in: int
+
+    @property
+    def neurons(self) -> int:
+        return self.hi - self.lo
+
+    @property
+    def synapses(self) -> int:
+        return self.neurons * self.fan_in
+
+    def __str__(self) -> str:
+        return f"L{self.layer + 1}[{self.lo}:{self.hi}]"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which slices each core holds, in the order the core runs them (layer order)."""
+
+    layers: tuple[int, ...]  # network.layers: inputs, then one size per LIF layer
+    cores: tuple[tuple[Slice, ...], ...]
+
+    @property
+    def n_cores(self) -> int:
+        return len(self.cores)
+
+    def slices_of_layer(self, layer: int) -> list[tuple[int, Slice]]:
+        """(core, slice) pairs covering LIF layer ``layer``, in neuron order."""
+        return [(c, s) for c, held in enumerate(self.cores) for s in held if s.layer == layer]
+
+    def cores_of_layer(self, layer: int) -> list[int]:
+        return [c for c, _ in self.slices_of_layer(layer)]
+
+    def core_of_neuron(self, layer: int, neuron: int) -> int:
+        for c, s in self.slices_of_layer(layer):
+            if s.lo <= neuron < s.hi:
+                return c
+        raise IndexError(f"layer {layer} has no neuron {neuron}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": list(self.layers),
+            "cores": [
+                {"core": c, "slices": [{"layer": s.layer + 1, "lo": s.lo, "hi": s.hi} for s in held],
+                 "neurons": sum(s.neurons for s in held), "synapses": sum(s.synapses for s in held)}
+                for c, held in enumerate(self.cores)
+            ],
+        }
+
+    def describe(self) -> str:
+        """A table a person can read: one line per core."""
+        lines = [f"{'core':>4}  {'neurons':>7}  {'synapses':>8}  slices"]
+        for c, held in enumerate(self.cores):
+            lines.append(
+                f"{c:>4}  {sum(s.neurons for s in held):>7}  {sum(s.synapses for s in held):>8}  "
+                + " ".join(str(s) for s in held)
+            )
+        return "\n".join(lines)
+
+
+def place(layers: tuple[int, ...] | list[int], cores: int, core_neurons: int, core_synapses: int) -> Placement:
+    """Cut the LIF neurons of ``layers`` into ``cores`` contiguous pieces of balanced synapse count."""
+    layers = tuple(layers)
+    if len(layers) < 2:
+        raise MappingError(f"network.layers = {list(layers)}: need the input size and at least one LIF layer")
+    if not 1 <= cores <= 20:
+        raise MappingError(f"hardware.cores = {cores}: a spikeforge accelerator has 1 to 20 cores")
+    fan_ins = [layers[k] for k in range(len(layers) - 1)]
+    sizes = list(layers[1:])
+    total_neurons = sum(sizes)
+    if cores > total_neurons:
+        raise MappingError(
+            f"hardware.cores = {cores} but the network has only {total_neurons} LIF neurons; every core needs one"
+        )
+    # cumulative synapses at each neuron boundary of the flattened sequence
+    weight = [fan_ins[l] for l, n in enumerate(sizes) for _ in range(n)]
+    cum = [0]
+    for w in weight:
+        cum.append(cum[-1] + w)
+    total = cum[-1]
+    cuts = [0]
+    for k in range(1, cores):
+        target = (k * total + cores // 2) // cores
+        # first boundary at or past the target, but leave at least one neuron for each core
+        i = next(i for i in range(len(cum)) if cum[i] >= target)
+        i = max(i, cuts[-1] + 1)
+        i = min(i, total_neurons - (cores - k))
+        cuts.append(i)
+    cuts.append(total_neurons)
+    starts = [sum(sizes[:l]) for l in range(len(sizes))]
+    held: list[tuple[Slice, ...]] = []
+    for c in range(cores):
+        a, b = cuts[c], cuts[c + 1]
+        out = []
+        for l, n in enumerate(sizes):
+            lo, hi = max(a, starts[l]), min(b, starts[l] + n)
+            if lo < hi:
+                out.append(Slice(l, lo - starts[l], hi - starts[l], fan_ins[l]))
+        held.append(tuple(out))
+    placement = Placement(layers, tuple(held))
+    for c, h in enumerate(held):
+        n = sum(s.neurons for s in h)
+        syn = sum(s.synapses for s in h)
+        what = " ".join(str(s) for s in h)
+        if n > core_neurons:
+            raise MappingError(
+                f"core {c} would hold {n} neurons ({what}) but hardware.core_neurons = {core_neurons}; "
+                f"use more cores or a larger core"
+            )
+        if syn > core_synapses:
+            need = -(-total // core_synapses)
+            raise MappingError(
+                f"core {c} would hold {syn} synapses ({what}) but hardware.core_synapses = {core_synapses}; "
+                f"this network of {total} synapses needs at least {need} cores"
+            )
+    return placement
+
+
+def place_config(cfg: SpikeforgeConfig, cores: int | None = None) -> Placement:
+    """The placement of ``cfg``'s network on ``cores`` (default ``hardware.cores``)."""
+    hw = cfg.hardware
+    return place(cfg.network.layers, hw.cores if cores is None else cores, hw.core_neurons, hw.core_synapses)
