@@ -8,12 +8,18 @@ from spikeforge.config import SpikeforgeConfig
 
 from . import encoder, lfsr, model
 
-__all__ = ["GoldenBackend", "update_seed"]
+__all__ = ["GoldenBackend", "update_seed", "worker_update_seed"]
 
 
 def update_seed(cfg: SpikeforgeConfig) -> int:
     """Seed of the stochastic-rounding LFSR: the run seed mixed into its own stream."""
     return encoder.sample_seed(cfg.training.seed, 0xFFFF_FFFF, 0)
+
+
+def worker_update_seed(cfg: SpikeforgeConfig, worker: int) -> int:
+    """Update-LFSR seed of federated worker ``worker``: its own stream, worker 0's being the
+    centralised run's (docs/arithmetic.md, "Federated averaging")."""
+    return encoder.sample_seed(cfg.training.seed, 0xFFFF_FFFF, worker)
 
 
 class GoldenBackend:
@@ -28,6 +34,13 @@ class GoldenBackend:
         self.update_rng = lfsr.LfsrStream(update_seed(cfg))
         self.last_trace: model.StepTrace | None = None
         self.lr_shift = cfg.training.lr_shift  # a host-written register: the driver may lower the rate
+
+    def seed_update_lfsr(self, seed: int) -> None:
+        self.update_rng = lfsr.LfsrStream(seed)
+
+    def load_weights(self, weights: list[torch.Tensor]) -> None:
+        model._check_weights(self.cfg, weights)
+        self.weights = [w.clone() for w in weights]
 
     def encode(self, pixels: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
         return encoder.encode(pixels, seeds, self.cfg.network.timesteps, self.cfg.formats.pixel_bits)

@@ -73,6 +73,24 @@ def train_rtl(cfg: SpikeforgeConfig, dataset: str = "digits", samples: int | Non
     return json.loads(report.read_text())
 
 
+def federated_worker_rtl(cfg: SpikeforgeConfig, opts, rank: int, world: int, port: int) -> dict | None:
+    """One federated worker on the core's Verilator model (``spikeforge federated --backend rtl``):
+    the simulator process joins the gloo group itself and runs ``federated.worker_main`` with the
+    RTL backend. Returns rank 0's report."""
+    import dataclasses
+
+    run_dir = BUILD_ROOT / "runs" / f"federated-{cfg.digest()}-{world}-{rank}"
+    out = run_dir / "out.json"
+    out.unlink(missing_ok=True)
+    res = run(build_core(cfg), TOP, BENCH, run_dir=run_dir, waves=False, testcase="federated",
+              args={"config": cfg.to_dict(), "seed": cfg.training.seed, "out": str(out.resolve()),
+                    "federated": {"rank": rank, "world": world, "port": port,
+                                  "options": {**dataclasses.asdict(opts), "progress": opts.progress and rank == 0}}})
+    if not res.passed:
+        raise RuntimeError(f"federated worker {rank} failed on the RTL:\n{res.report()}")
+    return json.loads(out.read_text()) if rank == 0 else None
+
+
 def _echo_progress(log: Path, stop) -> None:
     """Copy the simulation's progress lines (the driver's epoch bar and summaries) to stderr."""
     pos = 0

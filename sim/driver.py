@@ -17,7 +17,7 @@ from typing import Protocol, Sequence
 import torch
 
 from spikeforge.config import SpikeforgeConfig
-from spikeforge.golden import model
+from spikeforge.golden import lfsr, model
 from spikeforge.golden.backend import update_seed
 from spikeforge.rtl.protocol import (COUNTERS, CONFIG_FIELDS, MAX_COUNT, RUN_SPIKES, STATUS_FIELDS, Error, Op,
                                      RegionId, command, info_words, region_by_id, split_response)
@@ -178,6 +178,12 @@ class RtlBackend:
     @property
     def weights(self) -> list[torch.Tensor]:
         return self.client.weights()
+
+    def load_weights(self, weights: list[torch.Tensor]) -> None:
+        self.client.load_weights(weights)
+
+    def seed_update_lfsr(self, seed: int) -> None:
+        self.client.set_config(update_lfsr_state=lfsr.seed_state(seed))
 
     def infer(self, pixels: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
         out = []

@@ -120,6 +120,45 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_federated(args: argparse.Namespace) -> int:
+    import os
+
+    from spikeforge.federated import FederatedOptions, run_federated, worker_config, worker_main
+
+    cfg = _load(args)
+    opts = FederatedOptions(workers=args.workers, rounds=args.rounds or cfg.training.epochs, local_epochs=args.local_epochs,
+                            backend=args.backend, dataset=args.dataset, samples=args.samples,
+                            test_samples=args.test_samples, lr_shift=args.lr_shift, progress=not args.quiet)
+    opts.validate()
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        # one worker of a multi-machine run (MASTER_ADDR / MASTER_PORT / RANK / WORLD_SIZE set)
+        import torch.distributed as dist
+
+        if opts.backend != "golden":
+            raise UsageError("a multi-machine run (RANK/WORLD_SIZE set) supports --backend golden only")
+        dist.init_process_group("gloo")
+        try:
+            world = dist.get_world_size()
+            report = worker_main(worker_config(cfg, opts, world), opts, dist.get_rank(), world)
+        finally:
+            dist.destroy_process_group()
+        if report is None:
+            return 0
+    else:
+        report = run_federated(cfg, opts, centralised=not args.no_baseline)
+    _write(report, args.report)
+    rows = [("workers", f"{report['workers']} ({opts.backend}), shards {report['shard_sizes']}"),
+            ("rounds", f"{report['rounds']} x {report['local_epochs']} local epoch(s)"),
+            ("final_test_accuracy", f"{report['final_test_accuracy']:.4f} on {report['test_samples']} test samples")]
+    if "centralised_test_accuracy" in report:
+        rows.append(("centralised", f"{report['centralised_test_accuracy']:.4f} "
+                                    f"(gap {report['accuracy_gap_points']:+.2f} points)"))
+    rows.append(("weights_sha256", report["weights_sha256"]))
+    w = max(len(k) for k, _ in rows)
+    print("\n".join(["spikeforge federated summary"] + [f"  {k:<{w}}  {v}" for k, v in rows]))
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from spikeforge.generate import generate
 
@@ -246,6 +285,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_bench)
 
+    f = sub.add_parser("federated", help="FedAvg training of several accelerator instances over torch.distributed (gloo)")
+    f.add_argument("--workers", type=int, default=5, help="accelerator instances, one process each (default 5)")
+    f.add_argument("--backend", default="golden", choices=["golden", "rtl"])
+    f.add_argument("--dataset", default="digits", choices=["digits"])
+    f.add_argument("--rounds", type=int, help="FedAvg rounds (default: training.epochs)")
+    f.add_argument("--local-epochs", type=int, default=1, help="passes over the worker's shard per round (default 1)")
+    f.add_argument("--config", help=f"TOML config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
+    f.add_argument("--samples", type=int, help="use only the first N training samples (before sharding)")
+    f.add_argument("--test-samples", type=int, help="evaluate on the first N test samples")
+    f.add_argument("--lr-shift", type=int,
+                   help="the workers' training.lr_shift (default: the config's minus floor(log2(workers)))")
+    f.add_argument("--seed", type=int, help="override training.seed")
+    f.add_argument("--no-baseline", action="store_true", help="skip the centralised training run for comparison")
+    f.add_argument("--report", help="write the JSON report here")
+    f.add_argument("--quiet", action="store_true")
+    f.set_defaults(func=cmd_federated)
+
     g = sub.add_parser("generate", help="write the core's Verilog and a summary (memories, lanes, formats)")
     g.add_argument("--config", help=f"TOML config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
     g.add_argument("--out", required=True, help="output directory")
@@ -289,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for opt in ("epochs", "samples", "repeats"):
+    for opt in ("epochs", "samples", "repeats", "rounds", "workers", "local_epochs", "test_samples"):
         v = getattr(args, opt, None)
         if v is not None and v < 1:
             parser.error(f"--{opt} must be >= 1, got {v}")

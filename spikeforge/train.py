@@ -21,7 +21,7 @@ from spikeforge.config import SpikeforgeConfig
 from spikeforge.data import Dataset, load_dataset
 from spikeforge.golden import encoder
 
-__all__ = ["Backend", "TrainResult", "train", "evaluate", "weights_sha256", "make_backend", "BACKENDS"]
+__all__ = ["Backend", "TrainResult", "train", "train_epoch", "evaluate", "evaluate_correct", "weights_sha256", "make_backend", "BACKENDS"]
 
 BACKENDS = ("golden",)
 EVAL_STREAM = 0xE7A1  # encoder seed stream of evaluation samples (training uses the epoch number)
@@ -60,19 +60,52 @@ def _seeds(seed: int, stream: int, indices: torch.Tensor) -> torch.Tensor:
     return torch.tensor([encoder.sample_seed(seed, stream, int(i)) for i in indices], dtype=torch.int64)
 
 
-def evaluate(backend: Backend, cfg: SpikeforgeConfig, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
+def evaluate(backend: Backend, cfg: SpikeforgeConfig, x: torch.Tensor, y: torch.Tensor, batch: int = 256,
+             sample_ids: torch.Tensor | None = None) -> float:
+    """Accuracy on ``x``/``y``; ``sample_ids`` (default 0..n-1) are their indices in the test set,
+    which fix each sample's encoder seed."""
+    return evaluate_correct(backend, cfg, x, y, batch, sample_ids) / max(1, len(x))
+
+
+def evaluate_correct(backend: Backend, cfg: SpikeforgeConfig, x: torch.Tensor, y: torch.Tensor, batch: int = 256,
+                     sample_ids: torch.Tensor | None = None) -> int:
+    """How many of ``x`` the backend classifies correctly (see :func:`evaluate`)."""
+    ids = torch.arange(len(x)) if sample_ids is None else sample_ids
     correct = 0
     for lo in range(0, len(x), batch):
         idx = torch.arange(lo, min(lo + batch, len(x)))
-        pred = backend.infer(x[idx], _seeds(cfg.training.seed, EVAL_STREAM, idx))
+        pred = backend.infer(x[idx], _seeds(cfg.training.seed, EVAL_STREAM, ids[idx]))
         correct += int((pred == y[idx]).sum())
-    return correct / max(1, len(x))
+    return correct
 
 
 @dataclass
 class TrainResult:
     report: dict[str, Any]
     backend: Backend
+
+
+def train_epoch(be: Backend, cfg: SpikeforgeConfig, x: torch.Tensor, y: torch.Tensor, epoch: int,
+                sample_ids: torch.Tensor | None = None, bar=None) -> int:
+    """One pass over ``x``/``y`` in mini-batches at the learning rate of ``epoch``; returns how many
+    samples the forward passes classified correctly (before each batch's update).
+
+    ``sample_ids`` are the samples' indices in the whole training set (default 0..n-1): the encoder
+    seed of a sample depends on the epoch and that index only, so a federated worker training a
+    shard encodes every sample exactly as centralised training does."""
+    n = len(x)
+    ids = torch.arange(n) if sample_ids is None else sample_ids
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.training.seed * 7919 + epoch))
+    be.lr_shift = cfg.training.lr_shift_at(epoch)
+    correct = 0
+    bs = cfg.training.batch_size
+    for lo in range(0, n, bs):
+        idx = order[lo : lo + bs]
+        pred = be.train_batch(x[idx], _seeds(cfg.training.seed, epoch, ids[idx]), y[idx])
+        correct += int((pred == y[idx]).sum())
+        if bar is not None:
+            bar.update(len(idx))
+    return correct
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -104,19 +137,11 @@ def train(
         )
     be = backend or make_backend(backend_name, cfg)
     n = len(data.train_x)
-    bs = cfg.training.batch_size
     history = []
     t0 = time.perf_counter()
     for epoch in range(epochs):
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.training.seed * 7919 + epoch))
-        be.lr_shift = cfg.training.lr_shift_at(epoch)
-        correct = 0
         with _progress(n, f"epoch {epoch + 1}/{epochs}", progress) as bar:
-            for lo in range(0, n, bs):
-                idx = order[lo : lo + bs]
-                pred = be.train_batch(data.train_x[idx], _seeds(cfg.training.seed, epoch, idx), data.train_y[idx])
-                correct += int((pred == data.train_y[idx]).sum())
-                bar.update(len(idx))
+            correct = train_epoch(be, cfg, data.train_x, data.train_y, epoch, bar=bar)
         row = {"epoch": epoch + 1, "train_accuracy_running": correct / n}
         if eval_every_epoch or epoch == epochs - 1:
             row["test_accuracy"] = evaluate(be, cfg, data.test_x, data.test_y)

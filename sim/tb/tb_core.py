@@ -210,6 +210,35 @@ async def train(dut) -> None:
 
 
 @cocotb.test()
+async def federated(dut) -> None:
+    """One worker of ``spikeforge federated --backend rtl``: joins the gloo group and trains its
+    shard on this core (spikeforge.federated.worker_main with the RTL backend)."""
+    import torch.distributed as dist
+
+    from spikeforge.federated import FederatedOptions, worker_main
+    from spikeforge.sim.driver import RtlBackend
+
+    args = _args()
+    fed = args["federated"]
+    tb = TB(dut, args)
+    await tb.start()
+
+    def job():
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{fed['port']}", rank=fed["rank"],
+                                world_size=fed["world"])
+        try:
+            report = worker_main(tb.cfg, FederatedOptions(**fed["options"]), fed["rank"], fed["world"],
+                                 backend=RtlBackend(tb.client))
+        finally:
+            dist.destroy_process_group()
+        if report is not None:
+            tb.write_out(report)
+
+    await bridge(job)()
+    tb.check_collisions()
+
+
+@cocotb.test()
 async def bench(dut) -> None:
     """``spikeforge bench rtl``: per density, run training steps on given input spikes and read the
     hardware counters (see spikeforge.bench for the bounds)."""
