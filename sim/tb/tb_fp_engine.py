@@ -38,6 +38,7 @@ from spikeforge.golden import model
 from spikeforge.rtl.fp_engine import FpEngine, neuron_group_layout, spike_event_layout
 from spikeforge.rtl.params import CoreParams
 from spikeforge.sim.amaranth_bench import connect_fp_weights, fp_weight_words
+from spikeforge.sim.tb.streams import StreamSource, stream_port
 
 CLOCK_NS = 10
 
@@ -99,48 +100,6 @@ class FpEngineTop(wiring.Component):
         return m
 
 
-def _stream_port(dut, name: str):
-    """(valid, ready, payload) handles of a flattened Amaranth stream port."""
-    return tuple(getattr(dut, f"{name}__{part}") for part in ("valid", "ready", "payload"))
-
-
-# ---------------------------------------------------------------------------------------------
-# stream drivers
-#
-# Every driver coroutine resumes just after a rising edge, writes its outputs for the coming
-# cycle, waits for ReadOnly (all combinational logic settled) and samples the handshake there:
-# valid & ready seen in ReadOnly is a transfer at the next rising edge.
-
-
-class StreamSource:
-    """Drives ``<name>__valid``/``__payload``; holds each item until it is taken. Before every
-    item, idles (valid low) for a cycle with probability ``gap``, repeatedly."""
-
-    def __init__(self, dut, name: str, layout, rng: random.Random, gap: float):
-        self.clk = dut.clk
-        self.valid, self.ready, self.payload = _stream_port(dut, name)
-        self.layout = layout
-        self.rng = rng
-        self.gap = gap
-        self.valid.value = 0
-        self.payload.value = 0
-
-    async def send(self, items) -> None:
-        for item in items:
-            while self.rng.random() < self.gap:
-                self.valid.value = 0
-                await RisingEdge(self.clk)
-            self.payload.value = self.layout.const(item).as_bits()
-            self.valid.value = 1
-            while True:
-                await ReadOnly()
-                taken = int(self.ready.value) == 1  # 1-bit: Logic
-                await RisingEdge(self.clk)
-                if taken:
-                    break
-        self.valid.value = 0
-
-
 class StreamSink:
     """Drives ``<name>__ready`` low with probability ``stall`` per cycle and records every
     payload taken, decoded with its layout, with the sim time of the transfer. Also counts
@@ -149,7 +108,7 @@ class StreamSink:
     def __init__(self, dut, name: str, layout, rng: random.Random, stall: float):
         self.dut = dut
         self.clk = dut.clk
-        self.valid, self.ready, self.payload = _stream_port(dut, name)
+        self.valid, self.ready, self.payload = stream_port(dut, name)
         self.layout = layout
         self.rng = rng
         self.stall = stall
