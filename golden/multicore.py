@@ -33,7 +33,21 @@ from . import encoder, lfsr, model
 from .backend import update_seed
 from .fixedpoint import round_shift, saturate, stochastic_round_shift
 
-__all__ = ["MultiCoreGolden", "LinkTraffic"]
+__all__ = ["MultiCoreGolden", "LinkTraffic", "SliceActivity"]
+
+
+@dataclass
+class SliceActivity:
+    """What one slice did for each sample of one batch (tensors indexed [t, b] or [b]); the
+    scaling model (spikeforge/scaling.py) turns it into engine cycles."""
+
+    core: int
+    slice: Slice
+    input_events: torch.Tensor  # (T,B) spikes arriving at the layer (nnz of x[t])
+    delta_nonzero: torch.Tensor  # (T,B) non-zero deltas of the slice's neurons
+    delta_groups: torch.Tensor  # (T,B) lane groups of the slice holding a non-zero delta
+    spikes_out: torch.Tensor  # (B,) spike events the slice sends to the next layer
+    partials_out: torch.Tensor  # (B,) non-zero error partial sums it sends to other cores
 
 
 @dataclass
@@ -66,6 +80,7 @@ class MultiCoreGolden:
         self.lr_shift = cfg.training.lr_shift
         n = self.placement.n_cores
         self.traffic = LinkTraffic(per_core_spikes_in=[0] * n, per_core_errors_in=[0] * n)
+        self.activity: list[list[SliceActivity]] | None = None  # set to [] to record every batch
 
     # -- views ----------------------------------------------------------------------------------
     @property
@@ -127,21 +142,45 @@ class MultiCoreGolden:
         errors = {(c, s): eps_full[:, s.lo : s.hi].unsqueeze(0).expand(T, -1, -1) for c, s in self.placement.slices_of_layer(len(per_layer) - 1)}
         assert eps_full.shape[1] == n_out
         grads: dict[tuple[int, Slice], torch.Tensor] = {}
+        batch_activity = []
         for l in range(len(per_layer) - 1, -1, -1):
             x = inputs if l == 0 else torch.cat([fw.spikes for _, _, fw in per_layer[l - 1]], dim=2)
             acc = None
             for c, s, fw in per_layer[l]:
                 delta = model.layer_delta(cfg, fw, errors[(c, s)])
                 grads[(c, s)] = model.weight_grad(cfg, delta, x)
+                part = None
                 if l > 0:
                     part = model.error_partial(cfg, self._w(c, s), delta)
                     self._count_errors(l, c, part)
                     acc = part if acc is None else acc + part  # the receivers' wide accumulators
+                if self.activity is not None:
+                    batch_activity.append(self._activity(c, s, x, delta, fw, part, l))
             if l > 0:
                 eps = model.error_finish(cfg, acc)
                 errors = {(c, s): eps[:, :, s.lo : s.hi] for c, s, _ in per_layer[l - 1]}
         self._update(grads)
+        if self.activity is not None:
+            self.activity.append(batch_activity[::-1])
         return model.predict(counts, msum)
+
+    def _activity(self, core: int, s: Slice, x, delta, fw, part, layer: int) -> SliceActivity:
+        T, B, n = delta.shape
+        P = self.cfg.hardware.lanes
+        pad = (-n) % P
+        nz = delta != 0
+        groups = torch.nn.functional.pad(nz, (0, pad)).view(T, B, -1, P).any(-1).sum(-1)
+        if part is None:
+            sent = torch.zeros(B, dtype=torch.int64)
+        else:  # partial sums for inputs held by other cores
+            other = torch.ones(part.shape[2], dtype=torch.bool)
+            for c, t in self.placement.slices_of_layer(layer - 1):
+                if c == core:
+                    other[t.lo : t.hi] = False
+            sent = ((part != 0) & other).sum((0, 2))
+        nxt = self.placement.cores_of_layer(layer + 1) if layer + 1 < len(self.cfg.layer_shapes) else []
+        out = fw.spikes.sum((0, 2)) if any(r != core for r in nxt) else torch.zeros(B, dtype=torch.int64)
+        return SliceActivity(core, s, x.sum(2), nz.sum(2), groups, out, sent)
 
     def _count_errors(self, layer: int, core: int, part: torch.Tensor) -> None:
         """Non-zero partial sums leave the core for the core holding that input neuron."""

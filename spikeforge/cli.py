@@ -102,6 +102,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from spikeforge import bench
 
     cfg = _load(args)
+    if args.what == "scaling":
+        from spikeforge.scaling import CORE_COUNTS, bench_scaling, scaling_summary
+
+        report = bench_scaling(cfg, CORE_COUNTS, batches=args.batches, buffers=args.buffers, progress=not args.quiet)
+        _write(report, args.report)
+        print(scaling_summary(report))
+        return 0 if report["goal_met"] else 1
     if args.what == "rtl":
         try:
             densities = [float(d) for d in args.densities.split(",")]
@@ -156,6 +163,20 @@ def cmd_federated(args: argparse.Namespace) -> int:
     rows.append(("weights_sha256", report["weights_sha256"]))
     w = max(len(k) for k, _ in rows)
     print("\n".join(["spikeforge federated summary"] + [f"  {k:<{w}}  {v}" for k, v in rows]))
+    return 0
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    from spikeforge.mapper import place_config
+
+    cfg = _load(args)
+    p = place_config(cfg, args.cores)
+    if args.json:
+        print(json.dumps(p.to_dict(), indent=2))
+    else:
+        print(f"{cfg.name}: layers {list(cfg.network.layers)} on {p.n_cores} cores "
+              f"(capacity {cfg.hardware.core_neurons} neurons, {cfg.hardware.core_synapses} synapses per core)")
+        print(p.describe())
     return 0
 
 
@@ -272,18 +293,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", help="benchmarks that print measured figures")
-    b.add_argument("what", choices=["golden", "rtl"],
+    b.add_argument("what", choices=["golden", "rtl", "scaling"],
                    help="golden: golden model vs snnTorch float BPTT training speed; "
-                        "rtl: engine busy cycles (hardware counters) vs the work bound, on Verilator")
+                        "rtl: engine busy cycles (hardware counters) vs the work bound, on Verilator; "
+                        "scaling: throughput and efficiency on 1..20 cores and off-chip traffic (cycle model)")
     b.add_argument("--config", help=f"TOML config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
     b.add_argument("--samples", type=int, default=512,
                    help="training samples per measurement (rtl: per density, at most one batch; default one batch)")
     b.add_argument("--densities", default="0.1,0.5,1.0", help="rtl: input spike densities")
     b.add_argument("--repeats", type=int, default=3, help="measurements per side; the best is reported")
+    b.add_argument("--batches", type=int, default=2, help="scaling: training batches per core count")
+    b.add_argument("--buffers", type=int, default=4, help="scaling: samples whose state a core can hold")
     b.add_argument("--seed", type=int, help="override training.seed")
     b.add_argument("--report", help="write the JSON report here")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_bench)
+
+    mp_ = sub.add_parser("map", help="place a network's layers on cores and print the placement")
+    mp_.add_argument("--config", help=f"TOML config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
+    mp_.add_argument("--cores", type=int, help="override hardware.cores")
+    mp_.add_argument("--json", action="store_true")
+    mp_.set_defaults(func=cmd_map)
 
     f = sub.add_parser("federated", help="FedAvg training of several accelerator instances over torch.distributed (gloo)")
     f.add_argument("--workers", type=int, default=5, help="accelerator instances, one process each (default 5)")
@@ -345,13 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for opt in ("epochs", "samples", "repeats", "rounds", "workers", "local_epochs", "test_samples"):
+    for opt in ("epochs", "samples", "repeats", "rounds", "workers", "local_epochs", "test_samples", "batches", "buffers"):
         v = getattr(args, opt, None)
         if v is not None and v < 1:
             parser.error(f"--{opt} must be >= 1, got {v}")
     try:
         return args.func(args)
-    except (ConfigError, UsageError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, UsageError, ValueError, FileNotFoundError) as e:  # MappingError is a ValueError
         print(f"spikeforge: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

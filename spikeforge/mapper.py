@@ -94,8 +94,13 @@ class Placement:
         return "\n".join(lines)
 
 
-def place(layers: tuple[int, ...] | list[int], cores: int, core_neurons: int, core_synapses: int) -> Placement:
-    """Cut the LIF neurons of ``layers`` into ``cores`` contiguous pieces of balanced synapse count."""
+def place(layers: tuple[int, ...] | list[int], cores: int, core_neurons: int, core_synapses: int,
+          neuron_cost: list[int] | None = None, align: int = 1) -> Placement:
+    """Cut the LIF neurons of ``layers`` into ``cores`` contiguous pieces of balanced cost.
+
+    The cost of a neuron is its layer's fan-in (synapses) unless ``neuron_cost`` gives one integer
+    per LIF layer: a profile of cycles per neuron (``spikeforge bench scaling`` measures it on one
+    core), which balances the engines' work rather than the weight memories."""
     layers = tuple(layers)
     if len(layers) < 2:
         raise MappingError(f"network.layers = {list(layers)}: need the input size and at least one LIF layer")
@@ -108,8 +113,12 @@ def place(layers: tuple[int, ...] | list[int], cores: int, core_neurons: int, co
         raise MappingError(
             f"hardware.cores = {cores} but the network has only {total_neurons} LIF neurons; every core needs one"
         )
-    # cumulative synapses at each neuron boundary of the flattened sequence
-    weight = [fan_ins[l] for l, n in enumerate(sizes) for _ in range(n)]
+    if neuron_cost is not None:
+        if len(neuron_cost) != len(sizes) or any(not isinstance(c, int) or c < 1 for c in neuron_cost):
+            raise MappingError(f"neuron_cost must give one integer >= 1 per LIF layer ({len(sizes)}), got {neuron_cost}")
+    cost = list(neuron_cost) if neuron_cost is not None else fan_ins
+    # cumulative cost at each neuron boundary of the flattened sequence
+    weight = [cost[l] for l, n in enumerate(sizes) for _ in range(n)]
     cum = [0]
     for w in weight:
         cum.append(cum[-1] + w)
@@ -119,6 +128,11 @@ def place(layers: tuple[int, ...] | list[int], cores: int, core_neurons: int, co
         target = (k * total + cores // 2) // cores
         # first boundary at or past the target, but leave at least one neuron for each core
         i = next(i for i in range(len(cum)) if cum[i] >= target)
+        if align > 1:
+            l = max(j for j in range(len(sizes)) if sum(sizes[:j]) <= i)
+            first = sum(sizes[:l])
+            off = min(sizes[l], ((i - first + align // 2) // align) * align)
+            i = first + off
         i = max(i, cuts[-1] + 1)
         i = min(i, total_neurons - (cores - k))
         cuts.append(i)
@@ -155,4 +169,5 @@ def place(layers: tuple[int, ...] | list[int], cores: int, core_neurons: int, co
 def place_config(cfg: SpikeforgeConfig, cores: int | None = None) -> Placement:
     """The placement of ``cfg``'s network on ``cores`` (default ``hardware.cores``)."""
     hw = cfg.hardware
-    return place(cfg.network.layers, hw.cores if cores is None else cores, hw.core_neurons, hw.core_synapses)
+    return place(cfg.network.layers, hw.cores if cores is None else cores, hw.core_neurons, hw.core_synapses,
+                 align=hw.lanes)

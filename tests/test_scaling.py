@@ -1,0 +1,62 @@
+"""The scaling benchmark's cycle model: one core never idles, N cores respect the work bound and
+the dependencies, weights are identical at every core count, and the traffic terms add up."""
+
+import pytest
+import torch
+
+from spikeforge.config import load_config
+from spikeforge.data import load_dataset
+from spikeforge.golden.multicore import MultiCoreGolden
+from spikeforge.mapper import place
+from spikeforge.scaling import bench_scaling, core_tasks, schedule_batch, traffic_model
+from spikeforge.train import _seeds
+
+CFG = load_config("configs/deep-20core.toml").replace(training={"batch_size": 8})
+
+
+def _batch_tasks(n):
+    pl = place(CFG.network.layers, n, 1 << 30, 1 << 40, align=CFG.hardware.lanes)
+    be = MultiCoreGolden(CFG, placement=pl)
+    be.activity = []
+    data = load_dataset("digits", 8, 0)
+    idx = torch.arange(8)
+    be.train_batch(data.train_x[idx], _seeds(1, 0, idx), data.train_y[idx])
+    return pl, core_tasks(CFG, be.activity[-1], 8)
+
+
+def test_one_core_runs_every_task_back_to_back():
+    pl, tasks = _batch_tasks(1)
+    assert schedule_batch(tasks, 1, 4, 8, [100], buffers=4) == sum(t.cycles for t in tasks) + 100
+
+
+@pytest.mark.parametrize("n", [2, 5, 8])
+def test_many_cores_bounded_by_work_and_by_one_samples_chain(n):
+    pl, tasks = _batch_tasks(n)
+    work = [0] * n
+    for t in tasks:
+        work[t.core] += t.cycles
+    total = schedule_batch(tasks, n, 4, 8, [0] * n, buffers=4)
+    assert total >= max(work)
+    # one sample's forward through every layer and backward down again is a chain of dependent tasks
+    chain = sum(max(t.cycles for t in tasks if t.sample == 0 and t.layer == l and t.backward == bw)
+                for l in range(4) for bw in (False, True))
+    assert total >= chain
+    assert total <= sum(work) + 10_000  # never worse than one core, up to the network latency
+    assert schedule_batch(tasks, n, 4, 8, [0] * n, buffers=1) >= total  # fewer buffers never help
+
+
+def test_traffic_terms_add_up():
+    t = traffic_model(CFG)
+    dense = sum(t["terms"]["dense BPTT"].values())
+    assert abs(dense - t["dense_bptt_bytes_per_sample"]) < 1
+    assert t["bytes_per_sample"] == sum(t["terms"]["this dataflow"].values())
+    assert 0 < t["traffic_ratio"] < t["traffic_ratio_weights_streamed"] < 1
+
+
+def test_bench_rows_and_same_weights_on_every_count():
+    r = bench_scaling(CFG, core_counts=(1, 2, 4), batches=1, progress=False)
+    assert [row["cores"] for row in r["rows"]] == [1, 2, 4]
+    assert r["rows"][0]["efficiency"] == 1.0
+    assert r["weights_identical_across_core_counts"] and len(set(r["weights_sha256"].values())) == 1
+    assert all(0 < row["efficiency"] <= 1.0 for row in r["rows"])
+    assert r["placement"]["neuron_cost_per_layer"] and len(r["placement"]["neuron_cost_per_layer"]) == 4
