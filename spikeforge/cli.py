@@ -43,6 +43,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from spikeforge.train import train
 
     cfg = _load(args)
+    if (args.nir_in or args.nir_out) and args.backend != "golden":
+        raise UsageError("--nir-in / --nir-out work with --backend golden (train there, then compare the weights)")
+    start = None
+    if args.nir_in:
+        from spikeforge.nir_io import read_nir
+
+        cfg, start = read_nir(args.nir_in, cfg)
+        print(f"network from {args.nir_in}: layers {list(cfg.network.layers)}, reset {cfg.neuron.reset}")
     if args.backend == "rtl":
         from spikeforge.sim.cosim_core import train_rtl
 
@@ -51,8 +59,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         r = train(cfg, backend=_uart_backend(cfg, args), dataset=args.dataset, samples=args.samples,
                   epochs=args.epochs, progress=not args.quiet).report
     else:
-        r = train(cfg, backend_name=args.backend, dataset=args.dataset, samples=args.samples, epochs=args.epochs,
-                  progress=not args.quiet).report
+        from spikeforge.golden import GoldenBackend
+
+        res = train(cfg, backend=GoldenBackend(cfg, start), dataset=args.dataset, samples=args.samples,
+                    epochs=args.epochs, progress=not args.quiet)
+        r = res.report
+        if args.nir_out:
+            from spikeforge.nir_io import write_nir
+
+            write_nir(args.nir_out, cfg, res.backend.weights)
+            print(f"trained network written to {args.nir_out} (NIR)")
     _write(r, args.report)
     print(_train_summary(r))
     return 0
@@ -170,6 +186,10 @@ def cmd_map(args: argparse.Namespace) -> int:
     from spikeforge.mapper import place_config
 
     cfg = _load(args)
+    if args.nir:
+        from spikeforge.nir_io import read_nir
+
+        cfg, _ = read_nir(args.nir, cfg)
     p = place_config(cfg, args.cores)
     if args.json:
         print(json.dumps(p.to_dict(), indent=2))
@@ -290,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="override training.seed")
     t.add_argument("--report", help="write the JSON report here")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--nir-in", help="start from this NIR graph's network and weights (--config supplies the rest)")
+    t.add_argument("--nir-out", help="write the trained network as a NIR graph here")
     t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", help="benchmarks that print measured figures")
@@ -312,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp_ = sub.add_parser("map", help="place a network's layers on cores and print the placement")
     mp_.add_argument("--config", help=f"TOML config (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
     mp_.add_argument("--cores", type=int, help="override hardware.cores")
+    mp_.add_argument("--nir", help="place this NIR graph's network instead of the config's")
     mp_.add_argument("--json", action="store_true")
     mp_.set_defaults(func=cmd_map)
 
