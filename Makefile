@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spikeforge-installed
 OUT    := out
 
-.PHONY: setup demo test test-slow bench bench-rtl cosim-full train-rtl-full generate synth boards synth-all clean distclean
+.PHONY: setup demo test test-slow bench bench-rtl bench-scaling formal federated cosim-full train-rtl-full generate synth boards synth-all clean distclean
 
 setup: $(STAMP)
 
@@ -41,6 +41,20 @@ bench-rtl: setup
 	@mkdir -p $(OUT)
 	$(BIN)/spikeforge bench rtl --config configs/digits.toml --report $(OUT)/bench-rtl.json
 
+# multi-core scaling (cycle model on the golden multi-core activity) and off-chip traffic
+bench-scaling: setup
+	@mkdir -p $(OUT)
+	$(BIN)/spikeforge bench scaling --config configs/deep-20core.toml --report $(OUT)/bench-scaling.json
+
+# SymbiYosys proofs of the interconnect's FIFO and router (k-induction; about half a minute)
+formal: setup
+	$(BIN)/python -m spikeforge.sim.formal
+
+# FedAvg over 5 worker processes (gloo) on digits, against centralised training
+federated: setup
+	@mkdir -p $(OUT)
+	$(BIN)/spikeforge federated --workers 5 --backend golden --dataset digits --rounds 20 --report $(OUT)/federated.json
+
 # full-length co-simulation regression: every directed case + 100 constrained-random configs
 cosim-full: setup
 	$(BIN)/python -m spikeforge.sim.cosim_core --random 100 --seed 1000
@@ -60,7 +74,7 @@ synth: setup
 	@mkdir -p $(OUT)
 	status=0; \
 	$(BIN)/spikeforge synth --target ecp5-25f --config configs/digits.toml --report $(OUT)/synth-ecp5-25f.json || status=$$?; \
-	$(BIN)/spikeforge synth --target ice40-up5k --config configs/digits.toml --report $(OUT)/synth-ice40-up5k.json || status=$$?; \
+	$(BIN)/spikeforge synth --target ice40-up5k --config configs/digits-up5k.toml --report $(OUT)/synth-ice40-up5k.json || status=$$?; \
 	exit $$status
 
 # bitstreams for the boards (fpga/boards.py, amaranth-boards): the digits core behind the board
@@ -69,7 +83,7 @@ boards: setup
 	@mkdir -p $(OUT)
 	status=0; \
 	$(BIN)/spikeforge board --board ulx3s-85f --config configs/digits.toml --report $(OUT)/board-ulx3s-85f.json || status=$$?; \
-	$(BIN)/spikeforge board --board icebreaker --config configs/digits.toml --report $(OUT)/board-icebreaker.json || status=$$?; \
+	$(BIN)/spikeforge board --board icebreaker --config configs/digits-up5k.toml --report $(OUT)/board-icebreaker.json || status=$$?; \
 	exit $$status
 
 # the sweep of docs/fpga-results.md: lanes and widths, table + PNG (slow: about an hour)

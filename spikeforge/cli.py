@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--densities", default="0.1,0.5,1.0", help="rtl: input spike densities")
     b.add_argument("--repeats", type=int, default=3, help="measurements per side; the best is reported")
     b.add_argument("--batches", type=int, default=2, help="scaling: training batches per core count")
-    b.add_argument("--buffers", type=int, default=4, help="scaling: samples whose state a core can hold")
+    b.add_argument("--buffers", type=int, default=8, help="scaling: samples whose forward state a core can hold (default 8)")
     b.add_argument("--seed", type=int, help="override training.seed")
     b.add_argument("--report", help="write the JSON report here")
     b.add_argument("--quiet", action="store_true")

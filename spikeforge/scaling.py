@@ -186,7 +186,7 @@ def layer_costs(cfg: SpikeforgeConfig, activity, batch: int) -> list[int]:
     return [max(1, round(cyc[l] / (batch * cfg.network.layers[l + 1]))) for l in range(n_layers)]
 
 
-def bench_scaling(cfg: SpikeforgeConfig, core_counts=CORE_COUNTS, batches: int = 2, buffers: int = 4,
+def bench_scaling(cfg: SpikeforgeConfig, core_counts=CORE_COUNTS, batches: int = 2, buffers: int = 8,
                   balance: str = "profile", progress: bool = True) -> dict[str, Any]:
     """Train ``batches`` real batches on the golden multi-core model at every core count (same
     weights at every count, checked) and schedule them with the cycle model."""
