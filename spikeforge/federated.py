@@ -43,6 +43,8 @@ BACKENDS = ("golden", "rtl")
 
 @dataclass(frozen=True)
 class FederatedOptions:
+    """What `spikeforge federated` was asked to do (validated before any worker starts)."""
+
     workers: int = 5
     rounds: int = 20
     local_epochs: int = 1

@@ -1,0 +1,168 @@
+"""A core's inbox for error partial sums from the interconnect (docs/arithmetic.md §7.1, step 3).
+
+Every slice of the layer above sends, for each timestep t and each of *this* core's neurons i,
+its partial sum A_c[t, i] = sum_j W[j, i] delta[t, j] when it is non-zero, then one end marker.
+The inbox adds the partial sums into a wide accumulator per (t, i): exact integer sums, so the
+order in which the senders' flits interleave does not matter. When every expected sender's end
+marker is in, ``complete`` rises; ``finish`` then walks the accumulators in (t, i) order, hands out
+eps[t, i] = sat_error(round(acc >> error_shift)) -- the contract's one rounding and one
+saturation -- and clears each word for the next sample.
+
+:class:`ScatterAccumulator` is the memory part: ``mem[addr] = mem[addr] + value`` at one item per
+cycle (a read-modify-write whose result is forwarded when the next item hits the same word), and
+a drain that reads each word out and zeroes it.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .arith import round_shift, saturate
+
+__all__ = ["ScatterAccumulator", "ErrorInbox", "error_flit_layout"]
+
+
+class ScatterAccumulator(wiring.Component):
+    """``depth`` signed words of ``width`` bits, all zero at reset.
+
+    ``put`` (addr, value): add value into word addr, one item per cycle.
+    ``drain``: a request, held until ``draining`` rises (once the last item is written); then
+    ``out`` streams (addr, value) for every word in order, 2 cycles per word, and leaves the word
+    at zero. ``put`` is not ready while a drain is requested or running.
+    Sums wrap at ``width`` bits: the caller sizes ``width`` for the largest total."""
+
+    def __init__(self, depth: int, width: int):
+        if depth < 1 or width < 2:
+            raise ValueError(f"ScatterAccumulator needs depth >= 1 and width >= 2, got {depth}, {width}")
+        self.depth, self.width = depth, width
+        item = data.StructLayout({"addr": range(depth), "value": signed(width)})
+        super().__init__({
+            "put": In(stream.Signature(item)),
+            "drain": In(1),
+            "out": Out(stream.Signature(item)),
+            "draining": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=signed(self.width), depth=self.depth, init=[])
+        rd = mem.read_port()  # old word when a write of it lands in the same cycle: forwarded below
+        wr = mem.write_port()
+
+        # accumulate: read in the cycle an item is taken, add and write in the next
+        s1_valid = Signal()
+        s1_addr = Signal(range(self.depth))
+        s1_value = Signal(signed(self.width))
+        last_valid = Signal()  # the word written in the previous cycle, for the next item's read
+        last_addr = Signal(range(self.depth))
+        last_sum = Signal(signed(self.width))
+        take = self.put.valid & self.put.ready
+        m.d.comb += self.put.ready.eq(~self.draining & ~self.drain)
+        m.d.sync += [s1_valid.eq(take), s1_addr.eq(self.put.payload.addr), s1_value.eq(self.put.payload.value)]
+        base = Mux(last_valid & (last_addr == s1_addr), last_sum, rd.data)
+        total = Signal(signed(self.width))
+        m.d.comb += total.eq(base + s1_value)
+        m.d.sync += [last_valid.eq(s1_valid), last_addr.eq(s1_addr), last_sum.eq(total)]
+
+        # drain: read word a, offer it, zero it when taken
+        a = Signal(range(self.depth))
+        with m.FSM():
+            with m.State("ACCUMULATE"):
+                m.d.comb += [rd.en.eq(1), rd.addr.eq(self.put.payload.addr),
+                             wr.en.eq(s1_valid), wr.addr.eq(s1_addr), wr.data.eq(total)]
+                with m.If(self.drain & ~s1_valid):
+                    m.d.sync += [self.draining.eq(1), a.eq(0), last_valid.eq(0)]
+                    m.next = "READ"
+            with m.State("READ"):
+                m.d.comb += [rd.en.eq(1), rd.addr.eq(a)]
+                m.next = "OFFER"
+            with m.State("OFFER"):
+                # the read port's enable defaults to 1: hold the word while the consumer stalls
+                m.d.comb += [rd.en.eq(0), self.out.valid.eq(1), self.out.payload.addr.eq(a), self.out.payload.value.eq(rd.data)]
+                with m.If(self.out.ready):
+                    m.d.comb += [wr.en.eq(1), wr.addr.eq(a), wr.data.eq(0)]
+                    m.d.sync += a.eq(a + 1)
+                    with m.If(a == self.depth - 1):
+                        m.d.sync += self.draining.eq(0)
+                        m.next = "ACCUMULATE"
+                    with m.Else():
+                        m.next = "READ"
+        return m
+
+
+def error_flit_layout(timesteps: int, neurons: int, acc_bits: int) -> data.StructLayout:
+    """An error flit's data: one partial sum for (t, neuron), or a sender's end marker."""
+    return data.StructLayout({
+        "end": 1,
+        "t": range(timesteps),
+        "index": range(neurons),
+        "value": signed(acc_bits),
+    })
+
+
+class ErrorInbox(wiring.Component):
+    """Partial sums in, rounded errors out, for one slice of ``neurons`` neurons.
+
+    ``flits``: error flit data (:func:`error_flit_layout`). ``complete``: all ``senders`` end
+    markers are in; from then on flits wait (they belong to the next sample). ``finish`` (a pulse
+    once complete): ``eps`` streams (t, index, value) in t-major order, then the inbox takes the
+    next sample's flits."""
+
+    def __init__(self, timesteps: int, neurons: int, acc_bits: int, error_bits: int, error_shift: int,
+                 rounding: str, senders: int):
+        if senders < 1:
+            raise ValueError(f"an error inbox needs at least one sender, got {senders}")
+        self.T, self.n, self.acc_bits = timesteps, neurons, acc_bits
+        self.error_bits, self.error_shift, self.rounding, self.senders = error_bits, error_shift, rounding, senders
+        self.flit = error_flit_layout(timesteps, neurons, acc_bits)
+        out = data.StructLayout({"t": range(timesteps), "index": range(neurons), "value": signed(error_bits)})
+        super().__init__({
+            "flits": In(stream.Signature(self.flit)),
+            "complete": Out(1),
+            "finish": In(1),
+            "eps": Out(stream.Signature(out)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        T, n = self.T, self.n
+        m.submodules.acc = acc = ScatterAccumulator(T * n, self.acc_bits)
+        ends = Signal(range(self.senders + 1))
+        finishing = Signal()
+        open_ = Signal()  # taking this sample's flits
+        f = self.flits.payload
+        m.d.comb += [
+            acc.put.payload.addr.eq(f.t * n + f.index),
+            acc.put.payload.value.eq(f.value),
+            # once every sender has ended, what comes next is the next sample's: it waits (per-
+            # sender order on the network guarantees nothing of this sample is behind it)
+            open_.eq(~self.complete & ~finishing & ~acc.draining),
+            acc.put.valid.eq(self.flits.valid & ~f.end & open_),
+            self.flits.ready.eq(open_ & (f.end | acc.put.ready)),
+            self.complete.eq(ends == self.senders),
+        ]
+        with m.If(self.flits.valid & self.flits.ready & f.end):
+            m.d.sync += ends.eq(ends + 1)
+        # a finish is held until the accumulator drains; end markers from then on count for the
+        # next sample (its partial sums wait: the accumulator takes none until the drain is over)
+        with m.If(self.finish & self.complete & ~finishing):
+            m.d.sync += [finishing.eq(1), ends.eq(0)]
+        with m.If(acc.draining):
+            m.d.sync += finishing.eq(0)
+        m.d.comb += acc.drain.eq(finishing & ~acc.draining)
+        # the one rounding and saturation, on the way out
+        rounded = round_shift(m, acc.out.payload.value, self.error_shift, self.rounding, "eps_rounded")
+        lim = 1 << (self.error_bits - 1)
+        eps = saturate(m, rounded, -lim, lim - 1, self.error_bits, "eps_saturated")
+        addr = acc.out.payload.addr
+        m.d.comb += [
+            self.eps.valid.eq(acc.out.valid),
+            acc.out.ready.eq(self.eps.ready),
+            self.eps.payload.t.eq(addr // n),
+            self.eps.payload.index.eq(addr % n),
+            self.eps.payload.value.eq(eps),
+        ]
+        return m
