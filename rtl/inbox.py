@@ -1,4 +1,11 @@
-"""A core's inbox for error partial sums from the interconnect (docs/arithmetic.md §7.1, step 3).
+"""A core's inboxes: spike events and error partial sums from the interconnect
+(docs/arithmetic.md §7.1).
+
+:class:`SpikeInbox` writes the spike events of the layer below into the input spike bitmap the
+spike scanner reads (one bit per flit, through a bit-granular write port: no read-modify-write),
+after clearing the bitmap for the sample, and counts the senders' end markers.
+
+:class:`ErrorInbox` (step 3 of §7.1):
 
 Every slice of the layer above sends, for each timestep t and each of *this* core's neurons i,
 its partial sum A_c[t, i] = sum_j W[j, i] delta[t, j] when it is non-zero, then one end marker.
@@ -22,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from .arith import round_shift, saturate
 
-__all__ = ["ScatterAccumulator", "ErrorInbox", "error_flit_layout"]
+__all__ = ["ScatterAccumulator", "ErrorInbox", "error_flit_layout", "SpikeInbox", "spike_flit_layout"]
 
 
 class ScatterAccumulator(wiring.Component):
@@ -165,4 +172,69 @@ class ErrorInbox(wiring.Component):
             self.eps.payload.index.eq(addr % n),
             self.eps.payload.value.eq(eps),
         ]
+        return m
+
+
+def spike_flit_layout(timesteps: int, neurons: int) -> data.StructLayout:
+    """A spike flit's data: one spike of (t, neuron) of the layer below, or a sender's end marker."""
+    return data.StructLayout({"end": 1, "t": range(timesteps), "neuron": range(neurons)})
+
+
+class SpikeInbox(wiring.Component):
+    """Spike events in, the input bitmap of one sample out (P-bit words, word ``t * groups +
+    neuron // P``, bit ``neuron % P``: the spike scanner's layout).
+
+    ``start`` (a pulse) clears the bitmap, one word per cycle, then takes flits, one per cycle,
+    each setting one bit through ``wr_*`` (``wr_en`` is a per-bit enable). ``complete`` rises when
+    ``senders`` end markers are in; flits after that wait for the next ``start``."""
+
+    def __init__(self, timesteps: int, neurons: int, lanes: int, senders: int):
+        if senders < 1 or lanes < 1:
+            raise ValueError(f"a spike inbox needs senders >= 1 and lanes >= 1, got {senders}, {lanes}")
+        self.T, self.n, self.P, self.senders = timesteps, neurons, lanes, senders
+        self.groups = -(-neurons // lanes)
+        depth = timesteps * self.groups
+        super().__init__({
+            "flits": In(stream.Signature(spike_flit_layout(timesteps, neurons))),
+            "start": In(1),
+            "complete": Out(1),
+            "wr_addr": Out(range(depth)),
+            "wr_en": Out(lanes),
+            "wr_data": Out(lanes),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self.T * self.groups
+        ends = Signal(range(self.senders + 1))
+        clear = Signal(range(depth))
+        f = self.flits.payload
+        m.d.comb += self.complete.eq(ends == self.senders)
+        with m.FSM():
+            with m.State("WAIT"):  # the previous sample's bitmap is still being read
+                with m.If(self.start):
+                    m.d.sync += [clear.eq(0), ends.eq(0)]
+                    m.next = "CLEAR"
+            with m.State("CLEAR"):
+                m.d.comb += [self.wr_addr.eq(clear), self.wr_en.eq((1 << self.P) - 1), self.wr_data.eq(0)]
+                m.d.sync += clear.eq(clear + 1)
+                with m.If(clear == depth - 1):
+                    m.next = "TAKE"
+            with m.State("TAKE"):
+                m.d.comb += self.flits.ready.eq(~self.complete)
+                with m.If(self.flits.valid & self.flits.ready):
+                    with m.If(f.end):
+                        m.d.sync += ends.eq(ends + 1)
+                    with m.Else():
+                        lane = Signal(range(self.P)) if self.P > 1 else None
+                        if self.P > 1:
+                            m.d.comb += [lane.eq(f.neuron % self.P),
+                                         self.wr_addr.eq(f.t * self.groups + f.neuron // self.P),
+                                         self.wr_en.eq(1 << lane)]
+                        else:
+                            m.d.comb += [self.wr_addr.eq(f.t * self.groups + f.neuron), self.wr_en.eq(1)]
+                        m.d.comb += self.wr_data.eq((1 << self.P) - 1)
+                with m.If(self.start):
+                    m.d.sync += [clear.eq(0), ends.eq(0)]
+                    m.next = "CLEAR"
         return m

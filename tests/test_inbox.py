@@ -103,3 +103,70 @@ def test_accumulator_forwards_back_to_back_hits_on_one_word():
 
     simulate(dut, tb)
     assert out == [0, 5 - 3 + 7 + 1 - 100, 1 - 2 + 4, 0]
+
+
+class _SpikeBench:
+    """SpikeInbox writing into a bitmap memory the test reads back."""
+
+    def __init__(self, T, n, P, senders):
+        from amaranth import Module
+        from amaranth.lib.memory import Memory
+        from amaranth.lib import wiring
+
+        from spikeforge.rtl.inbox import SpikeInbox
+
+        self.inbox = SpikeInbox(T, n, P, senders)
+        self.mem = Memory(shape=P, depth=T * self.inbox.groups, init=[(1 << P) - 1] * (T * self.inbox.groups))
+
+        class Top(wiring.Component):
+            def __init__(s):
+                super().__init__({})
+
+            def elaborate(s, platform):
+                m = Module()
+                m.submodules.inbox, m.submodules.mem = self.inbox, self.mem
+                wr = self.mem.write_port(granularity=1)
+                m.d.comb += [wr.addr.eq(self.inbox.wr_addr), wr.en.eq(self.inbox.wr_en), wr.data.eq(self.inbox.wr_data)]
+                return m
+
+        self.top = Top()
+
+
+@pytest.mark.parametrize("P, gap", [(1, 0.0), (4, 0.3), (8, 0.0)])
+def test_spike_inbox_builds_the_union_of_the_senders_spikes(P, gap):
+    T, n, senders = 4, 13, 3
+    bench = _SpikeBench(T, n, P, senders)
+    inbox = bench.inbox
+    rng = random.Random(P)
+    samples = []
+    for k in range(2):
+        g = torch.Generator().manual_seed(k + 10 * P)
+        owner = torch.randint(0, senders, (n,), generator=g)  # which sender holds each neuron
+        spikes = (torch.rand(T, n, generator=g) < 0.4).to(torch.int64)
+        samples.append((owner, spikes))
+    seen = []
+
+    async def tb(ctx):
+        for owner, spikes in samples:
+            ctx.set(inbox.start, 1)
+            await ctx.tick()
+            ctx.set(inbox.start, 0)
+            queues = [[{"end": 0, "t": t, "neuron": i} for t in range(T) for i in range(n)
+                       if spikes[t, i] and owner[i] == s] + [{"end": 1, "t": 0, "neuron": 0}] for s in range(senders)]
+            while any(queues):
+                q = rng.choice([q for q in queues if q])
+                while rng.random() < gap:
+                    await ctx.tick()
+                ctx.set(inbox.flits.payload, q.pop(0))
+                ctx.set(inbox.flits.valid, 1)
+                await ctx.tick().until(inbox.flits.ready)
+                ctx.set(inbox.flits.valid, 0)
+            await ctx.tick()
+            assert ctx.get(inbox.complete)
+            words = [ctx.get(bench.mem.data[a]) for a in range(T * inbox.groups)]
+            seen.append(torch.tensor([[(words[t * inbox.groups + i // P] >> (i % P)) & 1 for i in range(n)]
+                                      for t in range(T)]))
+
+    simulate(bench.top, tb)
+    for k, (_, spikes) in enumerate(samples):
+        assert torch.equal(seen[k], spikes), f"sample {k}: bitmap differs at {(seen[k] != spikes).nonzero()[0].tolist()}"
