@@ -11,7 +11,9 @@ B. **propagation** (only when ``propagate`` is set, i.e. not the first layer): f
    δ_j — zero entries cost no cycles — walk the input groups h, reading the weight row
    W[j, hP..hP+P-1] from the weight SkewedMemory and accumulating W·δ_j wide, one group a cycle.
 C. **error out**: for each input group, ε'[t] = sat_error(round(acc >> error_shift)) leaves on
-   ``error_out`` and the accumulator is cleared.
+   ``error_out`` and the accumulator is cleared. With ``partial=True`` (a slice of a layer on a
+   multi-core accelerator, docs/arithmetic.md §7.1) the unrounded sums leave instead, at the
+   accumulator's full width, for the receiving cores to add before the one rounding.
 
 Cycles per timestep: G (A) + nnz(δ[t])·H (B) + H (C) plus a few cycles of pipeline fill.
 """
@@ -31,7 +33,8 @@ from .delay_line import DelayLine
 from .params import CoreParams
 from .ram import CollisionWatch
 
-__all__ = ["BpEngine", "error_group_layout", "delta_group_layout", "group_bits", "accumulator_bits"]
+__all__ = ["BpEngine", "error_group_layout", "delta_group_layout", "partial_group_layout", "group_bits",
+           "accumulator_bits"]
 
 
 def group_bits(p: CoreParams) -> int:
@@ -53,6 +56,11 @@ def delta_group_layout(p: CoreParams, group_bits: int) -> data.StructLayout:
     return data.StructLayout({"group": unsigned(group_bits), "delta": data.ArrayLayout(signed(p.error_bits), p.lanes)})
 
 
+def partial_group_layout(p: CoreParams, group_bits: int, acc_bits: int) -> data.StructLayout:
+    """An input group's unrounded W^T delta sums (``partial`` mode)."""
+    return data.StructLayout({"group": unsigned(group_bits), "delta": data.ArrayLayout(signed(acc_bits), p.lanes)})
+
+
 def accumulator_bits(p: CoreParams) -> int:
     """Width of the W^T delta sums: |sum_j W_ji delta_j| over a whole layer, exact (no overflow)."""
     emin = -(1 << (p.error_bits - 1))
@@ -61,10 +69,11 @@ def accumulator_bits(p: CoreParams) -> int:
 
 
 class BpEngine(wiring.Component):
-    def __init__(self, params: CoreParams):
+    def __init__(self, params: CoreParams, partial: bool = False):
         if not isinstance(params, CoreParams):
             raise TypeError(f"BpEngine needs CoreParams, got {type(params).__name__}")
         self.p = p = params
+        self.partial = partial
         self.in_groups_max = -(-p.max_inputs // p.lanes)
         self.gbits = group_bits(p)
         self.acc_bits = accumulator_bits(p)
@@ -73,7 +82,8 @@ class BpEngine(wiring.Component):
             {
                 "error_in": In(stream.Signature(error_group_layout(p))),
                 "delta_out": Out(stream.Signature(delta_group_layout(p, self.gbits))),
-                "error_out": Out(stream.Signature(delta_group_layout(p, self.gbits))),
+                "error_out": Out(stream.Signature(partial_group_layout(p, self.gbits, self.acc_bits) if partial
+                                                  else delta_group_layout(p, self.gbits))),
                 "start": In(1),  # pulse: begin one timestep
                 "first": In(1),  # with start: this is t = T-1, so δ[t+1] = 0
                 "propagate": In(1),  # with start: compute ε' for the previous layer
@@ -280,6 +290,9 @@ class BpEngine(wiring.Component):
         with m.If(c_valid & eo_adv):
             m.d.sync += [eo.valid.eq(1), eo.payload.group.eq(c_group)]
             for k in range(P):
+                if self.partial:
+                    m.d.sync += eo.payload.delta[k].eq(a_rd.data[k])
+                    continue
                 r = arith.round_shift(m, a_rd.data[k], p.error_shift, p.error_rounding, f"eps_r_{k}")
                 m.d.sync += eo.payload.delta[k].eq(arith.saturate(m, r, emin, emax, p.error_bits, f"eps_s_{k}"))
             m.d.comb += [a_wr.en.eq(1), a_wr.addr.eq(c_group), a_wr.data.eq(0)]

@@ -18,8 +18,8 @@ from spikeforge.sim.amaranth_bench import assert_same, send, simulate
 
 
 class BpHarness(Elaboratable):
-    def __init__(self, params: CoreParams, weights: torch.Tensor):
-        self.bp = BpEngine(params)
+    def __init__(self, params: CoreParams, weights: torch.Tensor, partial: bool = False):
+        self.bp = BpEngine(params, partial=partial)
         n_out, n_in = weights.shape
         init = {(j, i): int(weights[j, i]) for j in range(n_out) for i in range(n_in)}
         self.wmem = SkewedMemory(lanes=params.lanes, width=params.weight_bits,
@@ -38,14 +38,14 @@ class BpHarness(Elaboratable):
         return m
 
 
-def run_bp(cfg, weights, error_in, surr, spikes, seed, stall=0.3):
+def run_bp(cfg, weights, error_in, surr, spikes, seed, stall=0.3, partial=False):
     """error_in/surr/spikes: (T, N) for one sample; returns delta (T, N), error_out (T, N_in), cycles."""
     p = CoreParams.from_config(cfg)
     P = p.lanes
     T, n_out = error_in.shape
     n_in = weights.shape[1]
     G, H = -(-n_out // P), -(-n_in // P)
-    dut = BpHarness(p, weights)
+    dut = BpHarness(p, weights, partial)
     bp = dut.bp
     rng = random.Random(seed)
     deltas, errors = {}, {}
@@ -172,3 +172,34 @@ def test_busy_cycles_follow_the_work_bound(density):
     ratio = stats["busy"] / bound
     print(f"\n  BP delta density {density}: busy {stats['busy']} bound {bound} ratio {ratio:.3f}")
     assert ratio <= 1.25
+
+
+@pytest.mark.parametrize("case", [0, 2, 3])
+def test_partial_mode_sends_the_unrounded_sums(case):
+    """A slice of a layer on a multi-core accelerator sends sum_j W[j, i] delta[t, j] unrounded:
+    exactly golden ``error_partial`` of its rows; rounding happens at the receiver."""
+    lanes, layers, reset, surrogate, ebits, eshift, rounding = CASES[case]
+    cfg = SpikeforgeConfig().replace(
+        network={"layers": layers, "timesteps": 4},
+        neuron={"threshold": 100, "beta": 0.8125, "beta_bits": 4, "reset": reset},
+        formats={"membrane_bits": 12, "weight_bits": 7, "error_bits": ebits},
+        surrogate={"kind": surrogate, "width": 256 if surrogate == "triangle" else 90,
+                   "bits": 3 if surrogate == "triangle" else 1},
+        training={"target_true": 4, "target_false": 1, "error_shift": max(eshift, 3), "error_rounding": rounding,
+                  "output_error_shift": 0},
+        hardware={"lanes": lanes},
+    )
+    g = torch.Generator().manual_seed(case)
+    n_out, n_in = cfg.layer_shapes[-1]
+    T = cfg.network.timesteps
+    weights = torch.randint(-64, 64, (n_out, n_in), generator=g, dtype=torch.int64)
+    x = (torch.rand(T, 1, n_in, generator=g) < 0.5).to(torch.int64)
+    fw = model.lif_forward(cfg, weights, x)
+    emax = (1 << (cfg.formats.error_bits - 1)) - 1
+    err = torch.randint(-emax - 1, emax + 1, (T, 1, n_out), generator=g, dtype=torch.int64)
+    delta = model.layer_delta(cfg, fw, err)
+    d, e, _ = run_bp(cfg, weights, err[:, 0], fw.surr[:, 0], fw.spikes[:, 0], case, partial=True)
+    want = model.error_partial(cfg, weights, delta)[:, 0]
+    assert_same((("delta", d, delta[:, 0]), ("partial", e, want)), case,
+                f"pytest 'tests/test_bp_engine.py::test_partial_mode_sends_the_unrounded_sums[{case}]'")
+    assert not torch.equal(want, model.error_finish(cfg, want)), "the case should need rounding"
