@@ -22,14 +22,14 @@ a drain that reads each word out and zeroes it.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .arith import round_shift, saturate
 
-__all__ = ["ScatterAccumulator", "ErrorInbox", "error_flit_layout", "SpikeInbox", "spike_flit_layout"]
+__all__ = ["ScatterAccumulator", "ErrorInbox", "ErrorOutbox", "error_flit_layout", "SpikeInbox", "spike_flit_layout"]
 
 
 class ScatterAccumulator(wiring.Component):
@@ -237,4 +237,82 @@ class SpikeInbox(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [clear.eq(0), ends.eq(0)]
                     m.next = "CLEAR"
+        return m
+
+
+class ErrorOutbox(wiring.Component):
+    """A slice's unrounded partial sums (the BP engine's ``partial`` output) to the error network.
+
+    Each input group of P sums is split into one flit per non-zero lane -- zero sums cost no
+    flit and no cycle beyond the group's own -- addressed to the core that holds that input
+    neuron, with the neuron's index inside that core's slice. ``owners`` lists the layer below's
+    slices as (core, lo, hi), in neuron order (a constant of the generated core, from the
+    placement). ``t`` is the timestep of the groups arriving. ``end`` (a pulse, once the sample's
+    last group has been taken) sends one end marker to all of them, multicast."""
+
+    def __init__(self, lanes: int, acc_bits: int, timesteps: int, owners: list[tuple[int, int, int]], core: int):
+        from .noc import flit_layout
+
+        if not owners or owners[0][1] != 0 or any(a[2] != b[1] for a, b in zip(owners, owners[1:])):
+            raise ValueError(f"owners must cover the layer below from neuron 0 without gaps, got {owners}")
+        self.P, self.owners, self.core = lanes, owners, core
+        n_in = owners[-1][2]
+        self.groups = -(-n_in // lanes)
+        width = max(hi - lo for _, lo, hi in owners)
+        self.flit_data = error_flit_layout(timesteps, width, acc_bits)
+        self.flit = flit_layout(self.flit_data.size)
+        item = data.StructLayout({"group": range(max(2, self.groups)), "delta": data.ArrayLayout(signed(acc_bits), lanes)})
+        super().__init__({
+            "partials": In(stream.Signature(item)),
+            "t": In(range(timesteps)),
+            "end": In(1),
+            "flits": Out(stream.Signature(self.flit)),
+            "idle": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        P = self.P
+        word = Signal.like(self.partials.payload)
+        left = Signal(P)  # lanes of the held word still to send
+        end_pending = Signal()
+        lane = Signal(range(P)) if P > 1 else None
+        # the lowest lane still to send
+        if P > 1:
+            for k in reversed(range(P)):
+                with m.If(left[k]):
+                    m.d.comb += lane.eq(k)
+        index = Signal(range(self.groups * P + 1))
+        m.d.comb += index.eq(word.group * P + (lane if P > 1 else 0))
+        out = self.flits
+        d = Signal(self.flit_data)
+        m.d.comb += [d.t.eq(self.t), d.value.eq(word.delta[lane] if P > 1 else word.delta[0])]
+        # owner of the input neuron: its core and the index inside that core's slice
+        dst = Signal(5)
+        local = Signal(range(max(2, max(hi - lo for _, lo, hi in self.owners))))
+        for core, lo, hi in self.owners:
+            with m.If((index >= lo) & (index < hi)):
+                m.d.comb += [dst.eq(core), local.eq(index - lo)]
+        m.d.comb += d.index.eq(local)
+        cores = [c for c, _, _ in self.owners]
+        m.d.comb += self.idle.eq(~left.any() & ~end_pending & ~self.partials.valid)
+        with m.If(left.any()):
+            m.d.comb += [out.valid.eq(1), out.payload.src.eq(self.core), out.payload.dst_lo.eq(dst),
+                         out.payload.dst_hi.eq(dst), out.payload.data.eq(d)]
+            with m.If(out.ready):
+                m.d.sync += left.eq(left & (left - 1))  # clear the lowest set lane
+        with m.Elif(end_pending):
+            marker = Signal(self.flit_data)
+            m.d.comb += [marker.end.eq(1), out.valid.eq(1), out.payload.src.eq(self.core),
+                         out.payload.dst_lo.eq(min(cores)), out.payload.dst_hi.eq(max(cores)), out.payload.data.eq(marker)]
+            with m.If(out.ready):
+                m.d.sync += end_pending.eq(0)
+        # take the next group when the held one is (about to be) done
+        last = ~left.any() | (out.ready & ((left & (left - 1)) == 0) & ~end_pending)
+        m.d.comb += self.partials.ready.eq(last & ~end_pending)
+        with m.If(self.partials.valid & self.partials.ready):
+            m.d.sync += [word.eq(self.partials.payload),
+                         left.eq(Cat(*[self.partials.payload.delta[k] != 0 for k in range(P)]))]
+        with m.If(self.end):
+            m.d.sync += end_pending.eq(1)
         return m

@@ -9,7 +9,7 @@ import torch
 from spikeforge.config import bits_for_range, load_config
 from spikeforge.golden import model
 from spikeforge.rtl.inbox import ErrorInbox, ScatterAccumulator
-from spikeforge.sim.amaranth_bench import simulate
+from spikeforge.sim.amaranth_bench import send, simulate
 
 CFG = load_config("configs/digits.toml")
 
@@ -170,3 +170,49 @@ def test_spike_inbox_builds_the_union_of_the_senders_spikes(P, gap):
     simulate(bench.top, tb)
     for k, (_, spikes) in enumerate(samples):
         assert torch.equal(seen[k], spikes), f"sample {k}: bitmap differs at {(seen[k] != spikes).nonzero()[0].tolist()}"
+
+
+@pytest.mark.parametrize("P, stall", [(1, 0.0), (4, 0.4), (8, 0.2)])
+def test_error_outbox_sends_each_nonzero_sum_to_its_owner(P, stall):
+    from spikeforge.rtl.inbox import ErrorOutbox
+
+    owners = [(3, 0, 5), (4, 5, 13), (6, 13, 14)]  # the layer below, 14 neurons on cores 3, 4, 6
+    T, n_in, acc_bits, me = 3, 14, 30, 7
+    dut = ErrorOutbox(P, acc_bits, T, owners, me)
+    H = -(-n_in // P)
+    g = torch.Generator().manual_seed(P)
+    sums = torch.randint(-(1 << 28), 1 << 28, (T, H * P), generator=g)
+    sums[torch.rand(sums.shape, generator=g) < 0.6] = 0
+    sums[:, n_in:] = 0  # padding lanes of the last group hold nothing
+    rng = random.Random(P)
+    got = []
+
+    async def producer(ctx):
+        for t in range(T):
+            ctx.set(dut.t, t)
+            for h in range(H):
+                await send(ctx, dut.partials, {"group": h, "delta": [int(v) for v in sums[t, h * P:(h + 1) * P]]}, rng, 0.2)
+            await ctx.tick().until(dut.idle)
+        ctx.set(dut.end, 1)
+        await ctx.tick()
+        ctx.set(dut.end, 0)
+        await ctx.tick().until(dut.idle)
+
+    async def consumer(ctx):
+        while True:
+            ctx.set(dut.flits.ready, rng.random() >= stall)
+            if ctx.get(dut.flits.valid) and ctx.get(dut.flits.ready):
+                f = ctx.get(dut.flits.payload)
+                got.append((int(f.src), int(f.dst_lo), int(f.dst_hi), int(f.data)))
+            await ctx.tick()
+
+    simulate(dut, producer, background=[consumer])
+    want = []
+    for t in range(T):
+        for i in range(n_in):
+            if sums[t, i]:
+                core, lo, _ = next(o for o in owners if o[1] <= i < o[2])
+                want.append((me, core, core, dut.flit_data.const({"end": 0, "t": t, "index": i - lo,
+                                                                   "value": int(sums[t, i])}).as_value().value))
+    want.append((me, 3, 6, dut.flit_data.const({"end": 1, "t": 0, "index": 0, "value": 0}).as_value().value))
+    assert got == want
