@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from .arith import round_shift, saturate
 
-__all__ = ["ScatterAccumulator", "ErrorInbox", "ErrorOutbox", "error_flit_layout", "SpikeInbox", "spike_flit_layout"]
+__all__ = ["ScatterAccumulator", "ErrorInbox", "ErrorOutbox", "SpikeOutbox", "error_flit_layout", "SpikeInbox", "spike_flit_layout"]
 
 
 class ScatterAccumulator(wiring.Component):
@@ -240,79 +240,131 @@ class SpikeInbox(wiring.Component):
         return m
 
 
-class ErrorOutbox(wiring.Component):
-    """A slice's unrounded partial sums (the BP engine's ``partial`` output) to the error network.
+class _LaneOutbox(wiring.Component):
+    """Turns words of P lanes into one flit per *set* lane (zero lanes cost nothing), then one
+    end marker per sample. Subclasses say which lanes are set, and build each lane's flit and the
+    marker."""
 
-    Each input group of P sums is split into one flit per non-zero lane -- zero sums cost no
-    flit and no cycle beyond the group's own -- addressed to the core that holds that input
-    neuron, with the neuron's index inside that core's slice. ``owners`` lists the layer below's
-    slices as (core, lo, hi), in neuron order (a constant of the generated core, from the
-    placement). ``t`` is the timestep of the groups arriving. ``end`` (a pulse, once the sample's
-    last group has been taken) sends one end marker to all of them, multicast."""
-
-    def __init__(self, lanes: int, acc_bits: int, timesteps: int, owners: list[tuple[int, int, int]], core: int):
+    def __init__(self, lanes: int, item, flit_data, core: int, ports: dict):
         from .noc import flit_layout
 
-        if not owners or owners[0][1] != 0 or any(a[2] != b[1] for a, b in zip(owners, owners[1:])):
-            raise ValueError(f"owners must cover the layer below from neuron 0 without gaps, got {owners}")
-        self.P, self.owners, self.core = lanes, owners, core
-        n_in = owners[-1][2]
-        self.groups = -(-n_in // lanes)
-        width = max(hi - lo for _, lo, hi in owners)
-        self.flit_data = error_flit_layout(timesteps, width, acc_bits)
-        self.flit = flit_layout(self.flit_data.size)
-        item = data.StructLayout({"group": range(max(2, self.groups)), "delta": data.ArrayLayout(signed(acc_bits), lanes)})
+        self.P, self.core, self.flit_data = lanes, core, flit_data
+        self.flit = flit_layout(flit_data.size)
         super().__init__({
-            "partials": In(stream.Signature(item)),
-            "t": In(range(timesteps)),
+            "items": In(stream.Signature(item)),
             "end": In(1),
             "flits": Out(stream.Signature(self.flit)),
             "idle": Out(1),
+            **ports,
         })
+
+    def set_lanes(self, payload):
+        raise NotImplementedError
+
+    def lane_flit(self, m: Module, word, lane):
+        """(dst_lo, dst_hi, data) of the flit for ``lane`` of the held ``word``."""
+        raise NotImplementedError
+
+    def marker(self, m: Module):
+        """(dst_lo, dst_hi, data) of the end marker."""
+        raise NotImplementedError
 
     def elaborate(self, platform):
         m = Module()
         P = self.P
-        word = Signal.like(self.partials.payload)
-        left = Signal(P)  # lanes of the held word still to send
+        word = Signal.like(self.items.payload)
+        left = Signal(P)  # set lanes of the held word still to send
         end_pending = Signal()
-        lane = Signal(range(P)) if P > 1 else None
-        # the lowest lane still to send
-        if P > 1:
-            for k in reversed(range(P)):
-                with m.If(left[k]):
-                    m.d.comb += lane.eq(k)
-        index = Signal(range(self.groups * P + 1))
-        m.d.comb += index.eq(word.group * P + (lane if P > 1 else 0))
+        lane = Signal(range(max(2, P)))
+        for k in reversed(range(P)):  # the lowest lane still to send
+            with m.If(left[k]):
+                m.d.comb += lane.eq(k)
         out = self.flits
-        d = Signal(self.flit_data)
-        m.d.comb += [d.t.eq(self.t), d.value.eq(word.delta[lane] if P > 1 else word.delta[0])]
-        # owner of the input neuron: its core and the index inside that core's slice
-        dst = Signal(5)
-        local = Signal(range(max(2, max(hi - lo for _, lo, hi in self.owners))))
-        for core, lo, hi in self.owners:
-            with m.If((index >= lo) & (index < hi)):
-                m.d.comb += [dst.eq(core), local.eq(index - lo)]
-        m.d.comb += d.index.eq(local)
-        cores = [c for c, _, _ in self.owners]
-        m.d.comb += self.idle.eq(~left.any() & ~end_pending & ~self.partials.valid)
+        m.d.comb += [out.payload.src.eq(self.core), self.idle.eq(~left.any() & ~end_pending & ~self.items.valid)]
         with m.If(left.any()):
-            m.d.comb += [out.valid.eq(1), out.payload.src.eq(self.core), out.payload.dst_lo.eq(dst),
-                         out.payload.dst_hi.eq(dst), out.payload.data.eq(d)]
+            lo, hi, d = self.lane_flit(m, word, lane)
+            m.d.comb += [out.valid.eq(1), out.payload.dst_lo.eq(lo), out.payload.dst_hi.eq(hi), out.payload.data.eq(d)]
             with m.If(out.ready):
                 m.d.sync += left.eq(left & (left - 1))  # clear the lowest set lane
         with m.Elif(end_pending):
-            marker = Signal(self.flit_data)
-            m.d.comb += [marker.end.eq(1), out.valid.eq(1), out.payload.src.eq(self.core),
-                         out.payload.dst_lo.eq(min(cores)), out.payload.dst_hi.eq(max(cores)), out.payload.data.eq(marker)]
+            lo, hi, d = self.marker(m)
+            m.d.comb += [out.valid.eq(1), out.payload.dst_lo.eq(lo), out.payload.dst_hi.eq(hi), out.payload.data.eq(d)]
             with m.If(out.ready):
                 m.d.sync += end_pending.eq(0)
-        # take the next group when the held one is (about to be) done
-        last = ~left.any() | (out.ready & ((left & (left - 1)) == 0) & ~end_pending)
-        m.d.comb += self.partials.ready.eq(last & ~end_pending)
-        with m.If(self.partials.valid & self.partials.ready):
-            m.d.sync += [word.eq(self.partials.payload),
-                         left.eq(Cat(*[self.partials.payload.delta[k] != 0 for k in range(P)]))]
+        # take the next word when the held one is done, or its last lane leaves this cycle
+        last = ~left.any() | (out.ready & ((left & (left - 1)) == 0))
+        m.d.comb += self.items.ready.eq(last & ~end_pending)
+        with m.If(self.items.valid & self.items.ready):
+            m.d.sync += [word.eq(self.items.payload), left.eq(self.set_lanes(self.items.payload))]
         with m.If(self.end):
             m.d.sync += end_pending.eq(1)
         return m
+
+
+class ErrorOutbox(_LaneOutbox):
+    """A slice's unrounded partial sums (the BP engine's ``partial`` output) to the error network.
+
+    Each input group of P sums becomes one flit per non-zero lane, addressed to the core that
+    holds that input neuron, with the neuron's index inside that core's slice. ``owners`` lists
+    the layer below's slices as (core, lo, hi), in neuron order (a constant of the generated core,
+    from the placement). ``t`` is the timestep of the groups arriving. ``end`` (a pulse, once the
+    sample's last group has been taken) sends one end marker to all of them, multicast."""
+
+    def __init__(self, lanes: int, acc_bits: int, timesteps: int, owners: list[tuple[int, int, int]], core: int):
+        if not owners or owners[0][1] != 0 or any(a[2] != b[1] for a, b in zip(owners, owners[1:])):
+            raise ValueError(f"owners must cover the layer below from neuron 0 without gaps, got {owners}")
+        self.owners = owners
+        self.groups = -(-owners[-1][2] // lanes)
+        width = max(hi - lo for _, lo, hi in owners)
+        item = data.StructLayout({"group": range(max(2, self.groups)), "delta": data.ArrayLayout(signed(acc_bits), lanes)})
+        super().__init__(lanes, item, error_flit_layout(timesteps, width, acc_bits), core, {"t": In(range(timesteps))})
+
+    @property
+    def partials(self):
+        return self.items
+
+    def set_lanes(self, payload):
+        return Cat(*[payload.delta[k] != 0 for k in range(self.P)])
+
+    def lane_flit(self, m, word, lane):
+        index = Signal(range(self.groups * self.P + 1))
+        m.d.comb += index.eq(word.group * self.P + lane)
+        dst = Signal(5)
+        d = Signal(self.flit_data)
+        m.d.comb += [d.t.eq(self.t), d.value.eq(word.delta[lane])]
+        for core, lo, hi in self.owners:  # owner of the input neuron, and its index there
+            with m.If((index >= lo) & (index < hi)):
+                m.d.comb += [dst.eq(core), d.index.eq(index - lo)]
+        return dst, dst, d
+
+    def marker(self, m):
+        d = Signal(self.flit_data)
+        m.d.comb += d.end.eq(1)
+        cores = [c for c, _, _ in self.owners]
+        return min(cores), max(cores), d
+
+
+class SpikeOutbox(_LaneOutbox):
+    """A slice's output spikes (the FP engine's neuron groups) to the spike network: one flit per
+    spike, multicast to the cores ``dst`` = (first, last) that hold the next layer, carrying the
+    neuron's index in the whole layer (``offset`` = the slice's first neuron). ``t`` is the
+    timestep of the groups arriving; ``end`` sends the sample's end marker."""
+
+    def __init__(self, lanes: int, timesteps: int, layer_neurons: int, offset: int, slice_groups: int,
+                 dst: tuple[int, int], core: int):
+        self.offset, self.dst, self.layer_neurons = offset, dst, layer_neurons
+        item = data.StructLayout({"group": range(max(2, slice_groups)), "spikes": lanes})
+        super().__init__(lanes, item, spike_flit_layout(timesteps, layer_neurons), core, {"t": In(range(timesteps))})
+
+    def set_lanes(self, payload):
+        return payload.spikes
+
+    def lane_flit(self, m, word, lane):
+        d = Signal(self.flit_data)
+        m.d.comb += [d.t.eq(self.t), d.neuron.eq(self.offset + word.group * self.P + lane)]
+        return self.dst[0], self.dst[1], d
+
+    def marker(self, m):
+        d = Signal(self.flit_data)
+        m.d.comb += d.end.eq(1)
+        return self.dst[0], self.dst[1], d

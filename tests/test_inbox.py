@@ -216,3 +216,42 @@ def test_error_outbox_sends_each_nonzero_sum_to_its_owner(P, stall):
                                                                    "value": int(sums[t, i])}).as_value().value))
     want.append((me, 3, 6, dut.flit_data.const({"end": 1, "t": 0, "index": 0, "value": 0}).as_value().value))
     assert got == want
+
+
+@pytest.mark.parametrize("P, stall", [(1, 0.3), (4, 0.0), (8, 0.5)])
+def test_spike_outbox_multicasts_each_spike(P, stall):
+    from spikeforge.rtl.inbox import SpikeOutbox
+
+    T, layer_n, offset, n_slice, me = 3, 40, 11, 13, 2
+    G = -(-n_slice // P)
+    dut = SpikeOutbox(P, T, layer_n, offset, G, (5, 9), me)
+    g = torch.Generator().manual_seed(P)
+    spikes = (torch.rand(T, G * P, generator=g) < 0.35).to(torch.int64)
+    spikes[:, n_slice:] = 0
+    rng = random.Random(P)
+    got = []
+
+    async def producer(ctx):
+        for t in range(T):
+            ctx.set(dut.t, t)
+            for h in range(G):
+                await send(ctx, dut.items, {"group": h, "spikes": sum(int(spikes[t, h * P + k]) << k for k in range(P))},
+                           rng, 0.3)
+            await ctx.tick().until(dut.idle)
+        ctx.set(dut.end, 1)
+        await ctx.tick()
+        ctx.set(dut.end, 0)
+        await ctx.tick().until(dut.idle)
+
+    async def consumer(ctx):
+        while True:
+            ctx.set(dut.flits.ready, rng.random() >= stall)
+            if ctx.get(dut.flits.valid) and ctx.get(dut.flits.ready):
+                f = ctx.get(dut.flits.payload)
+                got.append((int(f.src), int(f.dst_lo), int(f.dst_hi), int(f.data)))
+            await ctx.tick()
+
+    simulate(dut, producer, background=[consumer])
+    code = lambda **kw: dut.flit_data.const(kw).as_value().value  # noqa: E731
+    want = [(me, 5, 9, code(end=0, t=t, neuron=offset + i)) for t in range(T) for i in range(n_slice) if spikes[t, i]]
+    assert got == want + [(me, 5, 9, code(end=1, t=0, neuron=0))]
