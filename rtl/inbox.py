@@ -243,9 +243,10 @@ class SpikeInbox(wiring.Component):
 class _LaneOutbox(wiring.Component):
     """Turns words of P lanes into one flit per *set* lane (zero lanes cost nothing), then one
     end marker per sample. Subclasses say which lanes are set, and build each lane's flit and the
-    marker."""
+    marker. The timestep ``t`` is latched with each word (``t_held``): the producer may move on to
+    the next timestep while the word's lanes are still going out."""
 
-    def __init__(self, lanes: int, item, flit_data, core: int, ports: dict):
+    def __init__(self, lanes: int, item, flit_data, core: int, timesteps: int, ports: dict | None = None):
         from .noc import flit_layout
 
         self.P, self.core, self.flit_data = lanes, core, flit_data
@@ -255,8 +256,10 @@ class _LaneOutbox(wiring.Component):
             "end": In(1),
             "flits": Out(stream.Signature(self.flit)),
             "idle": Out(1),
-            **ports,
+            "t": In(range(timesteps)),
+            **(ports or {}),
         })
+        self.t_held = Signal(range(timesteps), name="t_held")
 
     def set_lanes(self, payload):
         raise NotImplementedError
@@ -295,7 +298,8 @@ class _LaneOutbox(wiring.Component):
         last = ~left.any() | (out.ready & ((left & (left - 1)) == 0))
         m.d.comb += self.items.ready.eq(last & ~end_pending)
         with m.If(self.items.valid & self.items.ready):
-            m.d.sync += [word.eq(self.items.payload), left.eq(self.set_lanes(self.items.payload))]
+            m.d.sync += [word.eq(self.items.payload), left.eq(self.set_lanes(self.items.payload)),
+                         self.t_held.eq(self.t)]
         with m.If(self.end):
             m.d.sync += end_pending.eq(1)
         return m
@@ -317,7 +321,7 @@ class ErrorOutbox(_LaneOutbox):
         self.groups = -(-owners[-1][2] // lanes)
         width = max(hi - lo for _, lo, hi in owners)
         item = data.StructLayout({"group": range(max(2, self.groups)), "delta": data.ArrayLayout(signed(acc_bits), lanes)})
-        super().__init__(lanes, item, error_flit_layout(timesteps, width, acc_bits), core, {"t": In(range(timesteps))})
+        super().__init__(lanes, item, error_flit_layout(timesteps, width, acc_bits), core, timesteps)
 
     @property
     def partials(self):
@@ -331,7 +335,7 @@ class ErrorOutbox(_LaneOutbox):
         m.d.comb += index.eq(word.group * self.P + lane)
         dst = Signal(5)
         d = Signal(self.flit_data)
-        m.d.comb += [d.t.eq(self.t), d.value.eq(word.delta[lane])]
+        m.d.comb += [d.t.eq(self.t_held), d.value.eq(word.delta[lane])]
         for core, lo, hi in self.owners:  # owner of the input neuron, and its index there
             with m.If((index >= lo) & (index < hi)):
                 m.d.comb += [dst.eq(core), d.index.eq(index - lo)]
@@ -354,14 +358,14 @@ class SpikeOutbox(_LaneOutbox):
                  dst: tuple[int, int], core: int):
         self.offset, self.dst, self.layer_neurons = offset, dst, layer_neurons
         item = data.StructLayout({"group": range(max(2, slice_groups)), "spikes": lanes})
-        super().__init__(lanes, item, spike_flit_layout(timesteps, layer_neurons), core, {"t": In(range(timesteps))})
+        super().__init__(lanes, item, spike_flit_layout(timesteps, layer_neurons), core, timesteps)
 
     def set_lanes(self, payload):
         return payload.spikes
 
     def lane_flit(self, m, word, lane):
         d = Signal(self.flit_data)
-        m.d.comb += [d.t.eq(self.t), d.neuron.eq(self.offset + word.group * self.P + lane)]
+        m.d.comb += [d.t.eq(self.t_held), d.neuron.eq(self.offset + word.group * self.P + lane)]
         return self.dst[0], self.dst[1], d
 
     def marker(self, m):

@@ -192,7 +192,7 @@ def test_error_outbox_sends_each_nonzero_sum_to_its_owner(P, stall):
             ctx.set(dut.t, t)
             for h in range(H):
                 await send(ctx, dut.partials, {"group": h, "delta": [int(v) for v in sums[t, h * P:(h + 1) * P]]}, rng, 0.2)
-            await ctx.tick().until(dut.idle)
+        await ctx.tick().until(dut.idle)
         ctx.set(dut.end, 1)
         await ctx.tick()
         ctx.set(dut.end, 0)
@@ -237,7 +237,7 @@ def test_spike_outbox_multicasts_each_spike(P, stall):
             for h in range(G):
                 await send(ctx, dut.items, {"group": h, "spikes": sum(int(spikes[t, h * P + k]) << k for k in range(P))},
                            rng, 0.3)
-            await ctx.tick().until(dut.idle)
+        await ctx.tick().until(dut.idle)
         ctx.set(dut.end, 1)
         await ctx.tick()
         ctx.set(dut.end, 0)
