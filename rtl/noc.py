@@ -58,6 +58,7 @@ class StreamFifo(wiring.Component):
 
     def __init__(self, shape, depth: int):
         if depth < 1 or depth & (depth - 1):
+            self._MustUse__silence = True  # refused, so not an elaboratable anyone forgot to use
             raise ValueError(f"FIFO depth must be a power of two >= 1, got {depth}")
         self._shape, self.depth = shape, depth
         super().__init__({
@@ -101,9 +102,10 @@ class ChainRouter(wiring.Component):
     turns when both can move (round robin), so neither starves."""
 
     def __init__(self, data_width: int, position: int, n: int, direction: int = +1, depth: int = 2):
-        if direction not in (+1, -1):
-            raise ValueError(f"direction must be +1 or -1, got {direction}")
-        if not 0 <= position < n <= (1 << CORE_ID_BITS):
+        if direction not in (+1, -1) or not 0 <= position < n <= (1 << CORE_ID_BITS):
+            self._MustUse__silence = True  # refused, so not an elaboratable anyone forgot to use
+            if direction not in (+1, -1):
+                raise ValueError(f"direction must be +1 or -1, got {direction}")
             raise ValueError(f"router position {position} outside a chain of {n}")
         self.layout = flit_layout(data_width)
         self.position, self.n, self.direction, self.depth = position, n, direction, depth
