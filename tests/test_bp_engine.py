@@ -124,23 +124,27 @@ CASES = [
 ]
 
 
+def case_config(case: int, timesteps: int, large_memories: str = "dual_port", min_error_shift: int = 0):
+    lanes, layers, reset, surrogate, ebits, eshift, rounding = CASES[case]
+    return SpikeforgeConfig().replace(
+        network={"layers": layers, "timesteps": timesteps},
+        neuron={"threshold": 100, "beta": 0.8125, "beta_bits": 4, "reset": reset},
+        formats={"membrane_bits": 12, "weight_bits": 7, "error_bits": ebits},
+        surrogate={"kind": surrogate, "width": 256 if surrogate == "triangle" else 90,
+                   "bits": 3 if surrogate == "triangle" else 1},
+        training={"target_true": 4, "target_false": 1, "error_shift": max(eshift, min_error_shift),
+                  "error_rounding": rounding, "output_error_shift": 0},
+        hardware={"lanes": lanes, "large_memories": large_memories},
+    )
+
+
 # single_port: the small-FPGA layout (CoreParams.compact), where the accumulate's operands
 # travel through a block RAM delay line
 @pytest.mark.parametrize("layout", ["dual_port", "single_port"])
 @pytest.mark.parametrize("case", range(len(CASES)))
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_random_configs_exact(case, seed, layout):
-    lanes, layers, reset, surrogate, ebits, eshift, rounding = CASES[case]
-    cfg = SpikeforgeConfig().replace(
-        network={"layers": layers, "timesteps": 5},
-        neuron={"threshold": 100, "beta": 0.8125, "beta_bits": 4, "reset": reset},
-        formats={"membrane_bits": 12, "weight_bits": 7, "error_bits": ebits},
-        surrogate={"kind": surrogate, "width": 256 if surrogate == "triangle" else 90,
-                   "bits": 3 if surrogate == "triangle" else 1},
-        training={"target_true": 4, "target_false": 1, "error_shift": eshift, "error_rounding": rounding,
-                  "output_error_shift": 0},
-        hardware={"lanes": lanes, "large_memories": layout},
-    )
+    cfg = case_config(case, timesteps=5, large_memories=layout)
     check(cfg, seed + 10 * case, [0.1, 0.5, 1.0][seed],
           f"pytest 'tests/test_bp_engine.py::test_random_configs_exact[{seed}-{case}-{layout}]'")
 
@@ -178,17 +182,7 @@ def test_busy_cycles_follow_the_work_bound(density):
 def test_partial_mode_sends_the_unrounded_sums(case):
     """A slice of a layer on a multi-core accelerator sends sum_j W[j, i] delta[t, j] unrounded:
     exactly golden ``error_partial`` of its rows; rounding happens at the receiver."""
-    lanes, layers, reset, surrogate, ebits, eshift, rounding = CASES[case]
-    cfg = SpikeforgeConfig().replace(
-        network={"layers": layers, "timesteps": 4},
-        neuron={"threshold": 100, "beta": 0.8125, "beta_bits": 4, "reset": reset},
-        formats={"membrane_bits": 12, "weight_bits": 7, "error_bits": ebits},
-        surrogate={"kind": surrogate, "width": 256 if surrogate == "triangle" else 90,
-                   "bits": 3 if surrogate == "triangle" else 1},
-        training={"target_true": 4, "target_false": 1, "error_shift": max(eshift, 3), "error_rounding": rounding,
-                  "output_error_shift": 0},
-        hardware={"lanes": lanes},
-    )
+    cfg = case_config(case, timesteps=4, min_error_shift=3)
     g = torch.Generator().manual_seed(case)
     n_out, n_in = cfg.layer_shapes[-1]
     T = cfg.network.timesteps

@@ -14,6 +14,14 @@ from spikeforge.sim.amaranth_bench import send, simulate
 CFG = load_config("configs/digits.toml")
 
 
+async def send_interleaved(ctx, port, queues, rng, gap):
+    """Every sender's flits in its own order, the senders interleaved at random (what the
+    network allows), with random idle gaps."""
+    while any(queues):
+        q = rng.choice([q for q in queues if q])
+        await send(ctx, port, q.pop(0), rng, gap)
+
+
 def _case(seed, T, n_in, slices, big):
     g = torch.Generator().manual_seed(seed)
     wlim = 127 if big else 20
@@ -45,14 +53,7 @@ def test_error_inbox_matches_error_finish(seed, gap, stall, big):
             queues = [[{"end": 0, "t": t, "index": i, "value": int(p[t, i])}
                        for t in range(T) for i in range(n_in) if p[t, i] != 0] + [{"end": 1, "t": 0, "index": 0, "value": 0}]
                       for p in parts]
-            while any(queues):
-                q = rng.choice([q for q in queues if q])
-                while rng.random() < gap:
-                    await ctx.tick()
-                ctx.set(dut.flits.payload, q.pop(0))
-                ctx.set(dut.flits.valid, 1)
-                await ctx.tick().until(dut.flits.ready)
-                ctx.set(dut.flits.valid, 0)
+            await send_interleaved(ctx, dut.flits, queues, rng, gap)
 
     async def receiver(ctx):
         for k in range(len(samples)):
@@ -153,14 +154,7 @@ def test_spike_inbox_builds_the_union_of_the_senders_spikes(P, gap):
             ctx.set(inbox.start, 0)
             queues = [[{"end": 0, "t": t, "neuron": i} for t in range(T) for i in range(n)
                        if spikes[t, i] and owner[i] == s] + [{"end": 1, "t": 0, "neuron": 0}] for s in range(senders)]
-            while any(queues):
-                q = rng.choice([q for q in queues if q])
-                while rng.random() < gap:
-                    await ctx.tick()
-                ctx.set(inbox.flits.payload, q.pop(0))
-                ctx.set(inbox.flits.valid, 1)
-                await ctx.tick().until(inbox.flits.ready)
-                ctx.set(inbox.flits.valid, 0)
+            await send_interleaved(ctx, inbox.flits, queues, rng, gap)
             await ctx.tick()
             assert ctx.get(inbox.complete)
             words = [ctx.get(bench.mem.data[a]) for a in range(T * inbox.groups)]
@@ -170,6 +164,35 @@ def test_spike_inbox_builds_the_union_of_the_senders_spikes(P, gap):
     simulate(bench.top, tb)
     for k, (_, spikes) in enumerate(samples):
         assert torch.equal(seen[k], spikes), f"sample {k}: bitmap differs at {(seen[k] != spikes).nonzero()[0].tolist()}"
+
+
+def _run_outbox(dut, words, stall, gap, seed):
+    """Feed ``words`` = [(t, item payload), ...] in order (moving on to the next timestep right
+    after the last handshake: the outbox must latch t), then the end pulse; return every flit as
+    (src, dst_lo, dst_hi, data bits), taken under random output stalls."""
+    rng = random.Random(seed)
+    got = []
+
+    async def producer(ctx):
+        for t, item in words:
+            ctx.set(dut.t, t)
+            await send(ctx, dut.items, item, rng, gap)
+        await ctx.tick().until(dut.idle)
+        ctx.set(dut.end, 1)
+        await ctx.tick()
+        ctx.set(dut.end, 0)
+        await ctx.tick().until(dut.idle)
+
+    async def consumer(ctx):
+        while True:
+            ctx.set(dut.flits.ready, rng.random() >= stall)
+            if ctx.get(dut.flits.valid) and ctx.get(dut.flits.ready):
+                f = ctx.get(dut.flits.payload)
+                got.append((int(f.src), int(f.dst_lo), int(f.dst_hi), int(f.data)))
+            await ctx.tick()
+
+    simulate(dut, producer, background=[consumer])
+    return got
 
 
 @pytest.mark.parametrize("P, stall", [(1, 0.0), (4, 0.4), (8, 0.2)])
@@ -184,38 +207,16 @@ def test_error_outbox_sends_each_nonzero_sum_to_its_owner(P, stall):
     sums = torch.randint(-(1 << 28), 1 << 28, (T, H * P), generator=g)
     sums[torch.rand(sums.shape, generator=g) < 0.6] = 0
     sums[:, n_in:] = 0  # padding lanes of the last group hold nothing
-    rng = random.Random(P)
-    got = []
-
-    async def producer(ctx):
-        for t in range(T):
-            ctx.set(dut.t, t)
-            for h in range(H):
-                await send(ctx, dut.partials, {"group": h, "delta": [int(v) for v in sums[t, h * P:(h + 1) * P]]}, rng, 0.2)
-        await ctx.tick().until(dut.idle)
-        ctx.set(dut.end, 1)
-        await ctx.tick()
-        ctx.set(dut.end, 0)
-        await ctx.tick().until(dut.idle)
-
-    async def consumer(ctx):
-        while True:
-            ctx.set(dut.flits.ready, rng.random() >= stall)
-            if ctx.get(dut.flits.valid) and ctx.get(dut.flits.ready):
-                f = ctx.get(dut.flits.payload)
-                got.append((int(f.src), int(f.dst_lo), int(f.dst_hi), int(f.data)))
-            await ctx.tick()
-
-    simulate(dut, producer, background=[consumer])
+    words = [(t, {"group": h, "delta": [int(v) for v in sums[t, h * P:(h + 1) * P]]}) for t in range(T) for h in range(H)]
+    got = _run_outbox(dut, words, stall, 0.2, P)
+    code = lambda **kw: dut.flit_data.const(kw).as_value().value  # noqa: E731
     want = []
     for t in range(T):
         for i in range(n_in):
             if sums[t, i]:
                 core, lo, _ = next(o for o in owners if o[1] <= i < o[2])
-                want.append((me, core, core, dut.flit_data.const({"end": 0, "t": t, "index": i - lo,
-                                                                   "value": int(sums[t, i])}).as_value().value))
-    want.append((me, 3, 6, dut.flit_data.const({"end": 1, "t": 0, "index": 0, "value": 0}).as_value().value))
-    assert got == want
+                want.append((me, core, core, code(end=0, t=t, index=i - lo, value=int(sums[t, i]))))
+    assert got == want + [(me, 3, 6, code(end=1, t=0, index=0, value=0))]
 
 
 @pytest.mark.parametrize("P, stall", [(1, 0.3), (4, 0.0), (8, 0.5)])
@@ -228,30 +229,9 @@ def test_spike_outbox_multicasts_each_spike(P, stall):
     g = torch.Generator().manual_seed(P)
     spikes = (torch.rand(T, G * P, generator=g) < 0.35).to(torch.int64)
     spikes[:, n_slice:] = 0
-    rng = random.Random(P)
-    got = []
-
-    async def producer(ctx):
-        for t in range(T):
-            ctx.set(dut.t, t)
-            for h in range(G):
-                await send(ctx, dut.items, {"group": h, "spikes": sum(int(spikes[t, h * P + k]) << k for k in range(P))},
-                           rng, 0.3)
-        await ctx.tick().until(dut.idle)
-        ctx.set(dut.end, 1)
-        await ctx.tick()
-        ctx.set(dut.end, 0)
-        await ctx.tick().until(dut.idle)
-
-    async def consumer(ctx):
-        while True:
-            ctx.set(dut.flits.ready, rng.random() >= stall)
-            if ctx.get(dut.flits.valid) and ctx.get(dut.flits.ready):
-                f = ctx.get(dut.flits.payload)
-                got.append((int(f.src), int(f.dst_lo), int(f.dst_hi), int(f.data)))
-            await ctx.tick()
-
-    simulate(dut, producer, background=[consumer])
+    words = [(t, {"group": h, "spikes": sum(int(spikes[t, h * P + k]) << k for k in range(P))})
+             for t in range(T) for h in range(G)]
+    got = _run_outbox(dut, words, stall, 0.3, P)
     code = lambda **kw: dut.flit_data.const(kw).as_value().value  # noqa: E731
     want = [(me, 5, 9, code(end=0, t=t, neuron=offset + i)) for t in range(T) for i in range(n_slice) if spikes[t, i]]
     assert got == want + [(me, 5, 9, code(end=1, t=0, neuron=0))]
