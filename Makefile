@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spikeforge-installed
 OUT    := out
 
-.PHONY: setup demo test test-slow bench bench-rtl bench-scaling formal federated cosim-full train-rtl-full generate synth boards synth-all clean distclean
+.PHONY: setup demo test test-slow bench bench-rtl bench-scaling formal federated train-rtl-deep cosim-full train-rtl-full generate synth boards synth-all clean distclean
 
 setup: $(STAMP)
 
@@ -54,6 +54,10 @@ formal: setup
 federated: setup
 	@mkdir -p $(OUT)
 	$(BIN)/spikeforge federated --workers 5 --backend golden --dataset digits --rounds 20 --report $(OUT)/federated.json
+
+# the 20-core network's arithmetic on one core's RTL vs the 20-core golden model (about 5 minutes)
+train-rtl-deep: setup
+	$(BIN)/python -m pytest -q -m slow tests/test_train_rtl.py -k deep_20core
 
 # full-length co-simulation regression: every directed case + 100 constrained-random configs
 cosim-full: setup

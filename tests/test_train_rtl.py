@@ -23,3 +23,18 @@ def test_rtl_training_matches_golden_sha256(config):
     assert (c["samples_trained"], c["updates"]) == (64, -(-64 // bs))
     assert c["samples_inferred"] == rtl["test_samples"] + 64  # the epoch's test evaluation, then train accuracy
     assert c["fp_busy"] <= c["fp_cycles"] and c["bp_busy"] <= c["bp_cycles"] and c["wg_busy"] <= c["wg_cycles"]
+
+
+@pytest.mark.slow
+def test_deep_20core_network_on_one_core_rtl_matches_20_core_golden():
+    """configs/deep-20core.toml (four LIF layers): the one-core RTL ends with the weights the
+    20-core golden model gives (partition invariance carries it to any placement). About 5
+    minutes with the Verilator build; `make train-rtl-deep`."""
+    from spikeforge.golden.multicore import MultiCoreGolden
+
+    cfg = load_config("configs/deep-20core.toml").replace(training={"seed": 1})
+    rtl = train_rtl(cfg, dataset="digits", samples=64, epochs=1, progress=False)
+    be = MultiCoreGolden(cfg)
+    assert be.placement.n_cores == 20
+    gold = train(cfg, backend=be, dataset="digits", samples=64, epochs=1, progress=False).report
+    assert rtl["weights_sha256"] == gold["weights_sha256"]
