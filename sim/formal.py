@@ -245,8 +245,11 @@ PROOFS = {
     "router-spikes-middle": (lambda: RouterHarness(1, 3, +1, 2), 6, "prove"),
     "router-spikes-first": (lambda: RouterHarness(0, 3, +1, 2), 6, "prove"),
     "router-spikes-last": (lambda: RouterHarness(2, 3, +1, 2), 6, "prove"),
+    "router-errors-first": (lambda: RouterHarness(0, 3, -1, 2), 6, "prove"),
     "router-errors-middle": (lambda: RouterHarness(1, 3, -1, 2), 6, "prove"),
+    "router-errors-last": (lambda: RouterHarness(2, 3, -1, 2), 6, "prove"),
     "router-depth1": (lambda: RouterHarness(1, 3, +1, 1), 6, "prove"),
+    "router-errors-depth1": (lambda: RouterHarness(1, 3, -1, 1), 6, "prove"),
     "router-spikes-cover": (lambda: RouterHarness(1, 3, +1, 2), 16, "cover"),
     "router-errors-cover": (lambda: RouterHarness(1, 3, -1, 2), 16, "cover"),
 }

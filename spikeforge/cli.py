@@ -1,4 +1,4 @@
-"""``spikeforge`` command line: train, bench, config.
+"""``spikeforge`` command line: train, federated, bench, map, generate, synth, board, compare, config.
 
 Every user error (bad config, bad option, missing file) ends in one line on stderr and exit code 2;
 a traceback means a bug in spikeforge.
@@ -174,7 +174,7 @@ def cmd_federated(args: argparse.Namespace) -> int:
             ("rounds", f"{report['rounds']} x {report['local_epochs']} local epoch(s)"),
             ("final_test_accuracy", f"{report['final_test_accuracy']:.4f} on {report['test_samples']} test samples")]
     if "centralised_test_accuracy" in report:
-        rows.append(("centralised", f"{report['centralised_test_accuracy']:.4f} "
+        rows.append(("centralised", f"{report['centralised_test_accuracy']:.4f} on the same test samples "
                                     f"(gap {report['accuracy_gap_points']:+.2f} points)"))
     rows.append(("weights_sha256", report["weights_sha256"]))
     w = max(len(k) for k, _ in rows)
@@ -186,15 +186,17 @@ def cmd_map(args: argparse.Namespace) -> int:
     from spikeforge.mapper import place_config
 
     cfg = _load(args)
+    source = cfg.name
     if args.nir:
         from spikeforge.nir_io import read_nir
 
         cfg, _ = read_nir(args.nir, cfg)
+        source = f"{args.nir} (NIR; hardware from {cfg.name})"
     p = place_config(cfg, args.cores)
     if args.json:
         print(json.dumps(p.to_dict(), indent=2))
     else:
-        print(f"{cfg.name}: layers {list(cfg.network.layers)} on {p.n_cores} cores "
+        print(f"{source}: layers {list(cfg.network.layers)} on {p.n_cores} cores "
               f"(capacity {cfg.hardware.core_neurons} neurons, {cfg.hardware.core_synapses} synapses per core)")
         print(p.describe())
     return 0
@@ -401,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     for opt in ("epochs", "samples", "repeats", "rounds", "workers", "local_epochs", "test_samples", "batches", "buffers"):
         v = getattr(args, opt, None)
         if v is not None and v < 1:
-            parser.error(f"--{opt} must be >= 1, got {v}")
+            print(f"spikeforge: error: --{opt.replace('_', '-')} must be >= 1, got {v}", file=sys.stderr)
+            raise SystemExit(2)
     try:
         return args.func(args)
     except (ConfigError, UsageError, ValueError, FileNotFoundError) as e:  # MappingError is a ValueError

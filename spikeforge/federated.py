@@ -203,6 +203,9 @@ def run_federated(cfg: SpikeforgeConfig, opts: FederatedOptions, centralised: bo
     import torch.multiprocessing as mp
 
     opts.validate()
+    n_train = len(load_dataset(opts.dataset, cfg.formats.pixel_bits, cfg.training.split_seed, opts.samples).train_x)
+    if n_train < opts.workers:  # refuse before any worker starts
+        raise ValueError(f"{n_train} training samples cannot be shared by {opts.workers} workers")
     if opts.backend == "rtl":
         from spikeforge.sim.cosim_core import build_core
 
@@ -213,18 +216,21 @@ def run_federated(cfg: SpikeforgeConfig, opts: FederatedOptions, centralised: bo
         mp.spawn(_spawned, args=(opts.workers, cfg.to_dict(), opts, port, out), nprocs=opts.workers, join=True)
         report = json.loads(Path(out).read_text())
     if centralised:
-        from spikeforge.train import train
+        from spikeforge.train import evaluate, train
 
         # the config's own centralised run on the same training data
         epochs = cfg.training.epochs
         if opts.progress:
             print(f"centralised baseline: {epochs} epochs (training.epochs) on the same data (golden)", file=sys.stderr)
-        base = train(cfg, dataset=opts.dataset, samples=opts.samples, epochs=epochs, progress=False,
-                     eval_every_epoch=False).report
-        # the same test samples as the federated evaluation
-        report["centralised"] = {"epochs": epochs, "lr_shift": cfg.training.lr_shift, "test_accuracy_full_test_set": base["test_accuracy"],
-                                 "weights_sha256": base["weights_sha256"]}
-        if opts.test_samples is None:
-            report["centralised_test_accuracy"] = base["test_accuracy"]
-            report["accuracy_gap_points"] = round(100 * (base["test_accuracy"] - report["final_test_accuracy"]), 2)
+        res = train(cfg, dataset=opts.dataset, samples=opts.samples, epochs=epochs, progress=False,
+                    eval_every_epoch=False)
+        base = res.report
+        # on the same test samples as the federated evaluation
+        data = load_dataset(opts.dataset, cfg.formats.pixel_bits, cfg.training.split_seed, opts.samples)
+        n_test = report["test_samples"]
+        acc = evaluate(res.backend, cfg, data.test_x[:n_test], data.test_y[:n_test])
+        report["centralised"] = {"epochs": epochs, "lr_shift": cfg.training.lr_shift,
+                                 "test_accuracy_full_test_set": base["test_accuracy"], "weights_sha256": base["weights_sha256"]}
+        report["centralised_test_accuracy"] = acc
+        report["accuracy_gap_points"] = round(100 * (acc - report["final_test_accuracy"]), 2)
     return report

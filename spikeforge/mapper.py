@@ -148,6 +148,7 @@ def place(layers: tuple[int, ...] | list[int], cores: int, core_neurons: int, co
                 out.append(Slice(l, lo - starts[l], hi - starts[l], fan_ins[l]))
         held.append(tuple(out))
     placement = Placement(layers, tuple(held))
+    need = max(-(-total // core_synapses), -(-total_neurons // core_neurons))  # a lower bound
     for c, h in enumerate(held):
         n = sum(s.neurons for s in h)
         syn = sum(s.synapses for s in h)
@@ -155,10 +156,9 @@ def place(layers: tuple[int, ...] | list[int], cores: int, core_neurons: int, co
         if n > core_neurons:
             raise MappingError(
                 f"core {c} would hold {n} neurons ({what}) but hardware.core_neurons = {core_neurons}; "
-                f"use more cores or a larger core"
+                f"this network needs at least {need} cores of this size"
             )
         if syn > core_synapses:
-            need = -(-total // core_synapses)
             raise MappingError(
                 f"core {c} would hold {syn} synapses ({what}) but hardware.core_synapses = {core_synapses}; "
                 f"this network of {total} synapses needs at least {need} cores"

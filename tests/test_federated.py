@@ -88,12 +88,15 @@ def test_rtl_workers_end_with_the_golden_weights():
     (["--workers", "0"], "--workers must be >= 1"),
     (["--rounds", "0"], "--rounds must be >= 1"),
     (["--lr-shift", "60"], "--lr-shift must be in"),
+    (["--samples", "3"], "3 training samples cannot be shared by 5 workers"),
+    (["--test-samples", "0"], "--test-samples must be >= 1"),
 ])
 def test_cli_refuses_bad_options(argv, msg, capsys):
     with pytest.raises(SystemExit) if "must be >= 1" in msg else _nothing():
         rc = main(["federated", *argv, "--quiet"])
         assert rc == 2
-    assert msg in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1, err
 
 
 class _nothing:

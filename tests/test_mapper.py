@@ -41,7 +41,7 @@ def test_large_layer_split_by_neurons_small_layers_share():
 def test_capacity_errors_name_the_core_and_the_fix():
     with pytest.raises(MappingError, match=r"core 0 would hold .* synapses .* hardware.core_synapses = 1000; .* at least 10 cores"):
         place((64, 128, 10), 2, 4096, 1000)
-    with pytest.raises(MappingError, match=r"core 0 would hold 74 neurons .* hardware.core_neurons = 50"):
+    with pytest.raises(MappingError, match=r"core 0 would hold 74 neurons .* hardware.core_neurons = 50; this network needs at least 3 cores"):
         place((64, 128, 10), 2, 50, 1 << 20)
     with pytest.raises(MappingError, match="1 to 20 cores"):
         place((64, 128, 10), 21, 4096, 1 << 20)
