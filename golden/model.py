@@ -37,6 +37,7 @@ __all__ = [
     "accumulate_gradients",
     "apply_update",
     "update_draw_bits",
+    "update_matrix",
     "predict",
 ]
 
@@ -304,20 +305,27 @@ def apply_update(
     layer, row-major (output neuron j, then input i), whether or not the gradient is zero, so the
     LFSR position never depends on the data.
     """
-    tr = cfg.training
-    fmt = cfg.formats
-    shift = tr.lr_shift if lr_shift is None else lr_shift
+    shift = cfg.training.lr_shift if lr_shift is None else lr_shift
+    stochastic = cfg.training.update_rounding == "stochastic" and shift
     new = []
     for w, g in zip(weights, grads):
-        if tr.update_rounding == "stochastic" and shift:
-            if rng is None:
-                raise ValueError("stochastic update rounding needs an LFSR stream")
-            bits = update_draw_bits(shift)
-            step = stochastic_round_shift(g, shift, rng.take(w.numel(), bits).view_as(w), bits)
-        else:
-            step = round_shift(g, shift, "floor" if tr.update_rounding == "stochastic" else tr.update_rounding)
-        new.append(saturate(w - step, fmt.weight_bits))
+        draws = rng.take(w.numel(), update_draw_bits(shift)) if stochastic and rng is not None else None
+        new.append(update_matrix(cfg, w, g, shift, draws))
     return new
+
+
+def update_matrix(cfg: SpikeforgeConfig, w: torch.Tensor, g: torch.Tensor, shift: int,
+                  draws: torch.Tensor | None) -> torch.Tensor:
+    """One matrix (or a core's rows of one) of :func:`apply_update`; ``draws`` are its
+    stochastic-rounding draws in row-major order (None unless the rounding is stochastic)."""
+    tr = cfg.training
+    if tr.update_rounding == "stochastic" and shift:
+        if draws is None:
+            raise ValueError("stochastic update rounding needs an LFSR stream")
+        step = stochastic_round_shift(g, shift, draws.view_as(w), update_draw_bits(shift))
+    else:
+        step = round_shift(g, shift, "floor" if tr.update_rounding == "stochastic" else tr.update_rounding)
+    return saturate(w - step, cfg.formats.weight_bits)
 
 
 def _check_weights(cfg: SpikeforgeConfig, weights: list[torch.Tensor]) -> None:

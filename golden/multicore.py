@@ -31,7 +31,6 @@ from spikeforge.mapper import Placement, Slice, place_config
 
 from . import encoder, lfsr, model
 from .backend import update_seed
-from .fixedpoint import round_shift, saturate, stochastic_round_shift
 
 __all__ = ["MultiCoreGolden", "LinkTraffic", "SliceActivity"]
 
@@ -136,11 +135,10 @@ class MultiCoreGolden:
         per_layer, _ = self._forward(inputs)
         counts, msum = self._readout(per_layer[-1])
         T = cfg.network.timesteps
-        # output error: each output slice from its own counts (the label is broadcast to them)
-        n_out = cfg.network.layers[-1]
-        eps_full = model.output_error(cfg, counts, labels)  # per neuron; a slice's columns are its own
+        # output error: per neuron, so each output slice's columns are its own (the label is
+        # broadcast to the slices)
+        eps_full = model.output_error(cfg, counts, labels)
         errors = {(c, s): eps_full[:, s.lo : s.hi].unsqueeze(0).expand(T, -1, -1) for c, s in self.placement.slices_of_layer(len(per_layer) - 1)}
-        assert eps_full.shape[1] == n_out
         grads: dict[tuple[int, Slice], torch.Tensor] = {}
         batch_activity = []
         for l in range(len(per_layer) - 1, -1, -1):
@@ -202,14 +200,11 @@ class MultiCoreGolden:
         for c, held in enumerate(self.placement.cores):
             for k, s in enumerate(held):
                 w = self.core_weights[c][k]
-                g = grads[(c, s)]
+                draws = None
                 if stochastic:
                     first = offsets[s.layer] + s.lo * s.fan_in  # the slice's first weight, row-major
                     state = lfsr.jump(self.stream_state, first * bits)
-                    draws, _ = lfsr.draw_stream(torch.tensor([state]), w.numel(), bits)
-                    step = stochastic_round_shift(g, shift, draws[0].view_as(w), bits)
-                else:
-                    step = round_shift(g, shift, "floor" if tr.update_rounding == "stochastic" else tr.update_rounding)
-                self.core_weights[c][k] = saturate(w - step, cfg.formats.weight_bits)
+                    draws = lfsr.draw_stream(torch.tensor([state]), w.numel(), bits)[0][0]
+                self.core_weights[c][k] = model.update_matrix(cfg, w, grads[(c, s)], shift, draws)
         if stochastic:
             self.stream_state = lfsr.jump(self.stream_state, offsets[-1] * bits)

@@ -323,10 +323,6 @@ class ErrorOutbox(_LaneOutbox):
         item = data.StructLayout({"group": range(max(2, self.groups)), "delta": data.ArrayLayout(signed(acc_bits), lanes)})
         super().__init__(lanes, item, error_flit_layout(timesteps, width, acc_bits), core, timesteps)
 
-    @property
-    def partials(self):
-        return self.items
-
     def set_lanes(self, payload):
         return Cat(*[payload.delta[k] != 0 for k in range(self.P)])
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 from amaranth import Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -30,7 +30,7 @@ from spikeforge.mapper import Placement, Slice
 
 from .fp_engine import FpEngine
 from .inbox import SpikeInbox, SpikeOutbox, spike_flit_layout
-from .noc import ChainNetwork
+from .noc import ChainNetwork, flit_layout
 from .params import CoreParams
 from .spike_scanner import SpikeScanner
 
@@ -67,10 +67,6 @@ class ForwardSlice(wiring.Component):
                        if next_cores else None)
         ports = {"start": In(1), "done": Out(1), "neuron_out_valid": Out(1)}
         flit = spike_flit_layout(T, layer_neurons_below if senders else 1)
-        from amaranth.lib import stream
-
-        from .noc import flit_layout
-
         ports["receive"] = In(stream.Signature(flit_layout(flit.size)))
         if self.outbox is not None:
             ports["send"] = Out(stream.Signature(self.outbox.flit))
