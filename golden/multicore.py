@@ -81,6 +81,13 @@ class MultiCoreGolden:
         self.traffic = LinkTraffic(per_core_spikes_in=[0] * n, per_core_errors_in=[0] * n)
         self.activity: list[list[SliceActivity]] | None = None  # set to [] to record every batch
 
+    def load_weights(self, weights: list[torch.Tensor]) -> None:
+        model._check_weights(self.cfg, weights)
+        self.core_weights = [[weights[s.layer][s.lo : s.hi].clone() for s in held] for held in self.placement.cores]
+
+    def seed_update_lfsr(self, seed: int) -> None:
+        self.stream_state = lfsr.seed_state(seed)
+
     # -- views ----------------------------------------------------------------------------------
     @property
     def weights(self) -> list[torch.Tensor]:

@@ -27,7 +27,7 @@ from functools import reduce
 from types import SimpleNamespace
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -56,8 +56,17 @@ __all__ = ["Core"]
 
 
 class Core(wiring.Component):
-    def __init__(self, cfg: SpikeforgeConfig, weights_init: list[dict] | None = None):
+    """``role``: None for a one-core accelerator; a :class:`~spikeforge.rtl.slice_role.SliceRole`
+    makes this core one slice of a multi-core accelerator (``cfg`` is then the slice's one-layer
+    network): it gains the interconnect ports ``spike_send``/``spike_receive`` and
+    ``error_send``/``error_receive`` (docs/multicore.md)."""
+
+    def __init__(self, cfg: SpikeforgeConfig, weights_init: list[dict] | None = None, role=None):
         self.cfg = cfg
+        self.role = role
+        if role is not None and len(cfg.network.layers) != 2:
+            self._MustUse__silence = True  # refused: not an elaboratable anyone forgot to use
+            raise ValueError(f"a slice core computes one layer; its config has layers {cfg.network.layers}")
         self.p = p = CoreParams.from_config(cfg)
         L = cfg.network.layers
         self.n_layers = len(L) - 1
@@ -104,8 +113,20 @@ class Core(wiring.Component):
                 # sticky, for simulation (nothing reads it on an FPGA): a read of a memory marked
                 # no_rw_check met a write of its address (rtl/ram.py)
                 "rw_collision": Out(1),
+                **self._network_ports(),
             }
         )
+
+    def _network_ports(self) -> dict:
+        if self.role is None:
+            return {}
+        from .noc import flit_layout
+
+        r = self.role
+        return {"spike_send": Out(stream.Signature(flit_layout(r.spike_width))),
+                "spike_receive": In(stream.Signature(flit_layout(r.spike_width))),
+                "error_send": Out(stream.Signature(flit_layout(r.error_width))),
+                "error_receive": In(stream.Signature(flit_layout(r.error_width)))}
 
     def elaborate(self, platform):
         m = Module()
@@ -149,6 +170,7 @@ class Core(wiring.Component):
             self.collisions.watch(m, f"spikes{k}", rp, wp)
         m.d.comb += [spike_wr[0].en.eq(Cat(enc.spk_en for _ in range(P))), spike_wr[0].addr.eq(enc.spk_addr),
                      spike_wr[0].data.eq(enc.spk_data)]
+        net = self._network(m, spike_wr[0])
         # the output layer's membranes of every timestep, for the host (the FP engine keeps only
         # the latest timestep)
         m.submodules.membranes = mem_trace = self.collisions.memory(shape=data.ArrayLayout(signed(p.membrane_bits), P),
@@ -202,10 +224,18 @@ class Core(wiring.Component):
             m.d.comb += [wg_events.i.valid.eq(events.valid), events.ready.eq(wg_events.i.ready)]
 
         # FP output: to this layer's spike/surrogate memories, the readout, the observation port
+        # (and the spike outbox of a slice core, which may hold the engine back)
         out = fp.neuron_out
-        m.d.comb += out.ready.eq(1)
+        if net.spike_out is not None:
+            m.d.comb += [net.spike_out.items.valid.eq(out.valid), out.ready.eq(net.spike_out.items.ready),
+                         net.spike_out.items.payload.group.eq(out.payload.group),
+                         net.spike_out.items.payload.spikes.eq(out.payload.spikes), net.spike_out.t.eq(out_t)]
+            out_fire = out.valid & out.ready
+        else:
+            m.d.comb += out.ready.eq(1)
+            out_fire = out.valid
         last_layer = layer == self.n_layers - 1
-        with m.If(out.valid):
+        with m.If(out_fire):
             for l in range(self.n_layers):
                 with m.If(layer == l):
                     g = self.groups[l + 1]
@@ -216,13 +246,13 @@ class Core(wiring.Component):
                                  surr_wr[l].data.eq(out.payload.surrogate.as_value())]
             m.d.comb += [mt_wr.en.eq(last_layer), mt_wr.addr.eq(times_const(out_t, self.groups[-1]) + out.payload.group),
                          mt_wr.data.eq(out.payload.membrane)]
-        m.d.comb += [readout.neuron_in.valid.eq(out.valid & last_layer), readout.neuron_in.payload.eq(out.payload),
-                     self.obs_valid.eq(out.valid), self.obs_layer.eq(layer), self.obs.eq(out.payload)]
+        m.d.comb += [readout.neuron_in.valid.eq(out_fire & last_layer), readout.neuron_in.payload.eq(out.payload),
+                     self.obs_valid.eq(out_fire), self.obs_layer.eq(layer), self.obs.eq(out.payload)]
         layer_groups = Signal(range(max(self.groups) + 1))
         for l in range(self.n_layers):
             with m.If(layer == l):
                 m.d.comb += layer_groups.eq(self.groups[l + 1])
-        with m.If(out.valid):
+        with m.If(out_fire):
             with m.If(out_g == layer_groups - 1):
                 m.d.sync += [out_g.eq(0), out_t.eq(out_t + 1)]
             with m.Else():
@@ -240,7 +270,7 @@ class Core(wiring.Component):
         m.d.comb += readout.label.eq(label)
         lr_shift = Signal(32, init=cfg.training.lr_shift)  # CONFIG.lr_shift, checked at UPDATE
         bwd = self._backward(m, readout, events, wg_events, spike_mems, surr_mems, spike_wr, surr_wr, layer, backward, t,
-                             lr_shift)
+                             lr_shift, net)
 
         # ---- sequencer ------------------------------------------------------------------------
         sample_loaded = Signal()
@@ -274,12 +304,22 @@ class Core(wiring.Component):
                 with m.Elif(self.run):
                     m.d.comb += readout.clear.eq(1)
                     m.d.sync += [training.eq(self.run_train), label.eq(self.label)]
-                    with m.If(self.run_spikes):
+                    if net.spike_in is not None:  # a later layer's slice: inputs from the spike network
+                        m.d.comb += net.spike_in.start.eq(1)
                         m.d.sync += [layer.eq(0), t.eq(0), out_t.eq(0), out_g.eq(0)]
+                        m.next = "COLLECT"
+                    else:
+                        with m.If(self.run_spikes):
+                            m.d.sync += [layer.eq(0), t.eq(0), out_t.eq(0), out_g.eq(0)]
+                            m.next = "SCAN"
+                        with m.Else():
+                            m.d.sync += enc_start.eq(1)
+                            m.next = "ENCODE"
+            if net.spike_in is not None:
+                with m.State("COLLECT"):  # every core of the layer below has sent its end marker
+                    m.d.comb += phase["fp"].eq(1)
+                    with m.If(net.spike_in.complete):
                         m.next = "SCAN"
-                    with m.Else():
-                        m.d.sync += enc_start.eq(1)
-                        m.next = "ENCODE"
             with m.State("ENCODE"):
                 m.d.comb += phase["encode"].eq(1)
                 with m.If(enc.done & ~enc_start):  # the encoder sees its start in this state's first cycle
@@ -291,8 +331,12 @@ class Core(wiring.Component):
                     # every timestep scanned: wait for the FP engine to finish the layer
                     with m.If(out_t == T):
                         with m.If(last_layer):
-                            m.d.sync += decide.eq(1)
-                            m.next = "DECIDE"
+                            if net.spike_out is None:
+                                m.d.sync += decide.eq(1)
+                                m.next = "DECIDE"
+                            else:  # a slice below the output layer: the next layer's cores go on
+                                m.d.comb += net.spike_out.end.eq(1)
+                                m.next = "FP_FLUSH"
                         with m.Else():
                             m.d.sync += [layer.eq(layer + 1), t.eq(0), out_t.eq(0), out_g.eq(0)]
                 with m.Elif(scan.done):
@@ -309,9 +353,30 @@ class Core(wiring.Component):
                         m.next = "BP_START"
                     with m.Else():
                         m.next = "IDLE"
+            if net.spike_out is not None:
+                with m.State("FP_FLUSH"):  # the end marker is out: this slice's forward pass is over
+                    m.d.comb += phase["fp"].eq(1)
+                    with m.If(net.spike_out.idle):
+                        m.d.comb += decided_now.eq(1)
+                        with m.If(training):
+                            m.d.sync += [backward.eq(1), layer.eq(self.n_layers - 1), t.eq(T - 1),
+                                         batch_samples.eq(batch_samples + 1)]
+                            m.next = "EPS_WAIT"
+                        with m.Else():
+                            m.next = "IDLE"
+                with m.State("EPS_WAIT"):  # the layer above's partial sums, every end marker in
+                    m.d.comb += phase["bp"].eq(1)
+                    with m.If(net.error_in.complete):
+                        m.d.comb += [net.error_in.finish.eq(1), bwd["eps_clear"].eq(1)]
+                        m.next = "EPS_FILL"
+                with m.State("EPS_FILL"):  # rounded once, into the error memory BP reads
+                    m.d.comb += phase["bp"].eq(1)
+                    with m.If(bwd["eps_last"]):
+                        m.next = "BP_START"
             with m.State("BP_START"):
                 m.d.comb += [phase["bp"].eq(1), bwd["bp"].start.eq(1), bwd["bp"].first.eq(t == T - 1),
-                             bwd["bp"].propagate.eq(layer != 0), bwd["feed_start"].eq(1)]
+                             bwd["bp"].propagate.eq(1 if net.error_out is not None else layer != 0),
+                             bwd["feed_start"].eq(1)]
                 m.next = "BP_WAIT"
             with m.State("BP_WAIT"):
                 m.d.comb += phase["bp"].eq(1)
@@ -324,13 +389,22 @@ class Core(wiring.Component):
                     with m.If(t == 0):
                         with m.If(layer == 0):
                             m.d.sync += backward.eq(0)
-                            m.next = "IDLE"
+                            if net.error_out is not None:  # the layer below's cores may round now
+                                m.d.comb += net.error_out.end.eq(1)
+                                m.next = "BP_FLUSH"
+                            else:
+                                m.next = "IDLE"
                         with m.Else():
                             m.d.sync += [layer.eq(layer - 1), t.eq(T - 1)]
                             m.next = "BP_START"
                     with m.Else():
                         m.d.sync += t.eq(t - 1)
                         m.next = "BP_START"
+            if net.error_out is not None:
+                with m.State("BP_FLUSH"):
+                    m.d.comb += phase["bp"].eq(1)
+                    with m.If(net.error_out.idle):
+                        m.next = "IDLE"
             with m.State("UPDATE"):
                 m.d.comb += [phase["update"].eq(1), bwd["update_start"].eq(1)]
                 m.next = "UPDATE_WAIT"
@@ -385,13 +459,15 @@ class Core(wiring.Component):
         wg = bwd["wg"]
 
         # state and argument checks of a command that passed the header checks
+        # a later layer's slice takes its inputs from the spike network, not from pixels
+        inputs_from_network = self.role is not None and self.role.spike_senders
         with m.Switch(self.chk_op):
             with m.Case(Op.INFER, Op.TRAIN):
                 with m.If(self.chk_region > 1):
                     m.d.comb += self.chk_error.eq(Error.BAD_ARG)
                 with m.Elif(self.chk_region[0] & ~state.spikes_loaded):
                     m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
-                with m.Elif(~self.chk_region[0] & ~state.sample_loaded):
+                with m.Elif(Const(0) if inputs_from_network else ~self.chk_region[0] & ~state.sample_loaded):
                     m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
                 with m.Elif((self.chk_op == Op.TRAIN) & (state.batch_samples == p.max_batch)):
                     m.d.comb += self.chk_error.eq(Error.WRONG_STATE)  # the gradient memory holds one batch
@@ -620,6 +696,56 @@ class Core(wiring.Component):
         halves = [staged(reduce(operator.or_, part)) for part in (terms[:half], terms[half:])]
         m.d.sync += self.acc_rdata.eq(halves[0] | halves[1])
 
+    def _network(self, m, bitmap_wr) -> SimpleNamespace:
+        """A slice core's inboxes and outboxes (all None on a one-core accelerator). The spike
+        inbox writes the input bitmap here; the FP engine feeds the spike outbox, and the error
+        side is wired in :meth:`_backward`."""
+        from .inbox import ErrorInbox, ErrorOutbox, SpikeInbox, SpikeOutbox
+
+        net = SimpleNamespace(spike_in=None, spike_out=None, error_in=None, error_out=None)
+        r = self.role
+        if r is None:
+            return net
+        cfg, p, T = self.cfg, self.p, self.T
+        P, L = p.lanes, cfg.network.layers
+        if r.spike_senders:
+            m.submodules.spike_inbox = net.spike_in = ib = SpikeInbox(T, L[0], P, r.spike_senders)
+            width = len(ib.flits.payload.as_value())
+            m.d.comb += [ib.flits.valid.eq(self.spike_receive.valid), self.spike_receive.ready.eq(ib.flits.ready),
+                         ib.flits.payload.eq(self.spike_receive.payload.data[:width])]
+            with m.If(ib.wr_en.any()):  # the encoder is idle while the inbox collects
+                m.d.comb += [bitmap_wr.en.eq(ib.wr_en), bitmap_wr.addr.eq(ib.wr_addr), bitmap_wr.data.eq(ib.wr_data)]
+        if r.spike_dst is not None:
+            m.submodules.spike_outbox = net.spike_out = ob = SpikeOutbox(P, T, r.layer_neurons, r.offset,
+                                                                           self.groups[1], r.spike_dst, r.core)
+            self._to_network(m, ob.flits, self.spike_send)
+        if r.error_senders:
+            m.submodules.error_inbox = net.error_in = ei = ErrorInbox(
+                T, L[1], r.acc_bits, p.error_bits, p.error_shift, p.error_rounding, r.error_senders,
+                index_neurons=r.error_index_neurons)
+            width = len(ei.flits.payload.as_value())
+            m.d.comb += [ei.flits.valid.eq(self.error_receive.valid), self.error_receive.ready.eq(ei.flits.ready),
+                         ei.flits.payload.eq(self.error_receive.payload.data[:width])]
+        if r.error_owners is not None:
+            m.submodules.error_outbox = net.error_out = eo = ErrorOutbox(P, r.acc_bits, T, list(r.error_owners), r.core)
+            self._to_network(m, eo.flits, self.error_send)
+        if net.spike_out is None:  # the output layer's slices send no spikes
+            m.d.comb += self.spike_send.valid.eq(0)
+        if net.error_out is None:  # the first layer's slices send no errors
+            m.d.comb += self.error_send.valid.eq(0)
+        if net.spike_in is None:
+            m.d.comb += self.spike_receive.ready.eq(0)  # nothing is addressed to a first-layer slice
+        if net.error_in is None:
+            m.d.comb += self.error_receive.ready.eq(0)
+        return net
+
+    @staticmethod
+    def _to_network(m, flits, port):
+        """An outbox's flits onto a network port (whose data may be wider than this core's)."""
+        m.d.comb += [port.valid.eq(flits.valid), flits.ready.eq(port.ready), port.payload.src.eq(flits.payload.src),
+                     port.payload.dst_lo.eq(flits.payload.dst_lo), port.payload.dst_hi.eq(flits.payload.dst_hi),
+                     port.payload.data.eq(flits.payload.data)]
+
     def _weights_of(self, m, l):
         """Layer l's weight memory; in the layered (single-port) one, the accesses the caller
         makes under its current condition are of layer l."""
@@ -629,12 +755,13 @@ class Core(wiring.Component):
         return w
 
     def _backward(self, m, readout, events, wg_events, spike_mems, surr_mems, spike_wr, surr_wr, layer, backward, t,
-                  lr_shift):
+                  lr_shift, net):
         """BP engine, feeder, error memories, delta buffer and the WG engine (one for all layers)."""
         cfg, p = self.cfg, self.p
         P, T, L, n = p.lanes, self.T, cfg.network.layers, self.n_layers
         groups = self.groups
-        m.submodules.bp = bp = BpEngine(p)
+        # a slice above the first layer sends unrounded partial sums; the cores below round them
+        m.submodules.bp = bp = BpEngine(p, partial=net.error_out is not None)
         self.collisions.include(bp.collisions)
         shifts = [cfg.training.lr_shift_at(e) for e in range(cfg.training.epochs)]
         # one WG engine for every layer: the layers accumulate and update one after another, so
@@ -677,6 +804,28 @@ class Core(wiring.Component):
         for l, rp in enumerate(spk_rd):
             self.collisions.watch(m, f"spikes{l + 1}_bp", rp, spike_wr[l + 1])
 
+        # a slice below the output layer: its errors of every timestep, rounded once by the error
+        # inbox (t-major, one neuron at a time), written before BP starts
+        eps_clear, eps_last = Signal(), Signal()
+        if net.error_in is not None:
+            m.submodules.errors_in = eps_in = self.collisions.memory(shape=lanes_e, depth=T * groups[1], init=[])
+            eps_in_wr = eps_in.write_port(granularity=1)  # one lane (element) at a time
+            eps_in_rd = eps_in.read_port()
+            m.d.comb += eps_in_rd.en.eq(0)
+            self.collisions.watch(m, "errors_in", eps_in_rd, eps_in_wr)
+            eps = net.error_in.eps
+            filled = Signal(range(T * L[1] + 1))
+            m.d.comb += eps.ready.eq(1)
+            with m.If(eps_clear):
+                m.d.sync += filled.eq(0)
+            with m.Elif(eps.valid):
+                m.d.comb += [eps_in_wr.en.eq(Const(1, P) << eps.payload.index[:P.bit_length() - 1] if P > 1 else 1),
+                             eps_in_wr.addr.eq(times_const(eps.payload.t, groups[1]) + (eps.payload.index >> (P.bit_length() - 1))),
+                             eps_last.eq(filled == T * L[1] - 1)]
+                for k in range(P):
+                    m.d.comb += eps_in_wr.data[k].eq(eps.payload.value)
+                m.d.sync += filled.eq(filled + 1)
+
         # ---- feeder: (ε, g, s) of layer `layer` at timestep t, one group per cycle ----
         feed_start = Signal()
         active = Signal()
@@ -706,6 +855,8 @@ class Core(wiring.Component):
                              ein.payload.spikes.eq(spk_rd[l].data)]
                 if l < n - 1:
                     m.d.comb += [eps_rd[l].en.eq(adv), eps_rd[l].addr.eq(addr), ein.payload.error.eq(eps_rd[l].data)]
+                elif net.error_in is not None:  # a slice below the output layer
+                    m.d.comb += [eps_in_rd.en.eq(adv), eps_in_rd.addr.eq(addr), ein.payload.error.eq(eps_in_rd.data)]
                 else:
                     m.d.comb += ein.payload.error.eq(err_q)
         with m.If(feed_start):
@@ -718,7 +869,15 @@ class Core(wiring.Component):
                 m.d.sync += active.eq(0)
 
         # ---- BP outputs: δ to the buffer (and observers), ε' to the previous layer's memory ----
-        m.d.comb += [bp.delta_out.ready.eq(1), bp.error_out.ready.eq(1)]
+        # (a slice's partial sums to the error outbox instead, which may hold the engine back)
+        if net.error_out is not None:
+            items = net.error_out.items
+            m.d.comb += [bp.delta_out.ready.eq(1), items.valid.eq(bp.error_out.valid), bp.error_out.ready.eq(items.ready),
+                         items.payload.group.eq(bp.error_out.payload.group), net.error_out.t.eq(t)]
+            for k in range(P):  # sign-extended to the network's width
+                m.d.comb += items.payload.delta[k].eq(bp.error_out.payload.delta[k])
+        else:
+            m.d.comb += [bp.delta_out.ready.eq(1), bp.error_out.ready.eq(1)]
         m.d.comb += [d_wr.en.eq(bp.delta_out.valid), d_wr.addr.eq(bp.delta_out.payload.group),
                      d_wr.data.eq(bp.delta_out.payload.delta)]
         m.d.comb += [self.bp_obs_valid.eq(bp.delta_out.valid), self.bp_obs_layer.eq(layer),
@@ -792,4 +951,4 @@ class Core(wiring.Component):
                 m.d.comb += update_lfsr.take.eq(wg.draw_take)
         return {"bp": bp, "feed_start": feed_start, "feed_idle": ~active & ~fe_valid, "wg_busy": wg_busy,
                 "update_start": update_start, "updating": updating, "wg": wg, "update_lfsr": update_lfsr,
-                "wg_here": wg_here, "host_lfsr_load": host_lfsr_load}
+                "wg_here": wg_here, "host_lfsr_load": host_lfsr_load, "eps_clear": eps_clear, "eps_last": eps_last}

@@ -114,17 +114,19 @@ class ErrorInbox(wiring.Component):
     """Partial sums in, rounded errors out, for one slice of ``neurons`` neurons.
 
     ``flits``: error flit data (:func:`error_flit_layout`). ``complete``: all ``senders`` end
-    markers are in; from then on flits wait (they belong to the next sample). ``finish`` (a pulse
+    markers are in; from then on flits wait (they belong to the next sample). ``index_neurons``:
+    the index range of the flits (the largest slice of the layer; default ``neurons``). ``finish`` (a pulse
     once complete): ``eps`` streams (t, index, value) in t-major order, then the inbox takes the
     next sample's flits."""
 
     def __init__(self, timesteps: int, neurons: int, acc_bits: int, error_bits: int, error_shift: int,
-                 rounding: str, senders: int):
+                 rounding: str, senders: int, index_neurons: int | None = None):
         if senders < 1:
             raise ValueError(f"an error inbox needs at least one sender, got {senders}")
         self.T, self.n, self.acc_bits = timesteps, neurons, acc_bits
         self.error_bits, self.error_shift, self.rounding, self.senders = error_bits, error_shift, rounding, senders
-        self.flit = error_flit_layout(timesteps, neurons, acc_bits)
+        # the senders size the flit's index field for the largest slice of this layer (ErrorOutbox)
+        self.flit = error_flit_layout(timesteps, index_neurons or neurons, acc_bits)
         out = data.StructLayout({"t": range(timesteps), "index": range(neurons), "value": signed(error_bits)})
         super().__init__({
             "flits": In(stream.Signature(self.flit)),

@@ -1,6 +1,22 @@
-"""Several cores running a network's forward pass together over the spike network.
+"""Several cores training a network together over the interconnect (:class:`MultiCoreTop`), and
+the forward-only stage that came first (:class:`MultiCoreForward`).
 
-This is the first stage of the multi-core accelerator (docs/multicore.md, "Plan"): each core
+:class:`MultiCoreTop` is the multi-core accelerator: one :class:`~spikeforge.rtl.core.Core` per
+slice of the placement (``spikeforge.mapper.place_by_layer``), each behind its own host interface
+(``cmd_k`` / ``rsp_k``: docs/host-protocol.md, the core's own regions), joined by the spike and
+error networks of rtl/noc.py. A core is the one-core design computing the one-layer network of its
+slice, with the inboxes and outboxes of its :class:`~spikeforge.rtl.slice_role.SliceRole`:
+
+    host ─► core 0 (L1[0:32]) ─┐ spikes          errors ┌─ core 5 (L2[..]) ◄─ host
+    host ─► core 1 (L1[32:64]) ┴─► spike network ─► ... ─┘ ◄─ error network ◄─ ...
+
+The host starts every core with one TRAIN (INFER) per sample: the first layer's cores encode
+the pixels, the others wait for their input spikes; the output layer's cores decide and start
+the backward pass; each core below the output layer waits for its error partial sums, rounds them
+once, and runs BP and WG on its slice. UPDATE is per core, after the host has written the core's
+jumped update-LFSR state (docs/arithmetic.md §7.1).
+
+The forward-only stage, kept for its per-timestep tests: of the multi-core accelerator (docs/multicore.md, "Plan"): each core
 holds one slice of a layer and runs its forward pass with the same engines as the one-core
 design (spike scanner, FP engine); spikes travel between cores as flits:
 
@@ -20,7 +36,7 @@ one sample per run (``start``), the weights in each core's memory at elaboration
 from __future__ import annotations
 
 import torch
-from amaranth import Module, Signal
+from amaranth import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -34,7 +50,7 @@ from .noc import ChainNetwork, flit_layout
 from .params import CoreParams
 from .spike_scanner import SpikeScanner
 
-__all__ = ["ForwardSlice", "MultiCoreForward", "slice_config"]
+__all__ = ["ForwardSlice", "MultiCoreForward", "MultiCoreTop", "default_placement", "slice_config"]
 
 
 def slice_config(cfg: SpikeforgeConfig, s: Slice) -> SpikeforgeConfig:
@@ -208,4 +224,66 @@ class MultiCoreForward(wiring.Component):
         for sl in self.slices:
             all_done = all_done & sl.done
         m.d.comb += [self.done.eq(all_done), self.misroute.eq(net.misroute)]
+        return m
+
+
+def default_placement(cfg: SpikeforgeConfig) -> Placement:
+    """The placement a ``MultiCoreTop`` of ``cfg`` runs: one slice per core, every layer on cores
+    of its own (``spikeforge.mapper.place_by_layer``)."""
+    from spikeforge.mapper import place_by_layer
+
+    hw = cfg.hardware
+    return place_by_layer(cfg.network.layers, hw.cores, hw.core_neurons, hw.core_synapses, align=hw.lanes)
+
+
+class MultiCoreTop(wiring.Component):
+    """``cfg``'s network on the cores of ``placement`` (default: ``place_by_layer`` on
+    ``hardware.cores``), one slice per core. Ports: ``cmd_k`` / ``rsp_k`` of each core's host
+    interface, ``misroute`` (spike network, error network: a core addressed a flit wrongly) and
+    ``rw_collision`` (any core's no_rw_check memories, for simulation)."""
+
+    def __init__(self, cfg: SpikeforgeConfig, placement: Placement | None = None, depth: int = 2):
+        from .bp_engine import accumulator_bits
+        from .core import Core
+        from .host import HostInterface
+        from .noc import Interconnect
+        from .protocol import regions
+        from .slice_role import roles_of
+
+        hw = cfg.hardware
+        self.cfg = cfg
+        self.placement = placement or default_placement(cfg)
+        acc_bits = accumulator_bits(CoreParams.from_config(cfg))  # the whole network's widest W^T delta sum
+        self.roles = roles_of(self.placement, cfg.network.timesteps, acc_bits)
+        self.slice_cfgs = [slice_config(cfg, held[0]) for held in self.placement.cores]
+        self.cores = [Core(scfg, role=r) for scfg, r in zip(self.slice_cfgs, self.roles)]
+        self.hosts = [HostInterface(regions(scfg), n_inputs=scfg.network.layers[0], n_outputs=scfg.network.layers[-1],
+                                    wait_for_idle=hw.large_memories == "single_port") for scfg in self.slice_cfgs]
+        r0 = self.roles[0]
+        self.network = Interconnect(self.placement.n_cores, r0.spike_width, r0.error_width, depth)
+        ports = {}
+        for k in range(self.placement.n_cores):
+            ports[f"cmd_{k}"] = In(stream.Signature(32))
+            ports[f"rsp_{k}"] = Out(stream.Signature(32))
+        super().__init__({**ports, "misroute": Out(2), "rw_collision": Out(1)})
+
+    def elaborate(self, platform):
+        from .top import _CORE_DRIVES, _HOST_DRIVES
+
+        m = Module()
+        m.submodules.network = net = self.network
+        collisions = []
+        for k, (core, host) in enumerate(zip(self.cores, self.hosts)):
+            m.submodules[f"core{k}"] = core
+            m.submodules[f"host{k}"] = host
+            wiring.connect(m, wiring.flipped(getattr(self, f"cmd_{k}")), host.cmd)
+            wiring.connect(m, host.rsp, wiring.flipped(getattr(self, f"rsp_{k}")))
+            m.d.comb += [getattr(core, n).eq(getattr(host, n)) for n in _HOST_DRIVES]
+            m.d.comb += [getattr(host, n).eq(getattr(core, n)) for n in _CORE_DRIVES]
+            wiring.connect(m, core.spike_send, net.spikes.send(k))
+            wiring.connect(m, net.spikes.deliver(k), core.spike_receive)
+            wiring.connect(m, core.error_send, net.errors.send(k))
+            wiring.connect(m, net.errors.deliver(k), core.error_receive)
+            collisions.append(core.rw_collision)
+        m.d.comb += [self.misroute.eq(net.misroute), self.rw_collision.eq(Cat(*collisions).any())]
         return m

@@ -56,7 +56,11 @@ class Client:
              what: str | None = None) -> tuple[int, list[int]]:
         """One command; returns (status, data words). Raises :class:`HostError` on a refusal
         when ``check``."""
-        rsp = self.t.transact(command(op, region, count, arg, payload))
+        return self.answer(op, self.t.transact(command(op, region, count, arg, payload)), check, what)
+
+    @staticmethod
+    def answer(op: int, rsp: list[int], check: bool = True, what: str | None = None) -> tuple[int, list[int]]:
+        """(status, data words) of the response ``rsp`` to a command ``op``."""
         status, echo, n = split_response(rsp[0])
         if echo != op or len(rsp) != 1 + n:
             raise RuntimeError(f"protocol out of step: sent opcode {op:#x}, response {rsp[0]:#010x} "

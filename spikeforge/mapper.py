@@ -21,7 +21,7 @@ from typing import Any
 
 from spikeforge.config import SpikeforgeConfig
 
-__all__ = ["MappingError", "Slice", "Placement", "place", "place_config"]
+__all__ = ["MappingError", "Slice", "Placement", "place", "place_by_layer", "place_config"]
 
 
 class MappingError(ValueError):
@@ -148,8 +148,49 @@ def place(layers: tuple[int, ...] | list[int], cores: int, core_neurons: int, co
                 out.append(Slice(l, lo - starts[l], hi - starts[l], fan_ins[l]))
         held.append(tuple(out))
     placement = Placement(layers, tuple(held))
-    need = max(-(-total // core_synapses), -(-total_neurons // core_neurons))  # a lower bound
-    for c, h in enumerate(held):
+    _check_capacity(placement, core_neurons, core_synapses, need=max(-(-total // core_synapses),
+                                                                       -(-total_neurons // core_neurons)))
+    return placement
+
+
+def place_by_layer(layers: tuple[int, ...] | list[int], cores: int, core_neurons: int, core_synapses: int,
+                   align: int = 1) -> Placement:
+    """One slice per core: every LIF layer gets a group of cores of its own (at least one), in
+    proportion to its synapses, and is cut into nearly equal slices at multiples of ``align``.
+
+    This is the placement the multi-core RTL runs (rtl/multicore.py): a core never holds the end of
+    one layer and the start of the next."""
+    layers = tuple(layers)
+    if len(layers) < 2:
+        raise MappingError(f"network.layers = {list(layers)}: need the input size and at least one LIF layer")
+    sizes, fan_ins = list(layers[1:]), list(layers[:-1])
+    n = len(sizes)
+    if not n <= cores <= 20:
+        raise MappingError(f"hardware.cores = {cores}: one slice per core needs one core per LIF layer at least "
+                           f"({n}) and a spikeforge accelerator has at most 20")
+    most = [-(-size // align) for size in sizes]  # slices a layer can be cut into at aligned cuts
+    if cores > sum(most):
+        raise MappingError(f"hardware.cores = {cores} but the layers {sizes} give at most {sum(most)} slices "
+                           f"of {align} neurons (hardware.lanes)")
+    share = [1] * n
+    for _ in range(cores - n):  # the next core to the layer whose cores carry the most synapses each
+        l = max((l for l in range(n) if share[l] < most[l]), key=lambda l: (sizes[l] * fan_ins[l] / share[l], -l))
+        share[l] += 1
+    held = []
+    for l, (size, k) in enumerate(zip(sizes, share)):
+        groups = most[l]
+        cuts = [min(size, (i * groups // k) * align) for i in range(k)] + [size]
+        held += [(Slice(l, lo, hi, fan_ins[l]),) for lo, hi in zip(cuts, cuts[1:])]
+    placement = Placement(layers, tuple(held))
+    total = sum(s * f for s, f in zip(sizes, fan_ins))
+    _check_capacity(placement, core_neurons, core_synapses,
+                    need=max(-(-total // core_synapses), -(-sum(sizes) // core_neurons), n))
+    return placement
+
+
+def _check_capacity(placement: Placement, core_neurons: int, core_synapses: int, need: int) -> None:
+    total = sum(s.synapses for held in placement.cores for s in held)
+    for c, h in enumerate(placement.cores):
         n = sum(s.neurons for s in h)
         syn = sum(s.synapses for s in h)
         what = " ".join(str(s) for s in h)
@@ -163,7 +204,6 @@ def place(layers: tuple[int, ...] | list[int], cores: int, core_neurons: int, co
                 f"core {c} would hold {syn} synapses ({what}) but hardware.core_synapses = {core_synapses}; "
                 f"this network of {total} synapses needs at least {need} cores"
             )
-    return placement
 
 
 def place_config(cfg: SpikeforgeConfig, cores: int | None = None) -> Placement:

@@ -48,50 +48,55 @@ RESPONSE_TIMEOUT_CYCLES = 5_000_000
 class CocotbTransport:
     """``transact(words)`` for blocking client code running in a bridge thread."""
 
-    def __init__(self, dut, rng: random.Random, gap: float, stall: float):
+    def __init__(self, dut, rng: random.Random, gap: float, stall: float, cmd: str = "cmd", rsp: str = "rsp"):
         self.dut, self.rng, self.gap, self.stall = dut, rng, gap, stall
         self.transact = resume(self._transact)
-        dut.cmd__valid.value = 0
-        dut.cmd__payload.value = 0
-        dut.rsp__ready.value = 0
+        # the stream ports (a multi-core top has one pair per core: cmd_3, rsp_3)
+        self.cmd_valid, self.cmd_ready = getattr(dut, f"{cmd}__valid"), getattr(dut, f"{cmd}__ready")
+        self.cmd_payload = getattr(dut, f"{cmd}__payload")
+        self.rsp_valid, self.rsp_ready = getattr(dut, f"{rsp}__valid"), getattr(dut, f"{rsp}__ready")
+        self.rsp_payload = getattr(dut, f"{rsp}__payload")
+        self.cmd_valid.value = 0
+        self.cmd_payload.value = 0
+        self.rsp_ready.value = 0
 
     async def _transact(self, words: list[int]) -> list[int]:
         d = self.dut
         for w in words:
             while self.rng.random() < self.gap:
-                d.cmd__valid.value = 0
+                self.cmd_valid.value = 0
                 await RisingEdge(d.clk)
-            d.cmd__payload.value = w
-            d.cmd__valid.value = 1
+            self.cmd_payload.value = w
+            self.cmd_valid.value = 1
             while True:
                 await ReadOnly()
-                taken = int(d.cmd__ready.value) == 1
+                taken = int(self.cmd_ready.value) == 1
                 await RisingEdge(d.clk)
                 if taken:
                     break
-        d.cmd__valid.value = 0
+        self.cmd_valid.value = 0
         out: list[int] = []
         expected = None
         while expected is None or len(out) < expected:
             ready = self.rng.random() >= self.stall
-            d.rsp__ready.value = int(ready)
+            self.rsp_ready.value = int(ready)
             await ReadOnly()
-            valid = int(d.rsp__valid.value) == 1
+            valid = int(self.rsp_valid.value) == 1
             if valid and ready:
-                out.append(_u(d.rsp__payload.value))
+                out.append(_u(self.rsp_payload.value))
                 if expected is None:
                     expected = 1 + split_response(out[0])[2]
                 await RisingEdge(d.clk)
             elif not valid:
                 # the core is computing: no Python per cycle until it answers
                 try:
-                    await with_timeout(RisingEdge(d.rsp__valid), RESPONSE_TIMEOUT_CYCLES * CLOCK_NS, "ns")
+                    await with_timeout(RisingEdge(self.rsp_valid), RESPONSE_TIMEOUT_CYCLES * CLOCK_NS, "ns")
                 except SimTimeoutError:
                     raise TimeoutError(f"no response within {RESPONSE_TIMEOUT_CYCLES} cycles to command "
                                        f"{words[0]:#010x}: the core hangs") from None
             else:
                 await RisingEdge(d.clk)
-        d.rsp__ready.value = 0
+        self.rsp_ready.value = 0
         return out
 
 

@@ -1,0 +1,45 @@
+"""Build the multi-core accelerator (``MultiCoreTop``) for a config under Verilator and run one of
+the cocotb tests of :mod:`spikeforge.sim.tb.tb_multicore` on it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from spikeforge.config import SpikeforgeConfig
+
+from .runner import BUILD_ROOT, CosimResult, build, build_dir_for, run
+from .verilog import write_verilog
+
+__all__ = ["TOP", "BENCH", "build_multicore", "run_multicore"]
+
+TOP = "spikeforge_multicore"
+BENCH = "spikeforge.sim.tb.tb_multicore"
+
+
+def build_multicore(cfg: SpikeforgeConfig, progress: bool = False) -> Path:
+    """Verilog + Verilator build for ``cfg`` (cached: rebuilt only when the Verilog changes)."""
+    from spikeforge.rtl.multicore import MultiCoreTop
+
+    bdir = build_dir_for(TOP, cfg.to_dict())
+    if progress:
+        print(f"generating Verilog for {cfg.hardware.cores} cores and building the Verilator model in {bdir} "
+              "(cached after the first time)", file=sys.stderr)
+    src = write_verilog(MultiCoreTop(cfg), bdir, TOP)
+    build(src, TOP, bdir)
+    return bdir
+
+
+def run_multicore(cfg: SpikeforgeConfig, testcase: str, args: dict[str, Any], run_dir: Path | None = None,
+                  seed: int = 0, waves: bool = False) -> tuple[CosimResult, dict | None]:
+    """Run ``testcase`` with ``args`` (plus config and seed); return the result and the JSON the
+    test wrote to ``run_dir/out.json`` (None if it wrote none)."""
+    bdir = build_multicore(cfg)
+    run_dir = Path(run_dir) if run_dir else BUILD_ROOT / "runs" / f"mc-{testcase}-{cfg.digest()}-{seed}"
+    out = run_dir / "out.json"
+    out.unlink(missing_ok=True)
+    full = {"config": cfg.to_dict(), "seed": seed, "out": str(out.resolve()), **args}
+    res = run(bdir, TOP, BENCH, run_dir=run_dir, args=full, seed=seed, waves=waves, testcase=testcase)
+    return res, (json.loads(out.read_text()) if out.is_file() else None)

@@ -1,0 +1,205 @@
+"""The host side of the multi-core accelerator (rtl/multicore.py ``MultiCoreTop``).
+
+Each core has its own host port and regions (docs/host-protocol.md) for the one-layer network of
+its slice; :class:`MultiCoreRtlBackend` is the training driver's backend over all of them:
+
+- weights are loaded and read per core (the rows of its slice) and gathered per layer;
+- per sample, SAMPLE goes to the first layer's cores (pixels, seed) and to the output layer's
+  core (the label), then TRAIN/INFER goes to *every* core at once -- the cores wait for each other
+  over the interconnect, so the commands must be outstanding together (``transact_all``), and
+  the next sample starts when every core has answered (one sample in flight);
+- per batch, each core gets its jumped update-LFSR state (docs/arithmetic.md §7.1: the one-core
+  stream's state at the slice's first weight), then UPDATE.
+
+``transact_all(jobs)`` takes ``[(transport, words), ...]`` and returns each command's response,
+the commands running concurrently (cocotb: one task per core, sim/tb/tb_multicore.py).
+
+:class:`LockstepBackend` runs a second backend (the golden multi-core model) beside it and stops
+at the first sample whose prediction, or the first core whose weights after an update, differ.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from spikeforge.config import SpikeforgeConfig
+from spikeforge.golden import lfsr, model
+from spikeforge.golden.backend import update_seed
+from spikeforge.mapper import Placement
+from spikeforge.rtl.protocol import Op, RegionId, command
+
+from .driver import Client
+
+__all__ = ["MultiCoreRtlBackend", "LockstepBackend", "slice_lfsr_states"]
+
+TransactAll = Callable[[list[tuple[object, list[int]]]], list[list[int]]]
+
+
+def slice_lfsr_states(cfg: SpikeforgeConfig, placement: Placement, stream_state: int, lr_shift: int) -> list[int] | None:
+    """Each core's update-LFSR state for an update that starts the one-core stream at
+    ``stream_state`` (None when the update draws nothing)."""
+    if not (cfg.training.update_rounding == "stochastic" and lr_shift):
+        return None
+    bits = model.update_draw_bits(lr_shift)
+    offsets = [0]
+    for n_out, n_in in cfg.layer_shapes:
+        offsets.append(offsets[-1] + n_out * n_in)
+    return [lfsr.jump(stream_state, (offsets[s.layer] + s.lo * s.fan_in) * bits) for (s,) in placement.cores]
+
+
+class MultiCoreRtlBackend:
+    """spikeforge.train.Backend on the cores of a ``MultiCoreTop``: ``clients[k]`` speaks to core k
+    (built for ``slice_cfgs[k]``)."""
+
+    name = "rtl-multicore"
+
+    def __init__(self, cfg: SpikeforgeConfig, placement: Placement, clients: Sequence[Client], transact_all: TransactAll,
+                 weights: list[torch.Tensor] | None = None):
+        if len(clients) != placement.n_cores:
+            raise ValueError(f"{len(clients)} clients for {placement.n_cores} cores")
+        self.cfg, self.placement, self.clients, self.transact_all = cfg, placement, list(clients), transact_all
+        self.slices = [held[0] for held in placement.cores]
+        n_lif = len(cfg.network.layers) - 1
+        self.first = [k for k, s in enumerate(self.slices) if s.layer == 0]
+        outputs = [k for k, s in enumerate(self.slices) if s.layer == n_lif - 1]
+        if len(outputs) != 1:
+            raise ValueError(f"the output layer must sit on one core (its readout decides); it is on cores {outputs}")
+        self.output = outputs[0]
+        for c in self.clients:
+            c.check_info()
+            c.clear_error()
+        self.load_weights(weights if weights is not None else model.init_weights(cfg))
+        self._lr_shift = cfg.training.lr_shift
+        for c in self.clients:
+            c.set_config(lr_shift=self._lr_shift)
+            c.clear_counters()
+        self.stream_state = lfsr.seed_state(update_seed(cfg))  # where the one-core update stream stands
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def lr_shift(self) -> int:
+        return self._lr_shift
+
+    @lr_shift.setter
+    def lr_shift(self, value: int) -> None:
+        if value != self._lr_shift:
+            for c in self.clients:
+                c.set_config(lr_shift=value)
+            self._lr_shift = value
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        rows = [c.weights()[0] for c in self.clients]
+        return [torch.cat([rows[k] for k, s in enumerate(self.slices) if s.layer == l])
+                for l in range(len(self.cfg.layer_shapes))]
+
+    def core_weights(self, k: int) -> torch.Tensor:
+        return self.clients[k].weights()[0]
+
+    def load_weights(self, weights: list[torch.Tensor]) -> None:
+        model._check_weights(self.cfg, weights)
+        for c, s in zip(self.clients, self.slices):
+            c.load_weights([weights[s.layer][s.lo:s.hi]])
+
+    def seed_update_lfsr(self, seed: int) -> None:
+        self.stream_state = lfsr.seed_state(seed)
+
+    def counters(self) -> list[dict[str, int]]:
+        return [c.counters() for c in self.clients]
+
+    # -- commands ---------------------------------------------------------------------------------
+    def _all(self, op: int, arg: int = 0) -> list[list[int]]:
+        """``op`` to every core at once; each core's data words."""
+        rsps = self.transact_all([(c.t, command(op, arg, 0, 0, ())) for c in self.clients])
+        return [Client.answer(op, rsp, what=f"{Op(op).name} on core {k}")[1] for k, rsp in enumerate(rsps)]
+
+    def _load(self, px: torch.Tensor, label: int, seed: int) -> None:
+        pixels = [int(v) for v in px]
+        for k in self.first:
+            self.clients[k].sample(pixels, label, seed)
+        if self.output not in self.first:  # only its label matters: the spike network brings its inputs
+            self.clients[self.output].sample([0] * self.slices[self.output].fan_in, label, seed)
+
+    def infer(self, pixels: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        out = []
+        for px, seed in zip(pixels, seeds):
+            self._load(px, 0, int(seed))
+            out.append(self._all(Op.INFER)[self.output][0])
+        return torch.tensor(out, dtype=torch.int64)
+
+    def train_batch(self, pixels: torch.Tensor, seeds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        out = []
+        for px, seed, y in zip(pixels, seeds, labels):
+            self._load(px, int(y), int(seed))
+            out.append(self._all(Op.TRAIN)[self.output][0])
+        states = slice_lfsr_states(self.cfg, self.placement, self.stream_state, self._lr_shift)
+        if states is not None:
+            for c, state in zip(self.clients, states):
+                c.set_config(update_lfsr_state=state)
+        self._all(Op.UPDATE)
+        if states is not None:
+            total = sum(n_out * n_in for n_out, n_in in self.cfg.layer_shapes)
+            self.stream_state = lfsr.jump(self.stream_state, total * model.update_draw_bits(self._lr_shift))
+        return torch.tensor(out, dtype=torch.int64)
+
+
+class LockstepBackend:
+    """The multi-core RTL and a reference backend (``MultiCoreGolden`` on the same placement) run
+    side by side: predictions per sample and each core's weights after each update must be equal.
+    ``mismatch`` describes the first difference (the run stops there)."""
+
+    def __init__(self, rtl: MultiCoreRtlBackend, ref, replay: str = "?"):
+        self.rtl, self.ref, self.replay = rtl, ref, replay
+        self.name = f"{rtl.name}+lockstep"
+        self.batches = 0
+        self.samples = 0
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        return self.rtl.weights
+
+    @property
+    def lr_shift(self) -> int:
+        return self.rtl.lr_shift
+
+    @lr_shift.setter
+    def lr_shift(self, value: int) -> None:
+        self.rtl.lr_shift = value
+        self.ref.lr_shift = value
+
+    def load_weights(self, weights):
+        self.rtl.load_weights(weights)
+        self.ref.load_weights(weights)
+
+    def seed_update_lfsr(self, seed: int) -> None:
+        self.rtl.seed_update_lfsr(seed)
+        self.ref.seed_update_lfsr(seed)
+
+    def _fail(self, what: str) -> None:
+        raise AssertionError(f"multi-core RTL differs from {self.ref.name}: {what}\nreplay: {self.replay}")
+
+    def infer(self, pixels, seeds):
+        got, want = self.rtl.infer(pixels, seeds), self.ref.infer(pixels, seeds)
+        if not torch.equal(got, want):
+            k = int((got != want).nonzero()[0])
+            self._fail(f"inference sample {k} of this call predicts {int(got[k])}, expected {int(want[k])}")
+        return got
+
+    def train_batch(self, pixels, seeds, labels):
+        got = self.rtl.train_batch(pixels, seeds, labels)
+        want = self.ref.train_batch(pixels, seeds, labels)
+        if not torch.equal(got, want):
+            k = int((got != want).nonzero()[0])
+            self._fail(f"batch {self.batches}, sample {k}: predicted {int(got[k])}, expected {int(want[k])}")
+        for k, (s,) in enumerate(self.rtl.placement.cores):
+            w_rtl = self.rtl.core_weights(k)
+            w_ref = self.ref.core_weights[k][0]
+            if not torch.equal(w_rtl, w_ref):
+                j, i = (w_rtl != w_ref).nonzero()[0].tolist()
+                self._fail(f"after update {self.batches}, core {k} ({s}) weight [{j}, {i}] is {int(w_rtl[j, i])}, "
+                           f"expected {int(w_ref[j, i])} ({int((w_rtl != w_ref).sum())} of {w_rtl.numel()} differ)")
+        self.batches += 1
+        self.samples += len(labels)
+        return got

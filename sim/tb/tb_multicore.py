@@ -1,0 +1,122 @@
+"""cocotb bench: the multi-core accelerator (rtl/multicore.py ``MultiCoreTop``) under Verilator,
+driven only through its cores' host ports by :class:`~spikeforge.sim.multicore_driver.MultiCoreRtlBackend`.
+
+Test ``lockstep`` trains on real samples with the golden multi-core model on the same placement
+running beside the RTL (:class:`~spikeforge.sim.multicore_driver.LockstepBackend`): every
+prediction and, after every update, every core's weights must be equal; it stops at the first
+difference with the replay command. Random idle gaps on every ``cmd_k`` and random low ready on
+every ``rsp_k`` come from the run's seed. The interconnect's ``misroute`` flags and the cores'
+``rw_collision`` must stay low.
+
+Arguments (``$SPIKEFORGE_COSIM_ARGS``)::
+
+    config     SpikeforgeConfig.to_dict() of the build
+    seed       drives gaps and backpressure
+    gap, stall probabilities (host streams)
+    replay     one-line command that reruns this simulation
+    lockstep   {"dataset", "samples", "epochs", "test_samples"}
+    out        JSON written with the results: weights_sha256, cycles per phase, counters
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import cocotb
+from cocotb.task import bridge, resume
+from cocotb.triggers import RisingEdge
+from cocotb.utils import get_sim_time
+
+from spikeforge.config import SpikeforgeConfig
+from spikeforge.rtl.multicore import default_placement, slice_config
+from spikeforge.rtl.protocol import Op, split_response
+from spikeforge.sim.driver import Client
+from spikeforge.sim.tb.tb_core import CLOCK_NS, CocotbTransport
+
+
+class MultiTB:
+    def __init__(self, dut, args: dict):
+        self.dut, self.args = dut, args
+        self.cfg = SpikeforgeConfig.from_dict(args["config"])
+        self.placement = default_placement(self.cfg)
+        self.seed = int(args.get("seed", 0))
+        gap, stall = float(args.get("gap", 0.0)), float(args.get("stall", 0.0))
+        self.transports = [CocotbTransport(dut, random.Random(self.seed * 1000 + k), gap, stall, cmd=f"cmd_{k}",
+                                           rsp=f"rsp_{k}") for k in range(self.placement.n_cores)]
+        self.clients = [Client(t, slice_config(self.cfg, held[0])) for t, held in zip(self.transports, self.placement.cores)]
+        self.transact_all = resume(self._transact_all)
+        #: cycles from issuing a command to every core until the last answer, per opcode
+        self.cycles_in: dict[str, int] = {}
+
+    async def start(self) -> None:
+        from cocotb.clock import Clock
+
+        Clock(self.dut.clk, CLOCK_NS, unit="ns").start()
+        self.dut.rst.value = 1
+        for _ in range(3):
+            await RisingEdge(self.dut.clk)
+        self.dut.rst.value = 0
+        await RisingEdge(self.dut.clk)
+
+    async def _transact_all(self, jobs):
+        t0 = get_sim_time("ns")
+        tasks = [cocotb.start_soon(t._transact(words)) for t, words in jobs]
+        out = [await task for task in tasks]
+        op = Op(split_response(out[0][0])[1]).name
+        self.cycles_in[op] = self.cycles_in.get(op, 0) + int((get_sim_time("ns") - t0) // CLOCK_NS)
+        return out
+
+    def check_flags(self) -> None:
+        if int(self.dut.misroute.value):
+            raise AssertionError(f"the interconnect flagged a misrouted flit (misroute = {int(self.dut.misroute.value):#b}: "
+                                 "bit 0 spike network, bit 1 error network)")
+        if int(self.dut.rw_collision.value):
+            raise AssertionError("a read met a same-cycle write of its address in a memory marked no_rw_check")
+
+
+@cocotb.test()
+async def lockstep(dut) -> None:
+    """Train on the multi-core RTL and the golden multi-core model side by side."""
+    import torch
+
+    from spikeforge.data import load_dataset
+    from spikeforge.golden.multicore import MultiCoreGolden
+    from spikeforge.sim.multicore_driver import LockstepBackend, MultiCoreRtlBackend
+    from spikeforge.sim.runner import cosim_args
+    from spikeforge.train import _seeds, EVAL_STREAM, train_epoch, weights_sha256
+
+    args = cosim_args()
+    opts = args["lockstep"]
+    tb = MultiTB(dut, args)
+    await tb.start()
+    cfg = tb.cfg
+
+    def job():
+        data = load_dataset(opts.get("dataset", "digits"), cfg.formats.pixel_bits, cfg.training.split_seed,
+                            opts.get("samples"))
+        rtl = MultiCoreRtlBackend(cfg, tb.placement, tb.clients, tb.transact_all)
+        ref = MultiCoreGolden(cfg, placement=tb.placement)
+        be = LockstepBackend(rtl, ref, args.get("replay", "?"))
+        t0 = time.perf_counter()
+        hashes = []
+        for epoch in range(int(opts.get("epochs", 1))):
+            train_epoch(be, cfg, data.train_x, data.train_y, epoch)
+            hashes.append(weights_sha256(be.weights, cfg.formats.weight_bits))
+            dut._log.info("epoch %d: %d batches, %d samples exact; weights_sha256 %s", epoch + 1, be.batches,
+                          be.samples, hashes[-1][:16])
+        n_test = min(int(opts.get("test_samples", 0)), len(data.test_x))
+        if n_test:
+            ids = torch.arange(n_test)
+            be.infer(data.test_x[:n_test], _seeds(cfg.training.seed, EVAL_STREAM, ids))
+        return {"cores": tb.placement.n_cores, "placement": tb.placement.to_dict(), "batches": be.batches,
+                "samples_trained": be.samples, "test_samples_inferred": n_test, "weights_sha256": hashes[-1],
+                "epoch_hashes": hashes, "wall_s": round(time.perf_counter() - t0, 3),
+                "cycles_in": dict(tb.cycles_in), "counters": rtl.counters()}
+
+    result = await bridge(job)()
+    tb.check_flags()
+    if args.get("out"):
+        Path(args["out"]).write_text(json.dumps(result, indent=2) + "\n")
