@@ -117,8 +117,8 @@ class MultiCoreRtlBackend:
 
     def _load(self, px: torch.Tensor, label: int, seed: int) -> None:
         pixels = [int(v) for v in px]
-        for k in self.first:
-            self.clients[k].sample(pixels, label, seed)
+        for k in self.first:  # a label is checked against the core's outputs: only the output core's counts
+            self.clients[k].sample(pixels, label if k == self.output else 0, seed)
         if self.output not in self.first:  # only its label matters: the spike network brings its inputs
             self.clients[self.output].sample([0] * self.slices[self.output].fan_in, label, seed)
 
