@@ -35,7 +35,7 @@ from amaranth.utils import ceil_log2
 from spikeforge.config import SpikeforgeConfig
 from spikeforge.golden.backend import update_seed
 
-from .arith import times_const
+from .arith import round_shift, saturate, times_const
 from .bp_engine import BpEngine, delta_group_layout
 from .bp_engine import group_bits as bp_group_bits
 from .encoder import Encoder
@@ -57,16 +57,13 @@ __all__ = ["Core"]
 
 class Core(wiring.Component):
     """``role``: None for a one-core accelerator; a :class:`~spikeforge.rtl.slice_role.SliceRole`
-    makes this core one slice of a multi-core accelerator (``cfg`` is then the slice's one-layer
-    network): it gains the interconnect ports ``spike_send``/``spike_receive`` and
-    ``error_send``/``error_receive`` (docs/multicore.md)."""
+    makes this core part of a multi-core accelerator (``cfg`` is then the network of what the core
+    holds: one slice of a layer, or whole consecutive layers): it gains the interconnect ports
+    ``spike_send``/``spike_receive`` and ``error_send``/``error_receive`` (docs/multicore.md)."""
 
     def __init__(self, cfg: SpikeforgeConfig, weights_init: list[dict] | None = None, role=None):
         self.cfg = cfg
         self.role = role
-        if role is not None and len(cfg.network.layers) != 2:
-            self._MustUse__silence = True  # refused: not an elaboratable anyone forgot to use
-            raise ValueError(f"a slice core computes one layer; its config has layers {cfg.network.layers}")
         self.p = p = CoreParams.from_config(cfg)
         L = cfg.network.layers
         self.n_layers = len(L) - 1
@@ -226,15 +223,16 @@ class Core(wiring.Component):
         # FP output: to this layer's spike/surrogate memories, the readout, the observation port
         # (and the spike outbox of a slice core, which may hold the engine back)
         out = fp.neuron_out
-        if net.spike_out is not None:
-            m.d.comb += [net.spike_out.items.valid.eq(out.valid), out.ready.eq(net.spike_out.items.ready),
+        last_layer = layer == self.n_layers - 1
+        if net.spike_out is not None:  # the core's last layer sends its spikes on
+            m.d.comb += [net.spike_out.items.valid.eq(out.valid & last_layer),
+                         out.ready.eq(net.spike_out.items.ready | ~last_layer),
                          net.spike_out.items.payload.group.eq(out.payload.group),
                          net.spike_out.items.payload.spikes.eq(out.payload.spikes), net.spike_out.t.eq(out_t)]
             out_fire = out.valid & out.ready
         else:
             m.d.comb += out.ready.eq(1)
             out_fire = out.valid
-        last_layer = layer == self.n_layers - 1
         with m.If(out_fire):
             for l in range(self.n_layers):
                 with m.If(layer == l):
@@ -717,11 +715,11 @@ class Core(wiring.Component):
                 m.d.comb += [bitmap_wr.en.eq(ib.wr_en), bitmap_wr.addr.eq(ib.wr_addr), bitmap_wr.data.eq(ib.wr_data)]
         if r.spike_dst is not None:
             m.submodules.spike_outbox = net.spike_out = ob = SpikeOutbox(P, T, r.layer_neurons, r.offset,
-                                                                           self.groups[1], r.spike_dst, r.core)
+                                                                           self.groups[-1], r.spike_dst, r.core)
             self._to_network(m, ob.flits, self.spike_send)
         if r.error_senders:
             m.submodules.error_inbox = net.error_in = ei = ErrorInbox(
-                T, L[1], r.acc_bits, p.error_bits, p.error_shift, p.error_rounding, r.error_senders,
+                T, L[-1], r.acc_bits, p.error_bits, p.error_shift, p.error_rounding, r.error_senders,
                 index_neurons=r.error_index_neurons)
             width = len(ei.flits.payload.as_value())
             m.d.comb += [ei.flits.valid.eq(self.error_receive.valid), self.error_receive.ready.eq(ei.flits.ready),
@@ -804,24 +802,24 @@ class Core(wiring.Component):
         for l, rp in enumerate(spk_rd):
             self.collisions.watch(m, f"spikes{l + 1}_bp", rp, spike_wr[l + 1])
 
-        # a slice below the output layer: its errors of every timestep, rounded once by the error
-        # inbox (t-major, one neuron at a time), written before BP starts
+        # a core below the output layer: its last layer's errors of every timestep, rounded once
+        # by the error inbox (t-major, one neuron at a time), written before BP starts
         eps_clear, eps_last = Signal(), Signal()
         if net.error_in is not None:
-            m.submodules.errors_in = eps_in = self.collisions.memory(shape=lanes_e, depth=T * groups[1], init=[])
+            m.submodules.errors_in = eps_in = self.collisions.memory(shape=lanes_e, depth=T * groups[-1], init=[])
             eps_in_wr = eps_in.write_port(granularity=1)  # one lane (element) at a time
             eps_in_rd = eps_in.read_port()
             m.d.comb += eps_in_rd.en.eq(0)
             self.collisions.watch(m, "errors_in", eps_in_rd, eps_in_wr)
             eps = net.error_in.eps
-            filled = Signal(range(T * L[1] + 1))
+            filled = Signal(range(T * L[-1] + 1))
             m.d.comb += eps.ready.eq(1)
             with m.If(eps_clear):
                 m.d.sync += filled.eq(0)
             with m.Elif(eps.valid):
                 m.d.comb += [eps_in_wr.en.eq(Const(1, P) << eps.payload.index[:P.bit_length() - 1] if P > 1 else 1),
-                             eps_in_wr.addr.eq(times_const(eps.payload.t, groups[1]) + (eps.payload.index >> (P.bit_length() - 1))),
-                             eps_last.eq(filled == T * L[1] - 1)]
+                             eps_in_wr.addr.eq(times_const(eps.payload.t, groups[-1]) + (eps.payload.index >> (P.bit_length() - 1))),
+                             eps_last.eq(filled == T * L[-1] - 1)]
                 for k in range(P):
                     m.d.comb += eps_in_wr.data[k].eq(eps.payload.value)
                 m.d.sync += filled.eq(filled + 1)
@@ -870,12 +868,23 @@ class Core(wiring.Component):
 
         # ---- BP outputs: δ to the buffer (and observers), ε' to the previous layer's memory ----
         # (a slice's partial sums to the error outbox instead, which may hold the engine back)
+        eps_into_core = bp.error_out.payload.delta  # ε' for the layer below on this core
         if net.error_out is not None:
+            # the core's first layer sends partial sums to the cores below; a layer above it on this
+            # core rounds and saturates them here, as the one-core BP engine does
             items = net.error_out.items
-            m.d.comb += [bp.delta_out.ready.eq(1), items.valid.eq(bp.error_out.valid), bp.error_out.ready.eq(items.ready),
+            first_layer = layer == 0
+            m.d.comb += [bp.delta_out.ready.eq(1), items.valid.eq(bp.error_out.valid & first_layer),
+                         bp.error_out.ready.eq(items.ready | ~first_layer),
                          items.payload.group.eq(bp.error_out.payload.group), net.error_out.t.eq(t)]
             for k in range(P):  # sign-extended to the network's width
                 m.d.comb += items.payload.delta[k].eq(bp.error_out.payload.delta[k])
+            if n > 1:
+                emin, emax = -(1 << (p.error_bits - 1)), (1 << (p.error_bits - 1)) - 1
+                eps_into_core = Signal(lanes_e)
+                for k in range(P):
+                    r = round_shift(m, bp.error_out.payload.delta[k], p.error_shift, p.error_rounding, f"eps_r_{k}")
+                    m.d.comb += eps_into_core[k].eq(saturate(m, r, emin, emax, p.error_bits, f"eps_s_{k}"))
         else:
             m.d.comb += [bp.delta_out.ready.eq(1), bp.error_out.ready.eq(1)]
         m.d.comb += [d_wr.en.eq(bp.delta_out.valid), d_wr.addr.eq(bp.delta_out.payload.group),
@@ -892,7 +901,7 @@ class Core(wiring.Component):
             with m.If(layer == l):
                 m.d.comb += [eps_wr[l - 1].en.eq(bp.error_out.valid),
                              eps_wr[l - 1].addr.eq(eps_base + bp.error_out.payload.group),
-                             eps_wr[l - 1].data.eq(bp.error_out.payload.delta)]
+                             eps_wr[l - 1].data.eq(eps_into_core)]
 
         # ---- weights: BP reads rows while going backward, the WG engine updates its layer ----
         update_start = Signal()

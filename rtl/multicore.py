@@ -238,7 +238,7 @@ def default_placement(cfg: SpikeforgeConfig) -> Placement:
 
 class MultiCoreTop(wiring.Component):
     """``cfg``'s network on the cores of ``placement`` (default: ``place_by_layer`` on
-    ``hardware.cores``), one slice per core. Ports: ``cmd_k`` / ``rsp_k`` of each core's host
+    ``hardware.cores``: one slice, or whole consecutive layers, per core). Ports: ``cmd_k`` / ``rsp_k`` of each core's host
     interface, ``misroute`` (spike network, error network: a core addressed a flit wrongly) and
     ``rw_collision`` (any core's no_rw_check memories, for simulation)."""
 
@@ -248,14 +248,14 @@ class MultiCoreTop(wiring.Component):
         from .host import HostInterface
         from .noc import Interconnect
         from .protocol import regions
-        from .slice_role import roles_of
+        from .slice_role import core_config, roles_of
 
         hw = cfg.hardware
         self.cfg = cfg
         self.placement = placement or default_placement(cfg)
         acc_bits = accumulator_bits(CoreParams.from_config(cfg))  # the whole network's widest W^T delta sum
         self.roles = roles_of(self.placement, cfg.network.timesteps, acc_bits)
-        self.slice_cfgs = [slice_config(cfg, held[0]) for held in self.placement.cores]
+        self.slice_cfgs = [core_config(cfg, held) for held in self.placement.cores]
         self.cores = [Core(scfg, role=r) for scfg, r in zip(self.slice_cfgs, self.roles)]
         self.hosts = [HostInterface(regions(scfg), n_inputs=scfg.network.layers[0], n_outputs=scfg.network.layers[-1],
                                     wait_for_idle=hw.large_memories == "single_port") for scfg in self.slice_cfgs]

@@ -1,8 +1,8 @@
 """What one core of a multi-core accelerator is to its neighbours (docs/multicore.md).
 
-A :class:`~spikeforge.rtl.core.Core` built with a :class:`SliceRole` computes one slice of one
-layer (its config is the one-layer network ``[fan_in, neurons]`` of the slice) and talks to the
-other cores instead of only to the host:
+A :class:`~spikeforge.rtl.core.Core` built with a :class:`SliceRole` computes what the placement
+gives it -- one slice of one layer, or whole consecutive layers; its config is that sub-network
+(:func:`core_config`) -- and talks to the other cores instead of only to the host:
 
 - a slice of a later layer collects its input spikes from the spike network (``spike_senders``
   cores hold the layer below) instead of encoding pixels;
@@ -19,17 +19,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spikeforge.mapper import Placement
+from spikeforge.config import SpikeforgeConfig
+from spikeforge.mapper import Placement, Slice
 
-__all__ = ["SliceRole", "roles_of"]
+__all__ = ["SliceRole", "core_config", "roles_of"]
 
 
 @dataclass(frozen=True)
 class SliceRole:
     core: int
-    layer: int  # the slice's LIF layer (0 = first)
-    offset: int  # the slice's first neuron in its layer
-    layer_neurons: int  # neurons of the slice's whole layer (spike flits carry indices in it)
+    layer: int  # the core's first LIF layer (0 = the network's first)
+    offset: int  # the first neuron the core holds of its last layer (0 unless it holds a slice)
+    layer_neurons: int  # neurons of the core's last layer, whole (spike flits carry indices in it)
     spike_senders: int  # cores of the layer below (0: the first layer, inputs from pixels)
     spike_dst: tuple[int, int] | None  # first and last core of the next layer (None: output layer)
     error_senders: int  # cores of the layer above (0: the output layer, errors from the readout)
@@ -44,28 +45,41 @@ class SliceRole:
         return self.spike_dst is None
 
 
+def core_config(cfg: SpikeforgeConfig, held: tuple[Slice, ...]) -> SpikeforgeConfig:
+    """The network a core computes: the inputs of its first slice, then its slices' neurons."""
+    return cfg.replace(network={"layers": [held[0].fan_in, *(s.neurons for s in held)]})
+
+
 def roles_of(placement: Placement, timesteps: int, acc_bits: int) -> list[SliceRole]:
-    """The role of each core of a one-slice-per-core ``placement``."""
+    """The role of each core of a layer-aligned ``placement`` (``spikeforge.mapper.place_by_layer``):
+    each core holds one slice, or whole consecutive layers."""
     from .inbox import error_flit_layout, spike_flit_layout
 
-    if any(len(held) != 1 for held in placement.cores):
-        raise ValueError("a multi-core accelerator runs one slice per core; this placement gives a core "
-                         f"{max(len(h) for h in placement.cores)} slices:\n{placement.describe()}")
     layers = placement.layers
+    for c, held in enumerate(placement.cores):
+        whole = all(s.lo == 0 and s.hi == layers[s.layer + 1] for s in held)
+        consecutive = all(b.layer == a.layer + 1 for a, b in zip(held, held[1:]))
+        if len(held) > 1 and not (whole and consecutive):
+            raise ValueError(f"core {c} holds {' '.join(map(str, held))}: a core of the multi-core RTL holds one "
+                             f"slice or whole consecutive layers (spikeforge.mapper.place_by_layer)\n{placement.describe()}")
     n_lif = len(layers) - 1
-    slices = [held[0] for held in placement.cores]
+    outputs = placement.cores_of_layer(n_lif - 1)
+    if len(outputs) != 1:
+        raise ValueError(f"the output layer must sit on one core (its readout decides the class); it is on cores {outputs}")
+    slices = [s for held in placement.cores for s in held]
     largest = [max(s.neurons for s in slices if s.layer == l) for l in range(n_lif)]
     spike_width = max(spike_flit_layout(timesteps, layers[l + 1]).size for l in range(n_lif))
     error_width = max(error_flit_layout(timesteps, largest[l], acc_bits).size for l in range(n_lif))
     roles = []
-    for c, s in enumerate(slices):
-        below = placement.slices_of_layer(s.layer - 1) if s.layer > 0 else []
-        above = placement.cores_of_layer(s.layer + 1) if s.layer + 1 < n_lif else []
+    for c, held in enumerate(placement.cores):
+        first, last = held[0], held[-1]
+        below = placement.slices_of_layer(first.layer - 1) if first.layer > 0 else []
+        above = placement.cores_of_layer(last.layer + 1) if last.layer + 1 < n_lif else []
         roles.append(SliceRole(
-            core=c, layer=s.layer, offset=s.lo, layer_neurons=layers[s.layer + 1],
+            core=c, layer=first.layer, offset=last.lo, layer_neurons=layers[last.layer + 1],
             spike_senders=len(below), spike_dst=(min(above), max(above)) if above else None,
             error_senders=len(above),
             error_owners=tuple((cb, sb.lo, sb.hi) for cb, sb in below) if below else None,
-            error_index_neurons=largest[s.layer], spike_width=spike_width, error_width=error_width,
+            error_index_neurons=largest[last.layer], spike_width=spike_width, error_width=error_width,
             acc_bits=acc_bits))
     return roles

@@ -1,15 +1,15 @@
 """The host side of the multi-core accelerator (rtl/multicore.py ``MultiCoreTop``).
 
 Each core has its own host port and regions (docs/host-protocol.md) for the one-layer network of
-its slice; :class:`MultiCoreRtlBackend` is the training driver's backend over all of them:
+what it holds (one slice, or whole consecutive layers); :class:`MultiCoreRtlBackend` is the training driver's backend over all of them:
 
-- weights are loaded and read per core (the rows of its slice) and gathered per layer;
+- weights are loaded and read per core (the rows of its slices) and gathered per layer;
 - per sample, SAMPLE goes to the first layer's cores (pixels, seed) and to the output layer's
   core (the label), then TRAIN/INFER goes to *every* core at once -- the cores wait for each other
   over the interconnect, so the commands must be outstanding together (``transact_all``), and
   the next sample starts when every core has answered (one sample in flight);
 - per batch, each core gets its jumped update-LFSR state (docs/arithmetic.md §7.1: the one-core
-  stream's state at the slice's first weight), then UPDATE.
+  stream's state at the core's first weight), then UPDATE.
 
 ``transact_all(jobs)`` takes ``[(transport, words), ...]`` and returns each command's response,
 the commands running concurrently (cocotb: one task per core, sim/tb/tb_multicore.py).
@@ -46,7 +46,9 @@ def slice_lfsr_states(cfg: SpikeforgeConfig, placement: Placement, stream_state:
     offsets = [0]
     for n_out, n_in in cfg.layer_shapes:
         offsets.append(offsets[-1] + n_out * n_in)
-    return [lfsr.jump(stream_state, (offsets[s.layer] + s.lo * s.fan_in) * bits) for (s,) in placement.cores]
+    # a core's slices are one slice or whole consecutive layers: its weights are contiguous in the stream
+    return [lfsr.jump(stream_state, (offsets[held[0].layer] + held[0].lo * held[0].fan_in) * bits)
+            for held in placement.cores]
 
 
 class MultiCoreRtlBackend:
@@ -60,10 +62,10 @@ class MultiCoreRtlBackend:
         if len(clients) != placement.n_cores:
             raise ValueError(f"{len(clients)} clients for {placement.n_cores} cores")
         self.cfg, self.placement, self.clients, self.transact_all = cfg, placement, list(clients), transact_all
-        self.slices = [held[0] for held in placement.cores]
+        self.held = placement.cores
         n_lif = len(cfg.network.layers) - 1
-        self.first = [k for k, s in enumerate(self.slices) if s.layer == 0]
-        outputs = [k for k, s in enumerate(self.slices) if s.layer == n_lif - 1]
+        self.first = placement.cores_of_layer(0)
+        outputs = placement.cores_of_layer(n_lif - 1)
         if len(outputs) != 1:
             raise ValueError(f"the output layer must sit on one core (its readout decides); it is on cores {outputs}")
         self.output = outputs[0]
@@ -91,17 +93,18 @@ class MultiCoreRtlBackend:
 
     @property
     def weights(self) -> list[torch.Tensor]:
-        rows = [c.weights()[0] for c in self.clients]
-        return [torch.cat([rows[k] for k, s in enumerate(self.slices) if s.layer == l])
+        rows = {(k, s): w for k, c in enumerate(self.clients) for s, w in zip(self.held[k], c.weights())}
+        return [torch.cat([rows[(k, s)] for k, s in self.placement.slices_of_layer(l)])
                 for l in range(len(self.cfg.layer_shapes))]
 
-    def core_weights(self, k: int) -> torch.Tensor:
-        return self.clients[k].weights()[0]
+    def core_weights(self, k: int) -> list[torch.Tensor]:
+        """Core k's weight matrices, one per slice it holds."""
+        return self.clients[k].weights()
 
     def load_weights(self, weights: list[torch.Tensor]) -> None:
         model._check_weights(self.cfg, weights)
-        for c, s in zip(self.clients, self.slices):
-            c.load_weights([weights[s.layer][s.lo:s.hi]])
+        for c, held in zip(self.clients, self.held):
+            c.load_weights([weights[s.layer][s.lo:s.hi] for s in held])
 
     def seed_update_lfsr(self, seed: int) -> None:
         self.stream_state = lfsr.seed_state(seed)
@@ -120,7 +123,7 @@ class MultiCoreRtlBackend:
         for k in self.first:  # a label is checked against the core's outputs: only the output core's counts
             self.clients[k].sample(pixels, label if k == self.output else 0, seed)
         if self.output not in self.first:  # only its label matters: the spike network brings its inputs
-            self.clients[self.output].sample([0] * self.slices[self.output].fan_in, label, seed)
+            self.clients[self.output].sample([0] * self.held[self.output][0].fan_in, label, seed)
 
     def infer(self, pixels: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
         out = []
@@ -150,8 +153,8 @@ class LockstepBackend:
     side by side: predictions per sample and each core's weights after each update must be equal.
     ``mismatch`` describes the first difference (the run stops there)."""
 
-    def __init__(self, rtl: MultiCoreRtlBackend, ref, replay: str = "?"):
-        self.rtl, self.ref, self.replay = rtl, ref, replay
+    def __init__(self, rtl: MultiCoreRtlBackend, ref, replay: str = "?", on_batch: Callable[[int, int], None] | None = None):
+        self.rtl, self.ref, self.replay, self.on_batch = rtl, ref, replay, on_batch
         self.name = f"{rtl.name}+lockstep"
         self.batches = 0
         self.samples = 0
@@ -193,13 +196,14 @@ class LockstepBackend:
         if not torch.equal(got, want):
             k = int((got != want).nonzero()[0])
             self._fail(f"batch {self.batches}, sample {k}: predicted {int(got[k])}, expected {int(want[k])}")
-        for k, (s,) in enumerate(self.rtl.placement.cores):
-            w_rtl = self.rtl.core_weights(k)
-            w_ref = self.ref.core_weights[k][0]
-            if not torch.equal(w_rtl, w_ref):
-                j, i = (w_rtl != w_ref).nonzero()[0].tolist()
-                self._fail(f"after update {self.batches}, core {k} ({s}) weight [{j}, {i}] is {int(w_rtl[j, i])}, "
-                           f"expected {int(w_ref[j, i])} ({int((w_rtl != w_ref).sum())} of {w_rtl.numel()} differ)")
+        for k, held in enumerate(self.rtl.placement.cores):
+            for s, w_rtl, w_ref in zip(held, self.rtl.core_weights(k), self.ref.core_weights[k]):
+                if not torch.equal(w_rtl, w_ref):
+                    j, i = (w_rtl != w_ref).nonzero()[0].tolist()
+                    self._fail(f"after update {self.batches}, core {k} ({s}) weight [{j}, {i}] is {int(w_rtl[j, i])}, "
+                               f"expected {int(w_ref[j, i])} ({int((w_rtl != w_ref).sum())} of {w_rtl.numel()} differ)")
         self.batches += 1
         self.samples += len(labels)
+        if self.on_batch is not None:  # progress: batches and samples so far, all exact
+            self.on_batch(self.batches, self.samples)
         return got

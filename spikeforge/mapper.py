@@ -155,19 +155,34 @@ def place(layers: tuple[int, ...] | list[int], cores: int, core_neurons: int, co
 
 def place_by_layer(layers: tuple[int, ...] | list[int], cores: int, core_neurons: int, core_synapses: int,
                    align: int = 1) -> Placement:
-    """One slice per core: every LIF layer gets a group of cores of its own (at least one), in
-    proportion to its synapses, and is cut into nearly equal slices at multiples of ``align``.
+    """Layer-aligned placement, the one the multi-core RTL runs (rtl/multicore.py): a core holds
+    either one slice of one layer or whole consecutive layers, never the end of one layer and the
+    start of the next.
 
-    This is the placement the multi-core RTL runs (rtl/multicore.py): a core never holds the end of
-    one layer and the start of the next."""
+    With at least one core per LIF layer, every layer gets a group of cores of its own, in
+    proportion to its synapses, and is cut into nearly equal slices at multiples of ``align``.
+    With fewer cores, consecutive whole layers share a core (the grouping with the smallest
+    largest core)."""
     layers = tuple(layers)
     if len(layers) < 2:
         raise MappingError(f"network.layers = {list(layers)}: need the input size and at least one LIF layer")
     sizes, fan_ins = list(layers[1:]), list(layers[:-1])
     n = len(sizes)
-    if not n <= cores <= 20:
-        raise MappingError(f"hardware.cores = {cores}: one slice per core needs one core per LIF layer at least "
-                           f"({n}) and a spikeforge accelerator has at most 20")
+    if not 1 <= cores <= 20:
+        raise MappingError(f"hardware.cores = {cores}: a spikeforge accelerator has 1 to 20 cores")
+    total = sum(s * f for s, f in zip(sizes, fan_ins))
+    need = max(-(-total // core_synapses), -(-sum(sizes) // core_neurons))
+    if cores < n:
+        import itertools
+
+        syn = [s * f for s, f in zip(sizes, fan_ins)]
+        best = min(itertools.combinations(range(1, n), cores - 1),
+                   key=lambda cuts: max(sum(syn[a:b]) for a, b in zip((0, *cuts), (*cuts, n))))
+        held = [tuple(Slice(l, 0, sizes[l], fan_ins[l]) for l in range(a, b))
+                for a, b in zip((0, *best), (*best, n))]
+        placement = Placement(layers, tuple(held))
+        _check_capacity(placement, core_neurons, core_synapses, need)
+        return placement
     most = [-(-size // align) for size in sizes]  # slices a layer can be cut into at aligned cuts
     if cores > sum(most):
         raise MappingError(f"hardware.cores = {cores} but the layers {sizes} give at most {sum(most)} slices "
@@ -182,9 +197,7 @@ def place_by_layer(layers: tuple[int, ...] | list[int], cores: int, core_neurons
         cuts = [min(size, (i * groups // k) * align) for i in range(k)] + [size]
         held += [(Slice(l, lo, hi, fan_ins[l]),) for lo, hi in zip(cuts, cuts[1:])]
     placement = Placement(layers, tuple(held))
-    total = sum(s * f for s, f in zip(sizes, fan_ins))
-    _check_capacity(placement, core_neurons, core_synapses,
-                    need=max(-(-total // core_synapses), -(-sum(sizes) // core_neurons), n))
+    _check_capacity(placement, core_neurons, core_synapses, need)
     return placement
 
 

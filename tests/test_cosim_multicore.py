@@ -26,7 +26,7 @@ def small_cfg(cores: int):
         name=f"mc-small-{cores}",
         network={"layers": [64, 32, 32, 32, 10], "timesteps": 6},
         training={"batch_size": 8, "target_true": 5, "target_false": 1, "seed": 1},
-        hardware={"lanes": 4, "cores": cores, "core_neurons": 64, "core_synapses": 4096},
+        hardware={"lanes": 4, "cores": cores, "core_neurons": 128, "core_synapses": 4096},
     )
 
 
@@ -47,14 +47,22 @@ def _lockstep(cfg, request, seed, **extra):
     return run_multicore(cfg, "lockstep", args, seed=seed)
 
 
-@pytest.mark.parametrize("cores, gap, stall", [(4, 0.0, 0.0), (8, 0.3, 0.5)])
+PLACEMENTS = {  # what each core holds
+    2: ["L1[0:32]", "L2[0:32] L3[0:32] L4[0:10]"],
+    4: ["L1[0:32]", "L2[0:32]", "L3[0:32]", "L4[0:10]"],
+    8: ["L1[0:8]", "L1[8:20]", "L1[20:32]", "L2[0:16]", "L2[16:32]", "L3[0:16]", "L3[16:32]", "L4[0:10]"],
+}
+
+
+@pytest.mark.parametrize("cores, gap, stall", [(2, 0.0, 0.0), (4, 0.0, 0.0), (8, 0.3, 0.5)])
 def test_multicore_rtl_trains_like_one_core(cores, gap, stall, request):
-    """4 cores: one per layer. 8 cores: the layers on 3, 2, 2 and 1 cores (the first layer's
-    slices uneven: 8, 12, 12 neurons), with random idle gaps and backpressure on every host port."""
+    """2 cores: the first layer on one, the other three layers on the other (a core holding
+    several layers sends its first layer's partial sums and rounds its other layers' errors
+    itself). 4 cores: one layer each. 8 cores: the layers on 3, 2, 2 and 1 cores with uneven
+    slices, and random idle gaps and backpressure on every host port."""
     cfg = small_cfg(cores)
     placement = default_placement(cfg)
-    assert placement.n_cores == cores and all(len(h) == 1 for h in placement.cores)
-    assert [len(placement.cores_of_layer(l)) for l in range(4)] == {4: [1, 1, 1, 1], 8: [3, 2, 2, 1]}[cores]
+    assert [" ".join(map(str, h)) for h in placement.cores] == PLACEMENTS[cores]
     seed = _seed()
     res, out = _lockstep(cfg, request, seed, gap=gap, stall=stall)
     assert res.passed, res.report()

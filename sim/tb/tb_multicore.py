@@ -32,7 +32,8 @@ from cocotb.triggers import RisingEdge
 from cocotb.utils import get_sim_time
 
 from spikeforge.config import SpikeforgeConfig
-from spikeforge.rtl.multicore import default_placement, slice_config
+from spikeforge.rtl.multicore import default_placement
+from spikeforge.rtl.slice_role import core_config
 from spikeforge.rtl.protocol import Op, split_response
 from spikeforge.sim.driver import Client
 from spikeforge.sim.tb.tb_core import CLOCK_NS, CocotbTransport
@@ -47,7 +48,7 @@ class MultiTB:
         gap, stall = float(args.get("gap", 0.0)), float(args.get("stall", 0.0))
         self.transports = [CocotbTransport(dut, random.Random(self.seed * 1000 + k), gap, stall, cmd=f"cmd_{k}",
                                            rsp=f"rsp_{k}") for k in range(self.placement.n_cores)]
-        self.clients = [Client(t, slice_config(self.cfg, held[0])) for t, held in zip(self.transports, self.placement.cores)]
+        self.clients = [Client(t, core_config(self.cfg, held)) for t, held in zip(self.transports, self.placement.cores)]
         self.transact_all = resume(self._transact_all)
         #: cycles from issuing a command to every core until the last answer, per opcode
         self.cycles_in: dict[str, int] = {}
@@ -109,7 +110,14 @@ async def lockstep(dut) -> None:
                             opts.get("samples"))
         rtl = MultiCoreRtlBackend(cfg, tb.placement, tb.clients, tb.transact_all)
         ref = MultiCoreGolden(cfg, placement=tb.placement)
-        be = LockstepBackend(rtl, ref, args.get("replay", "?"))
+        t_start = time.perf_counter()
+
+        def progress(batches, samples):
+            wall = time.perf_counter() - t_start
+            dut._log.info("batch %d: %d samples, predictions and every core's weights exact (%.0f s, %d cycles in TRAIN)",
+                          batches, samples, wall, tb.cycles_in.get("TRAIN", 0))
+
+        be = LockstepBackend(rtl, ref, args.get("replay", "?"), on_batch=progress)
         t0 = time.perf_counter()
         hashes = []
         for epoch in range(int(opts.get("epochs", 1))):
