@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.spikeforge-installed
 OUT    := out
 
-.PHONY: setup demo test test-slow bench bench-rtl bench-scaling formal federated train-rtl-deep cosim-full train-rtl-full generate synth boards synth-all clean distclean
+.PHONY: setup demo test test-slow bench bench-rtl bench-scaling formal federated train-rtl-deep train-rtl-multicore cosim-full train-rtl-full generate synth boards synth-all clean distclean
 
 setup: $(STAMP)
 
@@ -58,6 +58,11 @@ federated: setup
 # the 20-core network's arithmetic on one core's RTL vs the 20-core golden model (about 5 minutes)
 train-rtl-deep: setup
 	$(BIN)/python -m pytest -q -m slow tests/test_train_rtl.py -k deep_20core
+
+# configs/deep-20core.toml on the 20-core RTL (MultiCoreTop), 64 samples in lockstep with the
+# 20-core golden model (about 30 minutes: the 20-core Verilator build is most of it)
+train-rtl-multicore: setup
+	$(BIN)/python -m pytest -q -m slow tests/test_cosim_multicore.py -k deep_20core_64
 
 # full-length co-simulation regression: every directed case + 100 constrained-random configs
 cosim-full: setup

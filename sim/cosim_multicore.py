@@ -13,33 +13,64 @@ from spikeforge.config import SpikeforgeConfig
 from .runner import BUILD_ROOT, CosimResult, build, build_dir_for, run
 from .verilog import write_verilog
 
-__all__ = ["TOP", "BENCH", "build_multicore", "run_multicore"]
+__all__ = ["TOP", "BENCH", "build_multicore", "run_multicore", "train_multicore_rtl"]
 
 TOP = "spikeforge_multicore"
 BENCH = "spikeforge.sim.tb.tb_multicore"
 
 
-def build_multicore(cfg: SpikeforgeConfig, progress: bool = False) -> Path:
-    """Verilog + Verilator build for ``cfg`` (cached: rebuilt only when the Verilog changes)."""
+def build_multicore(cfg: SpikeforgeConfig, progress: bool = False, cxx_opt: str | None = None) -> Path:
+    """Verilog + Verilator build for ``cfg`` (cached: rebuilt only when the Verilog changes).
+    ``cxx_opt="-O0"`` compiles a large build (20 cores: ~160 MB of C++) several times faster and
+    simulates it slower: for short runs."""
     from spikeforge.rtl.multicore import MultiCoreTop
 
-    bdir = build_dir_for(TOP, cfg.to_dict())
+    bdir = build_dir_for(TOP, {**cfg.to_dict(), "cxx_opt": cxx_opt} if cxx_opt else cfg.to_dict())
     if progress:
         print(f"generating Verilog for {cfg.hardware.cores} cores and building the Verilator model in {bdir} "
               "(cached after the first time)", file=sys.stderr)
     src = write_verilog(MultiCoreTop(cfg), bdir, TOP)
-    build(src, TOP, bdir)
+    build(src, TOP, bdir, cxx_opt=cxx_opt)
     return bdir
 
 
 def run_multicore(cfg: SpikeforgeConfig, testcase: str, args: dict[str, Any], run_dir: Path | None = None,
-                  seed: int = 0, waves: bool = False) -> tuple[CosimResult, dict | None]:
+                  seed: int = 0, waves: bool = False, cxx_opt: str | None = None) -> tuple[CosimResult, dict | None]:
     """Run ``testcase`` with ``args`` (plus config and seed); return the result and the JSON the
     test wrote to ``run_dir/out.json`` (None if it wrote none)."""
-    bdir = build_multicore(cfg)
+    bdir = build_multicore(cfg, cxx_opt=cxx_opt)
     run_dir = Path(run_dir) if run_dir else BUILD_ROOT / "runs" / f"mc-{testcase}-{cfg.digest()}-{seed}"
     out = run_dir / "out.json"
     out.unlink(missing_ok=True)
     full = {"config": cfg.to_dict(), "seed": seed, "out": str(out.resolve()), **args}
     res = run(bdir, TOP, BENCH, run_dir=run_dir, args=full, seed=seed, waves=waves, testcase=testcase)
     return res, (json.loads(out.read_text()) if out.is_file() else None)
+
+
+def train_multicore_rtl(cfg: SpikeforgeConfig, dataset: str = "digits", samples: int | None = None,
+                        epochs: int | None = None, progress: bool = True, cxx_opt: str | None = None) -> dict:
+    """``spikeforge train --backend rtl-multicore``: the training driver against the Verilator
+    model of the multi-core accelerator (``hardware.cores`` cores), through every core's host
+    port; returns the same JSON report as the golden backend plus an ``rtl`` section."""
+    import threading
+
+    from .cosim_core import _echo_progress
+
+    bdir = build_multicore(cfg, progress=progress, cxx_opt=cxx_opt)
+    run_dir = BUILD_ROOT / "runs" / f"mc-train-{cfg.digest()}-{samples}-{epochs}"
+    report = run_dir / "report.json"
+    report.unlink(missing_ok=True)
+    stop = threading.Event()
+    if progress:
+        print(f"simulating {cfg.hardware.cores} cores under Verilator; log {run_dir / 'sim.log'}", file=sys.stderr)
+        threading.Thread(target=_echo_progress, args=(run_dir / "sim.log", stop), daemon=True).start()
+    try:
+        res = run(bdir, TOP, BENCH, run_dir=run_dir, waves=False, testcase="train",
+                  args={"config": cfg.to_dict(), "seed": cfg.training.seed,
+                        "train": {"dataset": dataset, "samples": samples, "epochs": epochs, "report": str(report),
+                                  "progress": progress}})
+    finally:
+        stop.set()
+    if not res.passed or not report.is_file():
+        raise RuntimeError(f"multi-core RTL training failed:\n{res.report()}")
+    return json.loads(report.read_text())

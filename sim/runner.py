@@ -90,7 +90,7 @@ def _tool_versions() -> str:
     return f"{out.stdout.strip()} / cocotb {cocotb.__version__} / python {sys.version.split()[0]}"
 
 
-def _get_runner(touch_after_verilate: list[Path] | None = None):
+def _get_runner(touch_after_verilate: list[Path] | None = None, cxx_opt: str | None = None):
     """cocotb's Verilator runner; ``touch_after_verilate``: files to mark up to date between
     verilating (which rewrites Vtop.mk, a prerequisite of Verilator's run-time objects) and make.
 
@@ -108,6 +108,8 @@ def _get_runner(touch_after_verilate: list[Path] | None = None):
                 # the wheel's verilated.mk leaves the precompiled-header include flag empty, which
                 # breaks every design big enough for Verilator to split into several files
                 cmds[-1].append("CFG_CXXFLAGS_PCH_I=-include")
+                if cxx_opt:  # a very large design: compile its C++ faster, simulate slower
+                    cmds[-1] += [f"OPT_FAST={cxx_opt}", f"OPT_SLOW={cxx_opt}", f"OPT_GLOBAL={cxx_opt}"]
             if touch_after_verilate and len(cmds) == 2 and cmds[1][0] == "make":
                 cmds.insert(1, ["touch", *map(str, touch_after_verilate)])
             return cmds
@@ -144,14 +146,18 @@ def _locked(directory: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def build(verilog: Path, top: str, build_dir: Path, extra_args: tuple[str, ...] = (), waves: bool = True) -> Path:
+def build(verilog: Path, top: str, build_dir: Path, extra_args: tuple[str, ...] = (), waves: bool = True,
+          cxx_opt: str | None = None) -> Path:
     """Verilate and compile ``verilog`` (top module ``top``) into ``build_dir``, with waveform
-    support (VCD) compiled in. Returns the simulator executable. Does nothing when the same
-    Verilog was already built there with the same arguments and tools."""
+    support (VCD) compiled in. ``cxx_opt`` (e.g. ``-O0``) replaces the C++ optimisation level.
+    Returns the simulator executable. Does nothing when the same Verilog was already built there
+    with the same arguments and tools."""
     verilog = Path(verilog).resolve()
     build_dir = Path(build_dir).resolve()
     args = [*SIM_BUILD_ARGS, *extra_args]
     tools = {"args": args, "waves": waves, "tools": _tool_versions(), "public": "top ports"}
+    if cxx_opt:
+        tools["cxx_opt"] = cxx_opt
     stamp_text = json.dumps(
         {"verilog_sha256": hashlib.sha256(verilog.read_bytes()).hexdigest(), "top": top, **tools}, sort_keys=True
     )
@@ -164,7 +170,7 @@ def build(verilog: Path, top: str, build_dir: Path, extra_args: tuple[str, ...] 
         runtime = build_dir.parent / f"_verilated_runtime-{params_digest(tools)}"
         seeded = _seed_runtime(runtime, build_dir)
         try:
-            _build(verilog, top, build_dir, args, waves, seeded)
+            _build(verilog, top, build_dir, args, waves, seeded, cxx_opt)
         except RuntimeError:
             if not seeded:
                 raise
@@ -172,7 +178,7 @@ def build(verilog: Path, top: str, build_dir: Path, extra_args: tuple[str, ...] 
             shutil.rmtree(runtime, ignore_errors=True)
             for obj in seeded:
                 obj.unlink(missing_ok=True)
-            _build(verilog, top, build_dir, args, waves)
+            _build(verilog, top, build_dir, args, waves, cxx_opt=cxx_opt)
         _save_runtime(runtime, build_dir)
         stamp.write_text(stamp_text)
     return exe
@@ -181,13 +187,14 @@ def build(verilog: Path, top: str, build_dir: Path, extra_args: tuple[str, ...] 
 _PUBLIC_VLT = "`verilator_config\npublic_flat_rw -module \"{top}\" -var \"*\"\n"
 
 
-def _build(verilog: Path, top: str, build_dir: Path, args: list[str], waves: bool, seeded=()) -> None:
+def _build(verilog: Path, top: str, build_dir: Path, args: list[str], waves: bool, seeded=(),
+           cxx_opt: str | None = None) -> None:
     log = build_dir / "build.log"
     vlt = build_dir / "public.vlt"
     vlt.write_text(_PUBLIC_VLT.format(top=top))
     args = [*args, str(vlt)]
     try:
-        _get_runner(list(seeded)).build(
+        _get_runner(list(seeded), cxx_opt).build(
             sources=[verilog],
             hdl_toplevel=top,
             build_dir=build_dir,

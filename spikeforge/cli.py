@@ -55,6 +55,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         from spikeforge.sim.cosim_core import train_rtl
 
         r = train_rtl(cfg, dataset=args.dataset, samples=args.samples, epochs=args.epochs, progress=not args.quiet)
+    elif args.backend == "rtl-multicore":
+        from spikeforge.rtl.multicore import default_placement
+        from spikeforge.sim.cosim_multicore import train_multicore_rtl
+
+        print(f"{cfg.hardware.cores} cores:\n{default_placement(cfg).describe()}")
+        r = train_multicore_rtl(cfg, dataset=args.dataset, samples=args.samples, epochs=args.epochs,
+                                progress=not args.quiet)
     elif args.backend == "uart":
         r = train(cfg, backend=_uart_backend(cfg, args), dataset=args.dataset, samples=args.samples,
                   epochs=args.epochs, progress=not args.quiet).report
@@ -119,9 +126,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     if args.what == "scaling":
-        from spikeforge.scaling import CORE_COUNTS, bench_scaling, scaling_summary
+        from spikeforge.scaling import CORE_COUNTS, bench_scaling, bench_scaling_rtl, scaling_summary
 
-        report = bench_scaling(cfg, CORE_COUNTS, batches=args.batches, buffers=args.buffers, progress=not args.quiet)
+        counts = CORE_COUNTS
+        if args.cores:
+            try:
+                counts = tuple(int(c) for c in args.cores.split(","))
+            except ValueError:
+                raise UsageError(f"--cores must be comma-separated integers, got {args.cores!r}") from None
+            if not counts or any(not 1 <= c <= 20 for c in counts):
+                raise UsageError(f"--cores must list core counts from 1 to 20, got {args.cores!r}")
+        if args.rtl:
+            samples = args.samples if args.samples != 512 else None
+            report = bench_scaling_rtl(cfg, counts, samples=samples, progress=not args.quiet)
+        else:
+            report = bench_scaling(cfg, counts, batches=args.batches, buffers=args.buffers, progress=not args.quiet)
         _write(report, args.report)
         print(scaling_summary(report))
         return 0 if report["goal_met"] else 1
@@ -299,9 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a network on a backend and write a JSON report")
-    t.add_argument("--backend", default="golden", choices=["golden", "rtl", "uart"],
-                   help="where the arithmetic runs: golden model, the core's RTL under Verilator, or a "
-                        "board over a serial port (--port)")
+    t.add_argument("--backend", default="golden", choices=["golden", "rtl", "rtl-multicore", "uart"],
+                   help="where the arithmetic runs: golden model, the core's RTL under Verilator, the "
+                        "multi-core accelerator's RTL (hardware.cores cores) under Verilator, or a board over a "
+                        "serial port (--port)")
     t.add_argument("--port", help="--backend uart: serial device or pyserial URL")
     t.add_argument("--baud", type=int, default=115200, help="--backend uart: baud rate (default 115200)")
     t.add_argument("--timeout", type=float, default=5.0, help="--backend uart: seconds to wait for a response")
@@ -328,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=3, help="measurements per side; the best is reported")
     b.add_argument("--batches", type=int, default=2, help="scaling: training batches per core count")
     b.add_argument("--buffers", type=int, default=8, help="scaling: samples whose forward state a core can hold (default 8)")
+    b.add_argument("--rtl", action="store_true",
+                   help="scaling: measure on the multi-core RTL under Verilator instead of the cycle model "
+                        "(one build per core count; --samples per count, default one batch)")
+    b.add_argument("--cores", help="scaling: comma-separated core counts (default 1,2,4,8,16,20)")
     b.add_argument("--seed", type=int, help="override training.seed")
     b.add_argument("--report", help="write the JSON report here")
     b.add_argument("--quiet", action="store_true")

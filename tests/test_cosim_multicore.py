@@ -92,3 +92,36 @@ def test_multicore_rtl_equals_one_core_rtl(request):
     cfg = small_cfg(1)
     rtl = train_rtl(cfg, dataset="digits", samples=SAMPLES, epochs=1, progress=False)
     assert rtl["weights_sha256"] == one_core_golden_sha(cfg)
+
+
+def _deep_20core(samples: int, request, cxx_opt: str | None):
+    """configs/deep-20core.toml on its 20 cores, in lockstep with the 20-core golden model; the
+    weights end equal to one-core golden training on the same samples."""
+    cfg = load_config("configs/deep-20core.toml").replace(training={"seed": 1})
+    placement = default_placement(cfg)
+    assert placement.n_cores == 20 and [len(placement.cores_of_layer(l)) for l in range(4)] == [4, 8, 7, 1]
+    seed = _seed()
+    replay = f"SPIKEFORGE_SEED={seed} {os.path.relpath(sys.executable)} -m pytest '{request.node.nodeid}'"
+    res, out = run_multicore(cfg, "lockstep", {"lockstep": {"samples": samples, "epochs": 1}, "replay": replay},
+                             seed=seed, cxx_opt=cxx_opt)
+    assert res.passed, res.report()
+    data = load_dataset("digits", cfg.formats.pixel_bits, cfg.training.split_seed, samples)
+    be = GoldenBackend(cfg)
+    train_epoch(be, cfg, data.train_x, data.train_y, 0)
+    assert out["cores"] == 20 and out["samples_trained"] == len(data.train_x)
+    assert out["weights_sha256"] == weights_sha256(be.weights, cfg.formats.weight_bits)
+    return out
+
+
+def test_deep_20core_short_run_on_20_cores(request):
+    """The CI's short run: two samples and one update on all 20 cores (every core's FP, BP, WG
+    and jumped-LFSR update, both networks). The C++ is compiled at -O1: the 20-core model is
+    25 MB of Verilog, and -O2 takes about three times as long to build."""
+    _deep_20core(2, request, cxx_opt="-O1")
+
+
+@pytest.mark.slow
+def test_deep_20core_64_samples_on_20_cores(request):
+    """`make train-rtl-multicore`: 64 samples, two updates (about 30 minutes with the build)."""
+    out = _deep_20core(64, request, cxx_opt=None)
+    assert out["weights_sha256"].startswith("e35d793d530f0d42")  # = the one-core RTL (make train-rtl-deep)

@@ -56,3 +56,57 @@ def test_config_drives_the_placement_and_checks_capacity_fields():
         cfg.replace(hardware={"core_neurons": 0})
     with pytest.raises(ConfigError, match="hardware.core_synapses"):
         cfg.replace(hardware={"core_synapses": True})
+
+
+# ---- layer-aligned placement (the multi-core RTL's) ------------------------------------------
+
+
+@pytest.mark.parametrize("layers", [(64, 32, 32, 32, 10), (64, 128, 128, 128, 10), (16, 10, 9, 5), (64, 128, 10)])
+@pytest.mark.parametrize("cores", [1, 2, 3, 4, 5, 8, 20])
+def test_place_by_layer_one_slice_or_whole_layers(layers, cores):
+    from spikeforge.mapper import place_by_layer
+
+    lanes = 4
+    most = sum(-(-n // lanes) for n in layers[1:])
+    if cores > most:
+        with pytest.raises(MappingError, match="at most .* slices"):
+            place_by_layer(layers, cores, 4096, 1 << 20, align=lanes)
+        return
+    p = place_by_layer(layers, cores, 4096, 1 << 20, align=lanes)
+    assert p.n_cores == cores
+    _covered(p)
+    for held in p.cores:
+        if len(held) > 1:  # whole consecutive layers
+            assert all(s.lo == 0 and s.hi == layers[s.layer + 1] for s in held)
+            assert [s.layer for s in held] == list(range(held[0].layer, held[-1].layer + 1))
+        else:  # one slice, cut at a multiple of the lanes
+            assert held[0].lo % lanes == 0
+    if cores >= len(layers) - 1:
+        assert all(len(h) == 1 for h in p.cores), "a core per layer at least: one slice each"
+
+
+def test_place_by_layer_groups_layers_by_synapses_and_checks_capacity():
+    from spikeforge.mapper import place_by_layer
+
+    p = place_by_layer((64, 32, 32, 32, 10), 2, 4096, 1 << 20)
+    assert [" ".join(map(str, h)) for h in p.cores] == ["L1[0:32]", "L2[0:32] L3[0:32] L4[0:10]"]
+    with pytest.raises(MappingError, match=r"core 1 would hold 74 neurons .* hardware.core_neurons = 64"):
+        place_by_layer((64, 32, 32, 32, 10), 2, 64, 1 << 20)
+    with pytest.raises(MappingError, match="1 to 20 cores"):
+        place_by_layer((64, 32, 10), 21, 4096, 1 << 20)
+
+
+def test_roles_refuse_what_the_rtl_cannot_run():
+    from spikeforge.mapper import Placement, Slice
+    from spikeforge.rtl.slice_role import roles_of
+
+    L = (16, 8, 8, 4)
+    split_then_next = Placement(L, ((Slice(0, 0, 4, 16),), (Slice(0, 4, 8, 16), Slice(1, 0, 8, 8)), (Slice(2, 0, 4, 8),)))
+    with pytest.raises(ValueError, match="core 1 holds L1\\[4:8\\] L2\\[0:8\\]: a core of the multi-core RTL holds one slice"):
+        roles_of(split_then_next, 4, 20)
+    split_output = Placement(L, ((Slice(0, 0, 8, 16),), (Slice(1, 0, 8, 8),), (Slice(2, 0, 2, 8),), (Slice(2, 2, 4, 8),)))
+    with pytest.raises(ValueError, match=r"output layer must sit on one core .* cores \[2, 3\]"):
+        roles_of(split_output, 4, 20)
+    ok = roles_of(Placement(L, ((Slice(0, 0, 4, 16),), (Slice(0, 4, 8, 16),), (Slice(1, 0, 8, 8), Slice(2, 0, 4, 8)))), 4, 20)
+    assert [(r.spike_senders, r.spike_dst, r.error_senders, r.error_owners) for r in ok] == [
+        (0, (2, 2), 1, None), (0, (2, 2), 1, None), (2, None, 0, ((0, 0, 4), (1, 4, 8)))]

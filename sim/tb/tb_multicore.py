@@ -138,3 +138,32 @@ async def lockstep(dut) -> None:
     tb.check_flags()
     if args.get("out"):
         Path(args["out"]).write_text(json.dumps(result, indent=2) + "\n")
+
+
+@cocotb.test()
+async def train(dut) -> None:
+    """``spikeforge train --backend rtl-multicore``: the training driver over every core's host port."""
+    from spikeforge.sim.multicore_driver import MultiCoreRtlBackend
+    from spikeforge.sim.runner import cosim_args
+    from spikeforge.train import train as run_training
+    from spikeforge.train import write_report
+
+    args = cosim_args()
+    opts = args["train"]
+    tb = MultiTB(dut, args)
+    await tb.start()
+
+    def job():
+        backend = MultiCoreRtlBackend(tb.cfg, tb.placement, tb.clients, tb.transact_all)
+        t0 = time.perf_counter()
+        result = run_training(tb.cfg, dataset=opts["dataset"], samples=opts.get("samples"), epochs=opts.get("epochs"),
+                              progress=bool(opts.get("progress")), backend=backend)
+        wall = time.perf_counter() - t0
+        cycles = int(get_sim_time("ns") // CLOCK_NS)
+        result.report["rtl"] = {"cores": tb.placement.n_cores, "placement": tb.placement.describe(), "cycles": cycles,
+                                "wall_s": round(wall, 3), "simulated_cycles_per_s": round(cycles / wall),
+                                "cycles_in": dict(tb.cycles_in), "counters": backend.counters()}
+        write_report(result.report, opts["report"])
+
+    await bridge(job)()
+    tb.check_flags()
