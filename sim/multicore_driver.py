@@ -93,7 +93,11 @@ class MultiCoreRtlBackend:
 
     @property
     def weights(self) -> list[torch.Tensor]:
-        rows = {(k, s): w for k, c in enumerate(self.clients) for s, w in zip(self.held[k], c.weights())}
+        return self.gather([c.weights() for c in self.clients])
+
+    def gather(self, per_core: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+        """The network's weights per layer from each core's matrices (one per slice it holds)."""
+        rows = {(k, s): w for k, ws in enumerate(per_core) for s, w in zip(self.held[k], ws)}
         return [torch.cat([rows[(k, s)] for k, s in self.placement.slices_of_layer(l)])
                 for l in range(len(self.cfg.layer_shapes))]
 
@@ -158,10 +162,12 @@ class LockstepBackend:
         self.name = f"{rtl.name}+lockstep"
         self.batches = 0
         self.samples = 0
+        self._read: list[list[torch.Tensor]] | None = None  # every core's weights as last compared
 
     @property
     def weights(self) -> list[torch.Tensor]:
-        return self.rtl.weights
+        # the check after the last update read every core already (20 cores: ~40k host words)
+        return self.rtl.gather(self._read) if self._read is not None else self.rtl.weights
 
     @property
     def lr_shift(self) -> int:
@@ -173,6 +179,7 @@ class LockstepBackend:
         self.ref.lr_shift = value
 
     def load_weights(self, weights):
+        self._read = None
         self.rtl.load_weights(weights)
         self.ref.load_weights(weights)
 
@@ -191,17 +198,20 @@ class LockstepBackend:
         return got
 
     def train_batch(self, pixels, seeds, labels):
+        self._read = None
         got = self.rtl.train_batch(pixels, seeds, labels)
         want = self.ref.train_batch(pixels, seeds, labels)
         if not torch.equal(got, want):
             k = int((got != want).nonzero()[0])
             self._fail(f"batch {self.batches}, sample {k}: predicted {int(got[k])}, expected {int(want[k])}")
+        read = [self.rtl.core_weights(k) for k in range(self.rtl.placement.n_cores)]
         for k, held in enumerate(self.rtl.placement.cores):
-            for s, w_rtl, w_ref in zip(held, self.rtl.core_weights(k), self.ref.core_weights[k]):
+            for s, w_rtl, w_ref in zip(held, read[k], self.ref.core_weights[k]):
                 if not torch.equal(w_rtl, w_ref):
                     j, i = (w_rtl != w_ref).nonzero()[0].tolist()
                     self._fail(f"after update {self.batches}, core {k} ({s}) weight [{j}, {i}] is {int(w_rtl[j, i])}, "
                                f"expected {int(w_ref[j, i])} ({int((w_rtl != w_ref).sum())} of {w_rtl.numel()} differ)")
+        self._read = read
         self.batches += 1
         self.samples += len(labels)
         if self.on_batch is not None:  # progress: batches and samples so far, all exact
