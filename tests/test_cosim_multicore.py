@@ -6,6 +6,7 @@ training, on the one-core RTL and the golden model alike (partition invariance o
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import pytest
@@ -15,6 +16,7 @@ from spikeforge.data import load_dataset
 from spikeforge.golden import GoldenBackend, model
 from spikeforge.rtl.multicore import default_placement
 from spikeforge.sim.cosim_multicore import run_multicore
+from spikeforge.sim.runner import BUILD_ROOT
 from spikeforge.train import train_epoch, weights_sha256
 
 SAMPLES = 24  # three batches of 8: three updates, each core's LFSR jumped three times
@@ -44,7 +46,9 @@ def _seed() -> int:
 def _lockstep(cfg, request, seed, **extra):
     replay = f"SPIKEFORGE_SEED={seed} {os.path.relpath(sys.executable)} -m pytest '{request.node.nodeid}'"
     args = {"lockstep": {"samples": SAMPLES, "epochs": 1, "test_samples": 4}, "replay": replay, **extra}
-    return run_multicore(cfg, "lockstep", args, seed=seed)
+    # a run directory per test: two tests on one build may run at once (pytest -n)
+    run_dir = BUILD_ROOT / "runs" / f"mc-{re.sub(r'[^A-Za-z0-9_.-]+', '_', request.node.name)}-{seed}"
+    return run_multicore(cfg, "lockstep", args, seed=seed, run_dir=run_dir)
 
 
 PLACEMENTS = {  # what each core holds
@@ -103,7 +107,7 @@ def _deep_20core(samples: int, request, cxx_opt: str | None):
     seed = _seed()
     replay = f"SPIKEFORGE_SEED={seed} {os.path.relpath(sys.executable)} -m pytest '{request.node.nodeid}'"
     res, out = run_multicore(cfg, "lockstep", {"lockstep": {"samples": samples, "epochs": 1}, "replay": replay},
-                             seed=seed, cxx_opt=cxx_opt)
+                             seed=seed, cxx_opt=cxx_opt, run_dir=BUILD_ROOT / "runs" / f"mc-deep20-{samples}-{seed}")
     assert res.passed, res.report()
     data = load_dataset("digits", cfg.formats.pixel_bits, cfg.training.split_seed, samples)
     be = GoldenBackend(cfg)
