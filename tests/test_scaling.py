@@ -60,3 +60,13 @@ def test_bench_rows_and_same_weights_on_every_count():
     assert r["weights_identical_across_core_counts"] and len(set(r["weights_sha256"].values())) == 1
     assert all(0 < row["efficiency"] <= 1.0 for row in r["rows"])
     assert r["placement"]["neuron_cost_per_layer"] and len(r["placement"]["neuron_cost_per_layer"]) == 4
+
+
+@pytest.mark.parametrize("cores, msg", [("0,4", "--cores must list core counts from 1 to 20"),
+                                        ("two", "--cores must be comma-separated integers")])
+def test_bench_scaling_refuses_bad_core_counts(cores, msg, capsys):
+    from spikeforge.cli import main
+
+    assert main(["bench", "scaling", "--rtl", "--cores", cores, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1, err
