@@ -211,7 +211,14 @@ def cmd_map(args: argparse.Namespace) -> int:
 
         cfg, _ = read_nir(args.nir, cfg)
         source = f"{args.nir} (NIR; hardware from {cfg.name})"
-    p = place_config(cfg, args.cores)
+    if args.rtl:
+        from spikeforge.mapper import place_by_layer
+
+        hw = cfg.hardware
+        p = place_by_layer(cfg.network.layers, args.cores or hw.cores, hw.core_neurons, hw.core_synapses,
+                           align=hw.lanes)
+    else:
+        p = place_config(cfg, args.cores)
     if args.json:
         print(json.dumps(p.to_dict(), indent=2))
     else:
@@ -362,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     mp_.add_argument("--cores", type=int, help="override hardware.cores")
     mp_.add_argument("--nir", help="place this NIR graph's network instead of the config's")
     mp_.add_argument("--json", action="store_true")
+    mp_.add_argument("--rtl", action="store_true",
+                     help="the layer-aligned placement the multi-core RTL runs (one slice or whole layers per core)")
     mp_.set_defaults(func=cmd_map)
 
     f = sub.add_parser("federated", help="FedAvg training of several accelerator instances over torch.distributed (gloo)")

@@ -255,7 +255,7 @@ def bench_scaling(cfg: SpikeforgeConfig, core_counts=CORE_COUNTS, batches: int =
 def scaling_summary(r: dict[str, Any]) -> str:
     lines = [f"spikeforge scaling ({r['method'].split(';')[0]})",
              f"  network {r['network']}, {r['lanes']} lanes, batch {r['batch_size']}, {r['batches']} batches "
-             "(core capacity not enforced: a row with few cores models larger cores)",
+             "(a row with too few cores for the configured core uses larger cores)",
              f"  {'cores':>5}  {'samples/Mcycle':>14}  {'efficiency':>10}"]
     for row in r["rows"]:
         lines.append(f"  {row['cores']:>5}  {row['samples_per_mcycle']:>14.2f}  {row['efficiency']:>10.3f}")

@@ -110,3 +110,11 @@ def test_roles_refuse_what_the_rtl_cannot_run():
     ok = roles_of(Placement(L, ((Slice(0, 0, 4, 16),), (Slice(0, 4, 8, 16),), (Slice(1, 0, 8, 8), Slice(2, 0, 4, 8)))), 4, 20)
     assert [(r.spike_senders, r.spike_dst, r.error_senders, r.error_owners) for r in ok] == [
         (0, (2, 2), 1, None), (0, (2, 2), 1, None), (2, None, 0, ((0, 0, 4), (1, 4, 8)))]
+
+
+def test_cli_map_rtl_prints_the_layer_aligned_placement(capsys):
+    from spikeforge.cli import main
+
+    assert main(["map", "--config", "configs/deep-20core.toml", "--rtl"]) == 0
+    out = capsys.readouterr().out
+    assert "  11       16      2048  L2[112:128]\n" in out and "  19       10      1280  L4[0:10]" in out
