@@ -51,25 +51,32 @@ def train_rtl(cfg: SpikeforgeConfig, dataset: str = "digits", samples: int | Non
     """``spikeforge train --backend rtl``: the training driver against the Verilator model of the
     core, through the host protocol; returns the same JSON report as the golden backend (plus an
     ``rtl`` section: simulated cycles, wall time, counters)."""
+    bdir = build_core(cfg, progress=progress)
+    return run_training(bdir, TOP, BENCH, BUILD_ROOT / "runs" / f"train-{cfg.digest()}-{samples}-{epochs}", cfg,
+                        dataset, samples, epochs, progress, what="the core")
+
+
+def run_training(bdir: Path, top: str, bench: str, run_dir: Path, cfg: SpikeforgeConfig, dataset: str,
+                 samples: int | None, epochs: int | None, progress: bool, what: str) -> dict:
+    """Run the cocotb test ``train`` of ``bench`` (the training driver inside the simulation),
+    echoing its progress; return the report it wrote."""
     import threading
 
-    bdir = build_core(cfg, progress=progress)
-    run_dir = BUILD_ROOT / "runs" / f"train-{cfg.digest()}-{samples}-{epochs}"
     report = run_dir / "report.json"
     report.unlink(missing_ok=True)
     stop = threading.Event()
     if progress:
-        print(f"simulating the core under Verilator; log {run_dir / 'sim.log'}", file=sys.stderr)
+        print(f"simulating {what} under Verilator; log {run_dir / 'sim.log'}", file=sys.stderr)
         threading.Thread(target=_echo_progress, args=(run_dir / "sim.log", stop), daemon=True).start()
     try:
-        res = run(bdir, TOP, BENCH, run_dir=run_dir, waves=False, testcase="train",
+        res = run(bdir, top, bench, run_dir=run_dir, waves=False, testcase="train",
                   args={"config": cfg.to_dict(), "seed": cfg.training.seed,
                         "train": {"dataset": dataset, "samples": samples, "epochs": epochs, "report": str(report),
                                   "progress": progress}})
     finally:
         stop.set()
     if not res.passed or not report.is_file():
-        raise RuntimeError(f"RTL training failed:\n{res.report()}")
+        raise RuntimeError(f"RTL training of {what} failed:\n{res.report()}")
     return json.loads(report.read_text())
 
 

@@ -52,25 +52,8 @@ def train_multicore_rtl(cfg: SpikeforgeConfig, dataset: str = "digits", samples:
     """``spikeforge train --backend rtl-multicore``: the training driver against the Verilator
     model of the multi-core accelerator (``hardware.cores`` cores), through every core's host
     port; returns the same JSON report as the golden backend plus an ``rtl`` section."""
-    import threading
-
-    from .cosim_core import _echo_progress
+    from .cosim_core import run_training
 
     bdir = build_multicore(cfg, progress=progress, cxx_opt=cxx_opt)
-    run_dir = BUILD_ROOT / "runs" / f"mc-train-{cfg.digest()}-{samples}-{epochs}"
-    report = run_dir / "report.json"
-    report.unlink(missing_ok=True)
-    stop = threading.Event()
-    if progress:
-        print(f"simulating {cfg.hardware.cores} cores under Verilator; log {run_dir / 'sim.log'}", file=sys.stderr)
-        threading.Thread(target=_echo_progress, args=(run_dir / "sim.log", stop), daemon=True).start()
-    try:
-        res = run(bdir, TOP, BENCH, run_dir=run_dir, waves=False, testcase="train",
-                  args={"config": cfg.to_dict(), "seed": cfg.training.seed,
-                        "train": {"dataset": dataset, "samples": samples, "epochs": epochs, "report": str(report),
-                                  "progress": progress}})
-    finally:
-        stop.set()
-    if not res.passed or not report.is_file():
-        raise RuntimeError(f"multi-core RTL training failed:\n{res.report()}")
-    return json.loads(report.read_text())
+    return run_training(bdir, TOP, BENCH, BUILD_ROOT / "runs" / f"mc-train-{cfg.digest()}-{samples}-{epochs}", cfg,
+                        dataset, samples, epochs, progress, what=f"{cfg.hardware.cores} cores")

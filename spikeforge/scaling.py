@@ -225,11 +225,7 @@ def bench_scaling(cfg: SpikeforgeConfig, core_counts=CORE_COUNTS, batches: int =
         if progress:
             print(f"  {n:>2} cores: {spm:10.2f} samples per million cycles ({time.perf_counter() - t0:.0f} s)",
                   file=sys.stderr)
-    base = rows[0]["samples_per_mcycle"] / rows[0]["cores"]
-    for r in rows:
-        r["efficiency"] = round(r["samples_per_mcycle"] / (r["cores"] * base), 4)
-    same = len(set(hashes.values())) == 1
-    eff = {r["cores"]: r["efficiency"] for r in rows}
+    same, eff = _efficiency(rows, hashes)
     report = {
         "benchmark": "scaling",
         "method": "cycle model on golden multi-core activity (see spikeforge/scaling.py), samples pipelined; "
@@ -250,6 +246,15 @@ def bench_scaling(cfg: SpikeforgeConfig, core_counts=CORE_COUNTS, batches: int =
     report["goal_met"] = (same and eff.get(8, 1.0) >= 0.8 and eff.get(20, 1.0) >= 0.7
                           and report["traffic_ratio"] <= 0.45)
     return report
+
+
+def _efficiency(rows: list[dict[str, Any]], hashes: dict[int, str]) -> tuple[bool, dict[int, float]]:
+    """Fill each row's parallel efficiency against the first row; (same weights at every count,
+    efficiency by core count)."""
+    base = rows[0]["samples_per_mcycle"] / rows[0]["cores"]
+    for r in rows:
+        r["efficiency"] = round(r["samples_per_mcycle"] / (r["cores"] * base), 4)
+    return len(set(hashes.values())) == 1, {r["cores"]: r["efficiency"] for r in rows}
 
 
 def scaling_summary(r: dict[str, Any]) -> str:
@@ -309,11 +314,7 @@ def bench_scaling_rtl(cfg: SpikeforgeConfig, core_counts=(1, 2, 4, 8), samples: 
         if progress:
             print(f"  {n:>2} cores: {spm:10.2f} samples per million cycles, measured ({time.perf_counter() - t0:.0f} s)",
                   file=sys.stderr)
-    base = rows[0]["samples_per_mcycle"] / rows[0]["cores"]
-    for r in rows:
-        r["efficiency"] = round(r["samples_per_mcycle"] / (r["cores"] * base), 4)
-    same = len(set(hashes.values())) == 1
-    eff = {r["cores"]: r["efficiency"] for r in rows}
+    same, eff = _efficiency(rows, hashes)
     return {
         "benchmark": "scaling",
         "method": "measured on the multi-core RTL (Verilator, lockstep with golden); one sample in flight, "

@@ -100,6 +100,16 @@ class CocotbTransport:
         return out
 
 
+async def start_clock_and_reset(dut) -> None:
+    """Start ``clk`` and hold ``rst`` for three cycles."""
+    Clock(dut.clk, CLOCK_NS, unit="ns").start()
+    dut.rst.value = 1
+    for _ in range(3):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+
+
 def _u(value) -> int:
     """Unsigned integer of a handle's value (1-bit handles give a Logic, wider a LogicArray)."""
     return value.to_unsigned() if hasattr(value, "to_unsigned") else int(value)
@@ -138,12 +148,7 @@ class TB:
         self.client = Client(self.transport, self.cfg)
 
     async def start(self) -> None:
-        Clock(self.dut.clk, CLOCK_NS, unit="ns").start()
-        self.dut.rst.value = 1
-        for _ in range(3):
-            await RisingEdge(self.dut.clk)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
+        await start_clock_and_reset(self.dut)
 
     def check_collisions(self) -> None:
         # the core's no_rw_check memories (rtl/ram.py): a read never met a write of its address

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import cocotb
 from cocotb.task import bridge, resume
-from cocotb.triggers import RisingEdge
 from cocotb.utils import get_sim_time
 
 from spikeforge.config import SpikeforgeConfig
@@ -36,7 +35,7 @@ from spikeforge.rtl.multicore import default_placement
 from spikeforge.rtl.slice_role import core_config
 from spikeforge.rtl.protocol import Op, split_response
 from spikeforge.sim.driver import Client
-from spikeforge.sim.tb.tb_core import CLOCK_NS, CocotbTransport
+from spikeforge.sim.tb.tb_core import CLOCK_NS, CocotbTransport, start_clock_and_reset
 
 
 class MultiTB:
@@ -54,14 +53,7 @@ class MultiTB:
         self.cycles_in: dict[str, int] = {}
 
     async def start(self) -> None:
-        from cocotb.clock import Clock
-
-        Clock(self.dut.clk, CLOCK_NS, unit="ns").start()
-        self.dut.rst.value = 1
-        for _ in range(3):
-            await RisingEdge(self.dut.clk)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
+        await start_clock_and_reset(self.dut)
 
     async def _transact_all(self, jobs):
         t0 = get_sim_time("ns")
