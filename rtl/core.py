@@ -45,7 +45,7 @@ from .host import READ_GAP, READ_LATENCY
 from .lfsr import LfsrDraws
 from .params import CoreParams
 from .ram import CollisionWatch
-from .protocol import COUNTERS, CONFIG_FIELDS, Error, Op, RegionId, info_words
+from .protocol import COUNTERS, CONFIG_FIELDS, RUN_BACKWARD, RUN_FORWARD, RUN_SPIKES, Error, Op, RegionId, info_words
 from .readout import Readout
 from .skewed_memory import SkewedMemory, single_port, single_port_memory_args
 from .skid_buffer import SkidBuffer
@@ -68,6 +68,8 @@ class Core(wiring.Component):
         L = cfg.network.layers
         self.n_layers = len(L) - 1
         self.T = cfg.network.timesteps
+        #: samples whose per-timestep state the core holds (a slice core of a pipelined multi-core top)
+        self.banks = role.buffers if role is not None else 1
         P = p.lanes
         self.groups = [-(-n // P) for n in L]  # groups of every layer, inputs included
         #: single-port large memories (iCE40 SPRAM): one memory per kind, every layer in it
@@ -149,9 +151,14 @@ class Core(wiring.Component):
         m.d.comb += [px_rd.en.eq(enc.px_en), px_rd.addr.eq(enc.px_group), enc.px_data.eq(px_rd.data),
                      enc.seed.eq(self.seed)]
 
-        # spike bitmaps: index 0 = encoder output, index l+1 = output of LIF layer l
-        spike_mems = [self.collisions.memory(shape=P, depth=T * g, init=[]) for g in self.groups]
-        surr_mems = [self.collisions.memory(shape=P * p.surrogate_bits, depth=T * g, init=[]) for g in self.groups[1:]]
+        # spike bitmaps: index 0 = encoder output, index l+1 = output of LIF layer l; a slice core
+        # holds one block of T timesteps per sample in flight (`banks`): the forward pass writes
+        # bank fp_bank, the backward pass reads bank bp_bank
+        B = self.banks
+        fp_bank = Signal(range(B), name="fp_bank")
+        bp_bank = Signal(range(B), name="bp_bank")
+        spike_mems = [self.collisions.memory(shape=P, depth=B * T * g, init=[]) for g in self.groups]
+        surr_mems = [self.collisions.memory(shape=P * p.surrogate_bits, depth=B * T * g, init=[]) for g in self.groups[1:]]
         for k, mem in enumerate(spike_mems):
             m.submodules[f"spikes{k}"] = mem
         for k, mem in enumerate(surr_mems):
@@ -165,9 +172,10 @@ class Core(wiring.Component):
         m.d.comb += [rp.en.eq(0) for rp in spike_rd]
         for k, (rp, wp) in enumerate(zip(spike_rd, spike_wr)):
             self.collisions.watch(m, f"spikes{k}", rp, wp)
-        m.d.comb += [spike_wr[0].en.eq(Cat(enc.spk_en for _ in range(P))), spike_wr[0].addr.eq(enc.spk_addr),
+        m.d.comb += [spike_wr[0].en.eq(Cat(enc.spk_en for _ in range(P))),
+                     spike_wr[0].addr.eq(self._in_bank(enc.spk_addr, fp_bank, self.groups[0])),
                      spike_wr[0].data.eq(enc.spk_data)]
-        net = self._network(m, spike_wr[0])
+        net = self._network(m, spike_wr[0], fp_bank, bp_bank)
         # the output layer's membranes of every timestep, for the host (the FP engine keeps only
         # the latest timestep)
         m.submodules.membranes = mem_trace = self.collisions.memory(shape=data.ArrayLayout(signed(p.membrane_bits), P),
@@ -176,7 +184,7 @@ class Core(wiring.Component):
         m.d.comb += mt_rd.en.eq(0)
         self.collisions.watch(m, "membranes", mt_rd, mt_wr)
 
-        depth_max = max(T * g for g in self.groups)
+        depth_max = B * max(T * g for g in self.groups)
         m.submodules.scanner = scan = SpikeScanner(lanes=P, max_words=max(self.groups), depth=depth_max,
                                                    index_bits=p.input_index_bits)
         # the scanner's events pass a skid buffer, then a second one per consumer (the FP engine,
@@ -237,7 +245,7 @@ class Core(wiring.Component):
             for l in range(self.n_layers):
                 with m.If(layer == l):
                     g = self.groups[l + 1]
-                    addr = times_const(out_t, g) + out.payload.group
+                    addr = self._in_bank(times_const(out_t, g) + out.payload.group, fp_bank, g)
                     m.d.comb += [spike_wr[l + 1].en.eq(1), spike_wr[l + 1].addr.eq(addr),
                                  spike_wr[l + 1].data.eq(out.payload.spikes),
                                  surr_wr[l].en.eq(1), surr_wr[l].addr.eq(addr),
@@ -257,10 +265,12 @@ class Core(wiring.Component):
                 m.d.sync += out_g.eq(out_g + 1)
 
         in_groups = Signal(range(max(self.groups) + 1))
+        scan_bank = Mux(backward, bp_bank, fp_bank) if B > 1 else 0
         for l in range(self.n_layers):
             with m.If(layer == l):
                 # t * groups per layer as shift-adds: the group counts are constants
-                m.d.comb += [in_groups.eq(self.groups[l]), scan.base.eq(times_const(t, self.groups[l]))]
+                m.d.comb += [in_groups.eq(self.groups[l]),
+                             scan.base.eq(self._in_bank(times_const(t, self.groups[l]), scan_bank, self.groups[l]))]
         m.d.comb += [scan.words.eq(in_groups), scan.fresh.eq(t == 0)]
 
         training = Signal()
@@ -268,7 +278,7 @@ class Core(wiring.Component):
         m.d.comb += readout.label.eq(label)
         lr_shift = Signal(32, init=cfg.training.lr_shift)  # CONFIG.lr_shift, checked at UPDATE
         bwd = self._backward(m, readout, events, wg_events, spike_mems, surr_mems, spike_wr, surr_wr, layer, backward, t,
-                             lr_shift, net)
+                             lr_shift, net, bp_bank)
 
         # ---- sequencer ------------------------------------------------------------------------
         sample_loaded = Signal()
@@ -287,6 +297,51 @@ class Core(wiring.Component):
         m.d.comb += [enc.start.eq(enc_start), readout.decide.eq(decide)]
         m.d.sync += [bp_drained.eq(bwd["bp"].done & bwd["feed_idle"] & ~bwd["bp"].start),
                      wg_drained.eq(scan.done & ~bwd["wg_busy"] & ~scan.start & ~bwd["update_start"])]
+        # a slice core's samples in flight: forward pass done, backward pass not yet (TRAIN with
+        # RUN_FORWARD / RUN_BACKWARD runs the halves apart, so samples pipeline through the cores)
+        pipelined = self.role is not None
+        in_flight = Signal(range(self.banks + 1), name="in_flight")
+        forward_only = Signal()  # this run stops after its forward pass (RUN_FORWARD)
+
+        def next_bank(bank):
+            return Mux(bank == self.banks - 1, 0, bank + 1) if self.banks > 1 else bank
+
+        def backward_from_top():
+            """Into the backward pass of the sample in bank bp_bank, from the last layer's T-1."""
+            m.d.sync += [backward.eq(1), layer.eq(self.n_layers - 1), t.eq(T - 1)]
+            m.next = "EPS_WAIT" if net.error_in is not None else "BP_START"
+
+        def backward_done():
+            """The backward pass of the sample in bank bp_bank is over: its state is free (the
+            bank moves on in the cycle the end marker, stamped with the bank, is sent)."""
+            m.d.sync += backward.eq(0)
+            if pipelined:
+                m.d.sync += [bp_bank.eq(next_bank(bp_bank)), in_flight.eq(in_flight - 1)]
+
+        def forward_done():
+            """The forward pass of the sample in bank fp_bank is over (the prediction is out)."""
+            m.d.comb += decided_now.eq(1)
+            if pipelined:
+                m.d.sync += fp_bank.eq(next_bank(fp_bank))
+            with m.If(training):
+                m.d.sync += batch_samples.eq(batch_samples + 1)
+                if pipelined:
+                    m.d.sync += in_flight.eq(in_flight + 1)
+                    with m.If(forward_only):
+                        m.next = "IDLE"
+                    with m.Else():
+                        backward_from_top()
+                else:
+                    backward_from_top()
+            with m.Else():
+                if pipelined:  # nothing comes back for an inferred sample: its state is free now
+                    m.d.sync += bp_bank.eq(next_bank(bp_bank))
+                if net.spike_in is not None:
+                    m.d.comb += [net.spike_in.release.eq(1), net.spike_in.release_bank.eq(fp_bank)]
+                    m.next = "RELEASE"
+                else:
+                    m.next = "IDLE"
+
         with m.FSM():
             if cfg.hardware.large_memories == "single_port":
                 with m.State("POWER_UP"):
@@ -299,11 +354,15 @@ class Core(wiring.Component):
                 with m.If(self.run_update):
                     m.d.sync += [layer.eq(0), batch_samples.eq(0), bwd["updating"].eq(1)]
                     m.next = "UPDATE"
+                if pipelined:  # the backward half of the oldest sample in flight (checked: there is one)
+                    with m.Elif(self.run & self.run_train & ((self.chk_region & RUN_BACKWARD) != 0)):
+                        backward_from_top()
                 with m.Elif(self.run):
+                    if pipelined:
+                        m.d.sync += forward_only.eq((self.chk_region & RUN_FORWARD) != 0)
                     m.d.comb += readout.clear.eq(1)
                     m.d.sync += [training.eq(self.run_train), label.eq(self.label)]
                     if net.spike_in is not None:  # a later layer's slice: inputs from the spike network
-                        m.d.comb += net.spike_in.start.eq(1)
                         m.d.sync += [layer.eq(0), t.eq(0), out_t.eq(0), out_g.eq(0)]
                         m.next = "COLLECT"
                     else:
@@ -343,25 +402,13 @@ class Core(wiring.Component):
             with m.State("DECIDE"):
                 m.d.comb += phase["fp"].eq(1)
                 with m.If(readout.decided & ~decide):  # the readout sees decide in this state's first cycle
-                    m.d.comb += decided_now.eq(1)
                     m.d.sync += self.prediction.eq(readout.prediction)
-                    with m.If(training):
-                        m.d.sync += [backward.eq(1), layer.eq(self.n_layers - 1), t.eq(T - 1),
-                                     batch_samples.eq(batch_samples + 1)]
-                        m.next = "BP_START"
-                    with m.Else():
-                        m.next = "IDLE"
+                    forward_done()
             if net.spike_out is not None:
                 with m.State("FP_FLUSH"):  # the end marker is out: this slice's forward pass is over
                     m.d.comb += phase["fp"].eq(1)
                     with m.If(net.spike_out.idle):
-                        m.d.comb += decided_now.eq(1)
-                        with m.If(training):
-                            m.d.sync += [backward.eq(1), layer.eq(self.n_layers - 1), t.eq(T - 1),
-                                         batch_samples.eq(batch_samples + 1)]
-                            m.next = "EPS_WAIT"
-                        with m.Else():
-                            m.next = "IDLE"
+                        forward_done()
                 with m.State("EPS_WAIT"):  # the layer above's partial sums, every end marker in
                     m.d.comb += phase["bp"].eq(1)
                     with m.If(net.error_in.complete):
@@ -371,6 +418,15 @@ class Core(wiring.Component):
                     m.d.comb += phase["bp"].eq(1)
                     with m.If(bwd["eps_last"]):
                         m.next = "BP_START"
+            if net.spike_in is not None:
+                with m.State("RELEASE"):  # the input bitmap's bank is cleared for a later sample
+                    with m.If(~net.spike_in.clearing):
+                        with m.If(backward):  # the end of a backward pass: the layer below may round now
+                            backward_done()
+                            m.d.comb += net.error_out.end.eq(1)
+                            m.next = "BP_FLUSH"
+                        with m.Else():
+                            m.next = "IDLE"
             with m.State("BP_START"):
                 m.d.comb += [phase["bp"].eq(1), bwd["bp"].start.eq(1), bwd["bp"].first.eq(t == T - 1),
                              bwd["bp"].propagate.eq(1 if net.error_out is not None else layer != 0),
@@ -386,11 +442,18 @@ class Core(wiring.Component):
                 with m.If(wg_drained):
                     with m.If(t == 0):
                         with m.If(layer == 0):
-                            m.d.sync += backward.eq(0)
-                            if net.error_out is not None:  # the layer below's cores may round now
+                            if net.spike_in is not None:
+                                # its input bitmap is cleared before the end marker: the marker is
+                                # what lets the layer below run the sample `banks` later (whose
+                                # spikes go into this bank)
+                                m.d.comb += [net.spike_in.release.eq(1), net.spike_in.release_bank.eq(bp_bank)]
+                                m.next = "RELEASE"
+                            elif net.error_out is not None:  # the layer below's cores may round now
+                                backward_done()
                                 m.d.comb += net.error_out.end.eq(1)
                                 m.next = "BP_FLUSH"
                             else:
+                                backward_done()
                                 m.next = "IDLE"
                         with m.Else():
                             m.d.sync += [layer.eq(layer - 1), t.eq(T - 1)]
@@ -439,7 +502,7 @@ class Core(wiring.Component):
 
         # ---- host access: state checks, registers, memories -----------------------------------
         state = SimpleNamespace(sample_loaded=sample_loaded, spikes_loaded=spikes_loaded, batch_samples=batch_samples,
-                                lr_shift=lr_shift)
+                                lr_shift=lr_shift, in_flight=in_flight)
         mems = SimpleNamespace(px_wr=px_wr, px_rd=px_rd, spike_wr=spike_wr, spike_rd=spike_rd, mt_rd=mt_rd)
         self._host(m, state, mems, bwd, counters)
         self.collisions.drive(m)
@@ -460,20 +523,23 @@ class Core(wiring.Component):
         # a later layer's slice takes its inputs from the spike network, not from pixels
         inputs_from_network = self.role is not None and self.role.spike_senders
         with m.Switch(self.chk_op):
-            with m.Case(Op.INFER, Op.TRAIN):
-                with m.If(self.chk_region > 1):
-                    m.d.comb += self.chk_error.eq(Error.BAD_ARG)
-                with m.Elif(self.chk_region[0] & ~state.spikes_loaded):
-                    m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
-                with m.Elif(Const(0) if inputs_from_network else ~self.chk_region[0] & ~state.sample_loaded):
-                    m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
-                with m.Elif((self.chk_op == Op.TRAIN) & (state.batch_samples == p.max_batch)):
-                    m.d.comb += self.chk_error.eq(Error.WRONG_STATE)  # the gradient memory holds one batch
-            with m.Case(Op.UPDATE):
-                with m.If(state.batch_samples == 0):
-                    m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
-                with m.Elif((lr_shift > MAX_LR_SHIFT) | ~wg.shift_ok):
-                    m.d.comb += self.chk_error.eq(Error.BAD_ARG)
+            if self.role is not None:
+                self._check_run(m, state, inputs_from_network, wg)
+            else:
+                with m.Case(Op.INFER, Op.TRAIN):
+                    with m.If(self.chk_region > 1):
+                        m.d.comb += self.chk_error.eq(Error.BAD_ARG)
+                    with m.Elif(self.chk_region[0] & ~state.spikes_loaded):
+                        m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
+                    with m.Elif(~self.chk_region[0] & ~state.sample_loaded):
+                        m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
+                    with m.Elif((self.chk_op == Op.TRAIN) & (state.batch_samples == p.max_batch)):
+                        m.d.comb += self.chk_error.eq(Error.WRONG_STATE)  # the gradient memory holds one batch
+                with m.Case(Op.UPDATE):
+                    with m.If(state.batch_samples == 0):
+                        m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
+                    with m.Elif((lr_shift > MAX_LR_SHIFT) | ~wg.shift_ok):
+                        m.d.comb += self.chk_error.eq(Error.BAD_ARG)
             with m.Case(Op.WRITE):
                 # weights under a pending batch would make the update mix two models
                 with m.If((self.chk_region >= RegionId.WEIGHTS) & (self.chk_region < RegionId.WEIGHTS + n)
@@ -694,7 +760,42 @@ class Core(wiring.Component):
         halves = [staged(reduce(operator.or_, part)) for part in (terms[:half], terms[half:])]
         m.d.sync += self.acc_rdata.eq(halves[0] | halves[1])
 
-    def _network(self, m, bitmap_wr) -> SimpleNamespace:
+    def _check_run(self, m, state, inputs_from_network, wg):
+        """INFER/TRAIN checks of a slice core (inside the host check's switch on the opcode): the
+        flags RUN_FORWARD / RUN_BACKWARD split TRAIN into its halves; at most ``banks`` samples
+        (one on the output core: its readout holds one sample's counts) are in flight, and INFER,
+        a whole TRAIN and UPDATE need none."""
+        p = self.p
+        limit = 1 if self.role.output else self.banks
+        flags = self.chk_region
+        backward_only = flags == RUN_BACKWARD
+        spikes_ok = not inputs_from_network and self.banks == 1  # host-written spikes sit in bank 0
+        known = (flags == 0) | ((self.chk_op == Op.TRAIN) & ((flags == RUN_FORWARD) | backward_only))
+        if spikes_ok:
+            known |= flags == RUN_SPIKES
+        with m.Case(Op.INFER, Op.TRAIN):
+            with m.If(~known):
+                m.d.comb += self.chk_error.eq(Error.BAD_ARG)
+            with m.Elif(backward_only):
+                with m.If(state.in_flight == 0):
+                    m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
+            with m.Elif((flags == RUN_SPIKES) & ~state.spikes_loaded):
+                m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
+            with m.Elif(Const(0) if inputs_from_network else (flags != RUN_SPIKES) & ~state.sample_loaded):
+                m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
+            with m.Elif(Mux(flags == RUN_FORWARD, state.in_flight == limit, state.in_flight != 0)):
+                m.d.comb += self.chk_error.eq(Error.WRONG_STATE)  # no free bank / samples still in flight
+            with m.Elif((self.chk_op == Op.TRAIN) & (state.batch_samples == p.max_batch)):
+                m.d.comb += self.chk_error.eq(Error.WRONG_STATE)  # the gradient memory holds one batch
+        with m.Case(Op.UPDATE):
+            with m.If(state.batch_samples == 0):
+                m.d.comb += self.chk_error.eq(Error.WRONG_STATE)
+            with m.Elif(state.in_flight != 0):
+                m.d.comb += self.chk_error.eq(Error.WRONG_STATE)  # a backward pass is still to come
+            with m.Elif((state.lr_shift > MAX_LR_SHIFT) | ~wg.shift_ok):
+                m.d.comb += self.chk_error.eq(Error.BAD_ARG)
+
+    def _network(self, m, bitmap_wr, fp_bank, bp_bank) -> SimpleNamespace:
         """A slice core's inboxes and outboxes (all None on a one-core accelerator). The spike
         inbox writes the input bitmap here; the FP engine feeds the spike outbox, and the error
         side is wired in :meth:`_backward`."""
@@ -707,7 +808,8 @@ class Core(wiring.Component):
         cfg, p, T = self.cfg, self.p, self.T
         P, L = p.lanes, cfg.network.layers
         if r.spike_senders:
-            m.submodules.spike_inbox = net.spike_in = ib = SpikeInbox(T, L[0], P, r.spike_senders)
+            m.submodules.spike_inbox = net.spike_in = ib = SpikeInbox(T, L[0], P, r.spike_senders, banks=r.buffers)
+            m.d.comb += ib.bank.eq(fp_bank)
             width = len(ib.flits.payload.as_value())
             m.d.comb += [ib.flits.valid.eq(self.spike_receive.valid), self.spike_receive.ready.eq(ib.flits.ready),
                          ib.flits.payload.eq(self.spike_receive.payload.data[:width])]
@@ -715,17 +817,24 @@ class Core(wiring.Component):
                 m.d.comb += [bitmap_wr.en.eq(ib.wr_en), bitmap_wr.addr.eq(ib.wr_addr), bitmap_wr.data.eq(ib.wr_data)]
         if r.spike_dst is not None:
             m.submodules.spike_outbox = net.spike_out = ob = SpikeOutbox(P, T, r.layer_neurons, r.offset,
-                                                                           self.groups[-1], r.spike_dst, r.core)
+                                                                           self.groups[-1], r.spike_dst, r.core,
+                                                                           banks=r.buffers)
+            if r.buffers > 1:
+                m.d.comb += ob.bank.eq(fp_bank)
             self._to_network(m, ob.flits, self.spike_send)
         if r.error_senders:
             m.submodules.error_inbox = net.error_in = ei = ErrorInbox(
                 T, L[-1], r.acc_bits, p.error_bits, p.error_shift, p.error_rounding, r.error_senders,
-                index_neurons=r.error_index_neurons)
+                index_neurons=r.error_index_neurons, banks=r.buffers)
+            m.d.comb += ei.bank.eq(bp_bank)
             width = len(ei.flits.payload.as_value())
             m.d.comb += [ei.flits.valid.eq(self.error_receive.valid), self.error_receive.ready.eq(ei.flits.ready),
                          ei.flits.payload.eq(self.error_receive.payload.data[:width])]
         if r.error_owners is not None:
-            m.submodules.error_outbox = net.error_out = eo = ErrorOutbox(P, r.acc_bits, T, list(r.error_owners), r.core)
+            m.submodules.error_outbox = net.error_out = eo = ErrorOutbox(P, r.acc_bits, T, list(r.error_owners), r.core,
+                                                                         banks=r.buffers)
+            if r.buffers > 1:
+                m.d.comb += eo.bank.eq(bp_bank)
             self._to_network(m, eo.flits, self.error_send)
         if net.spike_out is None:  # the output layer's slices send no spikes
             m.d.comb += self.spike_send.valid.eq(0)
@@ -744,6 +853,11 @@ class Core(wiring.Component):
                      port.payload.dst_lo.eq(flits.payload.dst_lo), port.payload.dst_hi.eq(flits.payload.dst_hi),
                      port.payload.data.eq(flits.payload.data)]
 
+    def _in_bank(self, addr, bank, groups: int):
+        """``addr`` in ``bank``'s block of a per-sample memory of T * groups words per sample
+        (``addr`` itself with one bank: the one-core design has none)."""
+        return addr + times_const(bank, self.T * groups) if self.banks > 1 else addr
+
     def _weights_of(self, m, l):
         """Layer l's weight memory; in the layered (single-port) one, the accesses the caller
         makes under its current condition are of layer l."""
@@ -753,7 +867,7 @@ class Core(wiring.Component):
         return w
 
     def _backward(self, m, readout, events, wg_events, spike_mems, surr_mems, spike_wr, surr_wr, layer, backward, t,
-                  lr_shift, net):
+                  lr_shift, net, bp_bank):
         """BP engine, feeder, error memories, delta buffer and the WG engine (one for all layers)."""
         cfg, p = self.cfg, self.p
         P, T, L, n = p.lanes, self.T, cfg.network.layers, self.n_layers
@@ -848,8 +962,9 @@ class Core(wiring.Component):
         m.d.comb += [readout.err_group.eq(fe_g), ein.valid.eq(fe_valid)]
         for l in range(n):
             with m.If(layer == l):
-                m.d.comb += [surr_rd[l].en.eq(adv), surr_rd[l].addr.eq(addr), spk_rd[l].en.eq(adv),
-                             spk_rd[l].addr.eq(addr), ein.payload.surrogate.eq(surr_rd[l].data),
+                state_addr = self._in_bank(addr, bp_bank, groups[l + 1])  # the sample's forward state
+                m.d.comb += [surr_rd[l].en.eq(adv), surr_rd[l].addr.eq(state_addr), spk_rd[l].en.eq(adv),
+                             spk_rd[l].addr.eq(state_addr), ein.payload.surrogate.eq(surr_rd[l].data),
                              ein.payload.spikes.eq(spk_rd[l].data)]
                 if l < n - 1:
                     m.d.comb += [eps_rd[l].en.eq(adv), eps_rd[l].addr.eq(addr), ein.payload.error.eq(eps_rd[l].data)]

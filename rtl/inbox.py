@@ -37,19 +37,25 @@ class ScatterAccumulator(wiring.Component):
 
     ``put`` (addr, value): add value into word addr, one item per cycle.
     ``drain``: a request, held until ``draining`` rises (once the last item is written); then
-    ``out`` streams (addr, value) for every word in order, 2 cycles per word, and leaves the word
-    at zero. ``put`` is not ready while a drain is requested or running.
+    ``out`` streams (addr, value) for the ``drain_words`` words from ``drain_base`` (sampled with
+    the request) in order, 2 cycles per word, ``addr`` counted from ``drain_base``, and leaves each
+    word at zero. ``put`` is not ready while a drain is requested or running.
     Sums wrap at ``width`` bits: the caller sizes ``width`` for the largest total."""
 
-    def __init__(self, depth: int, width: int):
+    def __init__(self, depth: int, width: int, drain_words: int | None = None):
         if depth < 1 or width < 2:
             raise ValueError(f"ScatterAccumulator needs depth >= 1 and width >= 2, got {depth}, {width}")
         self.depth, self.width = depth, width
+        self.drain_words = drain_words or depth
+        if not 1 <= self.drain_words <= depth:
+            raise ValueError(f"ScatterAccumulator drains 1..{depth} words, got {drain_words}")
         item = data.StructLayout({"addr": range(depth), "value": signed(width)})
+        out_item = data.StructLayout({"addr": range(self.drain_words), "value": signed(width)})
         super().__init__({
             "put": In(stream.Signature(item)),
             "drain": In(1),
-            "out": Out(stream.Signature(item)),
+            "drain_base": In(range(depth)),
+            "out": Out(stream.Signature(out_item)),
             "draining": Out(1),
         })
 
@@ -74,25 +80,26 @@ class ScatterAccumulator(wiring.Component):
         m.d.comb += total.eq(base + s1_value)
         m.d.sync += [last_valid.eq(s1_valid), last_addr.eq(s1_addr), last_sum.eq(total)]
 
-        # drain: read word a, offer it, zero it when taken
-        a = Signal(range(self.depth))
+        # drain: read word base + a, offer it, zero it when taken
+        a = Signal(range(self.drain_words))
+        drain_at = Signal(range(self.depth))
         with m.FSM():
             with m.State("ACCUMULATE"):
                 m.d.comb += [rd.en.eq(1), rd.addr.eq(self.put.payload.addr),
                              wr.en.eq(s1_valid), wr.addr.eq(s1_addr), wr.data.eq(total)]
                 with m.If(self.drain & ~s1_valid):
-                    m.d.sync += [self.draining.eq(1), a.eq(0), last_valid.eq(0)]
+                    m.d.sync += [self.draining.eq(1), a.eq(0), last_valid.eq(0), drain_at.eq(self.drain_base)]
                     m.next = "READ"
             with m.State("READ"):
-                m.d.comb += [rd.en.eq(1), rd.addr.eq(a)]
+                m.d.comb += [rd.en.eq(1), rd.addr.eq(drain_at + a)]
                 m.next = "OFFER"
             with m.State("OFFER"):
                 # the read port's enable defaults to 1: hold the word while the consumer stalls
                 m.d.comb += [rd.en.eq(0), self.out.valid.eq(1), self.out.payload.addr.eq(a), self.out.payload.value.eq(rd.data)]
                 with m.If(self.out.ready):
-                    m.d.comb += [wr.en.eq(1), wr.addr.eq(a), wr.data.eq(0)]
+                    m.d.comb += [wr.en.eq(1), wr.addr.eq(drain_at + a), wr.data.eq(0)]
                     m.d.sync += a.eq(a + 1)
-                    with m.If(a == self.depth - 1):
+                    with m.If(a == self.drain_words - 1):
                         m.d.sync += self.draining.eq(0)
                         m.next = "ACCUMULATE"
                     with m.Else():
@@ -100,36 +107,58 @@ class ScatterAccumulator(wiring.Component):
         return m
 
 
-def error_flit_layout(timesteps: int, neurons: int, acc_bits: int) -> data.StructLayout:
-    """An error flit's data: one partial sum for (t, neuron), or a sender's end marker."""
-    return data.StructLayout({
-        "end": 1,
-        "t": range(timesteps),
-        "index": range(neurons),
-        "value": signed(acc_bits),
-    })
+def error_flit_layout(timesteps: int, neurons: int, acc_bits: int, banks: int = 1) -> data.StructLayout:
+    """An error flit's data: one partial sum for (t, neuron), or a sender's end marker; with
+    ``banks`` > 1 also the sample's bank (the sender's count of backward passes, mod ``banks``)."""
+    fields = {"end": 1, "t": range(timesteps), "index": range(neurons), "value": signed(acc_bits)}
+    if banks > 1:
+        fields["bank"] = range(banks)
+    return data.StructLayout(fields)
+
+
+def _bank_of(payload, banks: int):
+    return payload.bank if banks > 1 else 0
+
+
+def _per_bank(m: Module, counters: list, index):
+    """counters[index] as a value (index may be a signal)."""
+    if len(counters) == 1:
+        return counters[0]
+    sel = Signal.like(counters[0])
+    with m.Switch(index):
+        for k, c in enumerate(counters):
+            with m.Case(k):
+                m.d.comb += sel.eq(c)
+    return sel
 
 
 class ErrorInbox(wiring.Component):
     """Partial sums in, rounded errors out, for one slice of ``neurons`` neurons.
 
-    ``flits``: error flit data (:func:`error_flit_layout`). ``complete``: all ``senders`` end
-    markers are in; from then on flits wait (they belong to the next sample). ``index_neurons``:
-    the index range of the flits (the largest slice of the layer; default ``neurons``). ``finish`` (a pulse
-    once complete): ``eps`` streams (t, index, value) in t-major order, then the inbox takes the
-    next sample's flits."""
+    ``flits``: error flit data (:func:`error_flit_layout`). The accumulators hold ``banks``
+    samples (samples pipelining through the cores: the layer above may send the partial sums of
+    one sample while this core still works on an earlier one); a flit says its bank.
+    ``complete``: all ``senders`` end markers of bank ``bank`` are in; a bank's flits after that
+    wait (they belong to the sample ``banks`` later). ``index_neurons``: the index range of the
+    flits (the largest slice of the layer; default ``neurons``). ``finish`` (a pulse once
+    complete): ``eps`` streams bank ``bank``'s (t, index, value) in t-major order; flits wait
+    until that is over."""
 
     def __init__(self, timesteps: int, neurons: int, acc_bits: int, error_bits: int, error_shift: int,
-                 rounding: str, senders: int, index_neurons: int | None = None):
+                 rounding: str, senders: int, index_neurons: int | None = None, banks: int = 1):
         if senders < 1:
             raise ValueError(f"an error inbox needs at least one sender, got {senders}")
+        if banks < 1:
+            raise ValueError(f"an error inbox needs at least one bank, got {banks}")
         self.T, self.n, self.acc_bits = timesteps, neurons, acc_bits
         self.error_bits, self.error_shift, self.rounding, self.senders = error_bits, error_shift, rounding, senders
+        self.banks = banks
         # the senders size the flit's index field for the largest slice of this layer (ErrorOutbox)
-        self.flit = error_flit_layout(timesteps, index_neurons or neurons, acc_bits)
+        self.flit = error_flit_layout(timesteps, index_neurons or neurons, acc_bits, banks)
         out = data.StructLayout({"t": range(timesteps), "index": range(neurons), "value": signed(error_bits)})
         super().__init__({
             "flits": In(stream.Signature(self.flit)),
+            "bank": In(range(banks)),
             "complete": Out(1),
             "finish": In(1),
             "eps": Out(stream.Signature(out)),
@@ -137,31 +166,37 @@ class ErrorInbox(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        T, n = self.T, self.n
-        m.submodules.acc = acc = ScatterAccumulator(T * n, self.acc_bits)
-        ends = Signal(range(self.senders + 1))
+        T, n, B = self.T, self.n, self.banks
+        words = T * n
+        m.submodules.acc = acc = ScatterAccumulator(B * words, self.acc_bits, drain_words=words)
+        ends = [Signal(range(self.senders + 1), name=f"ends{k}") for k in range(B)]
         finishing = Signal()
-        open_ = Signal()  # taking this sample's flits
         f = self.flits.payload
+        flit_bank = _bank_of(f, B)
+        open_ = Signal()  # this flit's bank takes flits
+        # once every sender has ended a bank, what comes next for it is the sample `banks` later:
+        # it waits (per-sender order on the network guarantees nothing of this sample is behind it)
+        bank_full = _per_bank(m, ends, flit_bank) == self.senders
         m.d.comb += [
-            acc.put.payload.addr.eq(f.t * n + f.index),
+            acc.put.payload.addr.eq(flit_bank * words + f.t * n + f.index),
             acc.put.payload.value.eq(f.value),
-            # once every sender has ended, what comes next is the next sample's: it waits (per-
-            # sender order on the network guarantees nothing of this sample is behind it)
-            open_.eq(~self.complete & ~finishing & ~acc.draining),
+            open_.eq(~bank_full & ~finishing & ~acc.draining),
             acc.put.valid.eq(self.flits.valid & ~f.end & open_),
             self.flits.ready.eq(open_ & (f.end | acc.put.ready)),
-            self.complete.eq(ends == self.senders),
+            self.complete.eq(_per_bank(m, ends, self.bank) == self.senders),
         ]
-        with m.If(self.flits.valid & self.flits.ready & f.end):
-            m.d.sync += ends.eq(ends + 1)
-        # a finish is held until the accumulator drains; end markers from then on count for the
-        # next sample (its partial sums wait: the accumulator takes none until the drain is over)
+        for k, e in enumerate(ends):
+            with m.If(self.flits.valid & self.flits.ready & f.end & (flit_bank == k)):
+                m.d.sync += e.eq(e + 1)
+            # a finish is held until the accumulator drains; the bank's end markers from then on
+            # count for its next sample (whose sums wait until the drain is over)
+            with m.If(self.finish & self.complete & ~finishing & (self.bank == k)):
+                m.d.sync += e.eq(0)
         with m.If(self.finish & self.complete & ~finishing):
-            m.d.sync += [finishing.eq(1), ends.eq(0)]
+            m.d.sync += finishing.eq(1)
         with m.If(acc.draining):
             m.d.sync += finishing.eq(0)
-        m.d.comb += acc.drain.eq(finishing & ~acc.draining)
+        m.d.comb += [acc.drain.eq(finishing & ~acc.draining), acc.drain_base.eq(self.bank * words)]
         # the one rounding and saturation, on the way out
         rounded = round_shift(m, acc.out.payload.value, self.error_shift, self.rounding, "eps_rounded")
         lim = 1 << (self.error_bits - 1)
@@ -177,29 +212,40 @@ class ErrorInbox(wiring.Component):
         return m
 
 
-def spike_flit_layout(timesteps: int, neurons: int) -> data.StructLayout:
-    """A spike flit's data: one spike of (t, neuron) of the layer below, or a sender's end marker."""
-    return data.StructLayout({"end": 1, "t": range(timesteps), "neuron": range(neurons)})
+def spike_flit_layout(timesteps: int, neurons: int, banks: int = 1) -> data.StructLayout:
+    """A spike flit's data: one spike of (t, neuron) of the layer below, or a sender's end marker;
+    with ``banks`` > 1 also the sample's bank (the sender's count of forward passes, mod ``banks``)."""
+    fields = {"end": 1, "t": range(timesteps), "neuron": range(neurons)}
+    if banks > 1:
+        fields["bank"] = range(banks)
+    return data.StructLayout(fields)
 
 
 class SpikeInbox(wiring.Component):
-    """Spike events in, the input bitmap of one sample out (P-bit words, word ``t * groups +
-    neuron // P``, bit ``neuron % P``: the spike scanner's layout).
+    """Spike events in, the input bitmaps of ``banks`` samples out (P-bit words, word
+    ``bank * T * groups + t * groups + neuron // P``, bit ``neuron % P``: the spike scanner's
+    layout, one block per bank).
 
-    ``start`` (a pulse) clears the bitmap, one word per cycle, then takes flits, one per cycle,
-    each setting one bit through ``wr_*`` (``wr_en`` is a per-bit enable). ``complete`` rises when
-    ``senders`` end markers are in; flits after that wait for the next ``start``."""
+    Flits are taken one per cycle, each setting one bit through ``wr_*`` (``wr_en`` is a per-bit
+    enable) of its bank (the flit's ``bank``; 0 with one bank). ``complete`` rises when
+    ``senders`` end markers of bank ``bank`` are in; a bank's flits after that wait. The bitmaps
+    start at zero (memory contents at power-up); ``release`` (a pulse, once the core has read
+    bank ``release_bank`` for the last time) clears that bank, one word per cycle (``clearing``;
+    no flit is taken meanwhile), for the sample ``banks`` later."""
 
-    def __init__(self, timesteps: int, neurons: int, lanes: int, senders: int):
-        if senders < 1 or lanes < 1:
-            raise ValueError(f"a spike inbox needs senders >= 1 and lanes >= 1, got {senders}, {lanes}")
-        self.T, self.n, self.P, self.senders = timesteps, neurons, lanes, senders
+    def __init__(self, timesteps: int, neurons: int, lanes: int, senders: int, banks: int = 1):
+        if senders < 1 or lanes < 1 or banks < 1:
+            raise ValueError(f"a spike inbox needs senders, lanes and banks >= 1, got {senders}, {lanes}, {banks}")
+        self.T, self.n, self.P, self.senders, self.banks = timesteps, neurons, lanes, senders, banks
         self.groups = -(-neurons // lanes)
-        depth = timesteps * self.groups
+        depth = banks * timesteps * self.groups
         super().__init__({
-            "flits": In(stream.Signature(spike_flit_layout(timesteps, neurons))),
-            "start": In(1),
+            "flits": In(stream.Signature(spike_flit_layout(timesteps, neurons, banks))),
+            "bank": In(range(banks)),
             "complete": Out(1),
+            "release": In(1),
+            "release_bank": In(range(banks)),
+            "clearing": Out(1),
             "wr_addr": Out(range(depth)),
             "wr_en": Out(lanes),
             "wr_data": Out(lanes),
@@ -207,38 +253,44 @@ class SpikeInbox(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        depth = self.T * self.groups
-        ends = Signal(range(self.senders + 1))
-        clear = Signal(range(depth))
+        words = self.T * self.groups
+        B = self.banks
+        ends = [Signal(range(self.senders + 1), name=f"ends{k}") for k in range(B)]
+        clear = Signal(range(B * words))
+        clear_last = Signal(range(B * words))
         f = self.flits.payload
-        m.d.comb += self.complete.eq(ends == self.senders)
+        flit_bank = _bank_of(f, B)
+        m.d.comb += self.complete.eq(_per_bank(m, ends, self.bank) == self.senders)
         with m.FSM():
-            with m.State("WAIT"):  # the previous sample's bitmap is still being read
-                with m.If(self.start):
-                    m.d.sync += [clear.eq(0), ends.eq(0)]
-                    m.next = "CLEAR"
-            with m.State("CLEAR"):
-                m.d.comb += [self.wr_addr.eq(clear), self.wr_en.eq((1 << self.P) - 1), self.wr_data.eq(0)]
-                m.d.sync += clear.eq(clear + 1)
-                with m.If(clear == depth - 1):
-                    m.next = "TAKE"
             with m.State("TAKE"):
-                m.d.comb += self.flits.ready.eq(~self.complete)
+                m.d.comb += self.flits.ready.eq(_per_bank(m, ends, flit_bank) != self.senders)
                 with m.If(self.flits.valid & self.flits.ready):
                     with m.If(f.end):
-                        m.d.sync += ends.eq(ends + 1)
+                        for k, e in enumerate(ends):
+                            with m.If(flit_bank == k):
+                                m.d.sync += e.eq(e + 1)
                     with m.Else():
-                        lane = Signal(range(self.P)) if self.P > 1 else None
+                        base = flit_bank * words + f.t * self.groups
                         if self.P > 1:
-                            m.d.comb += [lane.eq(f.neuron % self.P),
-                                         self.wr_addr.eq(f.t * self.groups + f.neuron // self.P),
+                            lane = Signal(range(self.P))
+                            m.d.comb += [lane.eq(f.neuron % self.P), self.wr_addr.eq(base + f.neuron // self.P),
                                          self.wr_en.eq(1 << lane)]
                         else:
-                            m.d.comb += [self.wr_addr.eq(f.t * self.groups + f.neuron), self.wr_en.eq(1)]
+                            m.d.comb += [self.wr_addr.eq(base + f.neuron), self.wr_en.eq(1)]
                         m.d.comb += self.wr_data.eq((1 << self.P) - 1)
-                with m.If(self.start):
-                    m.d.sync += [clear.eq(0), ends.eq(0)]
+                with m.If(self.release):
+                    m.d.comb += [self.flits.ready.eq(0), self.clearing.eq(1)]  # the clear takes the write port
+                    m.d.sync += [clear.eq(self.release_bank * words), clear_last.eq(self.release_bank * words + words - 1)]
+                    for k, e in enumerate(ends):
+                        with m.If(self.release_bank == k):
+                            m.d.sync += e.eq(0)
                     m.next = "CLEAR"
+            with m.State("CLEAR"):
+                m.d.comb += [self.clearing.eq(1), self.wr_addr.eq(clear), self.wr_en.eq((1 << self.P) - 1),
+                             self.wr_data.eq(0)]
+                m.d.sync += clear.eq(clear + 1)
+                with m.If(clear == clear_last):
+                    m.next = "TAKE"
         return m
 
 
@@ -246,12 +298,13 @@ class _LaneOutbox(wiring.Component):
     """Turns words of P lanes into one flit per *set* lane (zero lanes cost nothing), then one
     end marker per sample. Subclasses say which lanes are set, and build each lane's flit and the
     marker. The timestep ``t`` is latched with each word (``t_held``): the producer may move on to
-    the next timestep while the word's lanes are still going out."""
+    the next timestep while the word's lanes are still going out. With ``banks`` > 1 every flit,
+    the marker too, carries the sample's ``bank`` (latched with each word, and with ``end``)."""
 
-    def __init__(self, lanes: int, item, flit_data, core: int, timesteps: int, ports: dict | None = None):
+    def __init__(self, lanes: int, item, flit_data, core: int, timesteps: int, banks: int = 1):
         from .noc import flit_layout
 
-        self.P, self.core, self.flit_data = lanes, core, flit_data
+        self.P, self.core, self.flit_data, self.banks = lanes, core, flit_data, banks
         self.flit = flit_layout(flit_data.size)
         super().__init__({
             "items": In(stream.Signature(item)),
@@ -259,9 +312,11 @@ class _LaneOutbox(wiring.Component):
             "flits": Out(stream.Signature(self.flit)),
             "idle": Out(1),
             "t": In(range(timesteps)),
-            **(ports or {}),
+            **({"bank": In(range(banks))} if banks > 1 else {}),
         })
         self.t_held = Signal(range(timesteps), name="t_held")
+        self.bank_held = Signal(range(banks), name="bank_held")  # the held word's
+        self.end_bank = Signal(range(banks), name="end_bank")  # the pending marker's
 
     def set_lanes(self, payload):
         raise NotImplementedError
@@ -302,9 +357,17 @@ class _LaneOutbox(wiring.Component):
         with m.If(self.items.valid & self.items.ready):
             m.d.sync += [word.eq(self.items.payload), left.eq(self.set_lanes(self.items.payload)),
                          self.t_held.eq(self.t)]
+            if self.banks > 1:
+                m.d.sync += self.bank_held.eq(self.bank)
         with m.If(self.end):
             m.d.sync += end_pending.eq(1)
+            if self.banks > 1:
+                m.d.sync += self.end_bank.eq(self.bank)
         return m
+
+    def _stamp(self, m: Module, d, bank) -> None:
+        if self.banks > 1:
+            m.d.comb += d.bank.eq(bank)
 
 
 class ErrorOutbox(_LaneOutbox):
@@ -316,14 +379,15 @@ class ErrorOutbox(_LaneOutbox):
     from the placement). ``t`` is the timestep of the groups arriving. ``end`` (a pulse, once the
     sample's last group has been taken) sends one end marker to all of them, multicast."""
 
-    def __init__(self, lanes: int, acc_bits: int, timesteps: int, owners: list[tuple[int, int, int]], core: int):
+    def __init__(self, lanes: int, acc_bits: int, timesteps: int, owners: list[tuple[int, int, int]], core: int,
+                 banks: int = 1):
         if not owners or owners[0][1] != 0 or any(a[2] != b[1] for a, b in zip(owners, owners[1:])):
             raise ValueError(f"owners must cover the layer below from neuron 0 without gaps, got {owners}")
         self.owners = owners
         self.groups = -(-owners[-1][2] // lanes)
         width = max(hi - lo for _, lo, hi in owners)
         item = data.StructLayout({"group": range(max(2, self.groups)), "delta": data.ArrayLayout(signed(acc_bits), lanes)})
-        super().__init__(lanes, item, error_flit_layout(timesteps, width, acc_bits), core, timesteps)
+        super().__init__(lanes, item, error_flit_layout(timesteps, width, acc_bits, banks), core, timesteps, banks)
 
     def set_lanes(self, payload):
         return Cat(*[payload.delta[k] != 0 for k in range(self.P)])
@@ -334,6 +398,7 @@ class ErrorOutbox(_LaneOutbox):
         dst = Signal(5)
         d = Signal(self.flit_data)
         m.d.comb += [d.t.eq(self.t_held), d.value.eq(word.delta[lane])]
+        self._stamp(m, d, self.bank_held)
         for core, lo, hi in self.owners:  # owner of the input neuron, and its index there
             with m.If((index >= lo) & (index < hi)):
                 m.d.comb += [dst.eq(core), d.index.eq(index - lo)]
@@ -342,6 +407,7 @@ class ErrorOutbox(_LaneOutbox):
     def marker(self, m):
         d = Signal(self.flit_data)
         m.d.comb += d.end.eq(1)
+        self._stamp(m, d, self.end_bank)
         cores = [c for c, _, _ in self.owners]
         return min(cores), max(cores), d
 
@@ -353,10 +419,10 @@ class SpikeOutbox(_LaneOutbox):
     timestep of the groups arriving; ``end`` sends the sample's end marker."""
 
     def __init__(self, lanes: int, timesteps: int, layer_neurons: int, offset: int, slice_groups: int,
-                 dst: tuple[int, int], core: int):
+                 dst: tuple[int, int], core: int, banks: int = 1):
         self.offset, self.dst, self.layer_neurons = offset, dst, layer_neurons
         item = data.StructLayout({"group": range(max(2, slice_groups)), "spikes": lanes})
-        super().__init__(lanes, item, spike_flit_layout(timesteps, layer_neurons), core, timesteps)
+        super().__init__(lanes, item, spike_flit_layout(timesteps, layer_neurons, banks), core, timesteps, banks)
 
     def set_lanes(self, payload):
         return payload.spikes
@@ -364,9 +430,11 @@ class SpikeOutbox(_LaneOutbox):
     def lane_flit(self, m, word, lane):
         d = Signal(self.flit_data)
         m.d.comb += [d.t.eq(self.t_held), d.neuron.eq(self.offset + word.group * self.P + lane)]
+        self._stamp(m, d, self.bank_held)
         return self.dst[0], self.dst[1], d
 
     def marker(self, m):
         d = Signal(self.flit_data)
         m.d.comb += d.end.eq(1)
+        self._stamp(m, d, self.end_bank)
         return self.dst[0], self.dst[1], d

@@ -138,11 +138,7 @@ class ForwardSlice(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [t.eq(0), out_groups.eq(0), t_out.eq(0), g_out.eq(0)]
-                    if self.inbox is not None:
-                        m.d.comb += self.inbox.start.eq(1)
-                        m.next = "COLLECT"
-                    else:
-                        m.next = "SCAN"
+                    m.next = "COLLECT" if self.inbox is not None else "SCAN"
             with m.State("COLLECT"):
                 with m.If(self.inbox.complete if self.inbox is not None else 1):
                     m.next = "SCAN"
@@ -162,10 +158,12 @@ class ForwardSlice(wiring.Component):
                         m.d.comb += self.outbox.end.eq(1)
                     m.next = "FLUSH"
             with m.State("FLUSH"):
-                if self.outbox is not None:
-                    with m.If(self.outbox.idle):
-                        m.next = "DONE"
-                else:
+                with m.If(self.outbox.idle if self.outbox is not None else 1):
+                    if self.inbox is not None:  # the bitmap is read: cleared for the next sample
+                        m.d.comb += self.inbox.release.eq(1)
+                    m.next = "RELEASE"
+            with m.State("RELEASE"):
+                with m.If(~self.inbox.clearing if self.inbox is not None else 1):
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
@@ -254,7 +252,7 @@ class MultiCoreTop(wiring.Component):
         self.cfg = cfg
         self.placement = placement or default_placement(cfg)
         acc_bits = accumulator_bits(CoreParams.from_config(cfg))  # the whole network's widest W^T delta sum
-        self.roles = roles_of(self.placement, cfg.network.timesteps, acc_bits)
+        self.roles = roles_of(self.placement, cfg.network.timesteps, acc_bits, hw.sample_buffers)
         self.slice_cfgs = [core_config(cfg, held) for held in self.placement.cores]
         self.cores = [Core(scfg, role=r) for scfg, r in zip(self.slice_cfgs, self.roles)]
         self.hosts = [HostInterface(regions(scfg), n_inputs=scfg.network.layers[0], n_outputs=scfg.network.layers[-1],

@@ -28,7 +28,7 @@ from spikeforge.config import SpikeforgeConfig
 __all__ = [
     "PROTOCOL_VERSION", "MAGIC", "Op", "Error", "Region", "RegionId", "regions", "region_by_id",
     "COUNTERS", "STATUS_FIELDS", "CONFIG_FIELDS", "info_words", "command", "split_response",
-    "RUN_SPIKES", "MAX_COUNT",
+    "RUN_SPIKES", "RUN_FORWARD", "RUN_BACKWARD", "MAX_COUNT",
 ]
 
 PROTOCOL_VERSION = 1
@@ -37,6 +37,11 @@ MAX_COUNT = 0xFFFF
 #: INFER / TRAIN flag (in the region field): take the input spikes already written to region
 #: SPIKES+0 instead of encoding the stored pixels
 RUN_SPIKES = 0x01
+#: TRAIN flags of a core of the multi-core accelerator (docs/multicore.md): run only the forward
+#: pass (the sample stays in flight, its state in the core's next bank), or only the backward pass
+#: of the oldest sample in flight. Together they let samples pipeline through the cores.
+RUN_FORWARD = 0x02
+RUN_BACKWARD = 0x04
 
 
 class Op(enum.IntEnum):

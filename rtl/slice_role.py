@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from spikeforge.config import SpikeforgeConfig
 from spikeforge.mapper import Placement, Slice
 
-__all__ = ["SliceRole", "core_config", "roles_of"]
+__all__ = ["SliceRole", "core_config", "roles_of", "pipeline_stages"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ class SliceRole:
     spike_width: int  # data bits of the spike network's flits
     error_width: int  # data bits of the error network's flits
     acc_bits: int  # width of the W^T delta partial sums on the error network
+    buffers: int = 1  # samples whose state the core holds (hardware.sample_buffers); flits carry the bank
+    stage: int = 0  # the core's place in the layer pipeline: 0 = the first layer's cores
+    stages: int = 1  # pipeline stages (groups of cores holding the same layers)
 
     @property
     def output(self) -> bool:
@@ -50,9 +53,15 @@ def core_config(cfg: SpikeforgeConfig, held: tuple[Slice, ...]) -> SpikeforgeCon
     return cfg.replace(network={"layers": [held[0].fan_in, *(s.neurons for s in held)]})
 
 
-def roles_of(placement: Placement, timesteps: int, acc_bits: int) -> list[SliceRole]:
+def pipeline_stages(placement: Placement) -> list[int]:
+    """Each core's pipeline stage: cores holding the same layers form one stage, in layer order."""
+    firsts = sorted({held[0].layer for held in placement.cores})
+    return [firsts.index(held[0].layer) for held in placement.cores]
+
+
+def roles_of(placement: Placement, timesteps: int, acc_bits: int, buffers: int = 1) -> list[SliceRole]:
     """The role of each core of a layer-aligned ``placement`` (``spikeforge.mapper.place_by_layer``):
-    each core holds one slice, or whole consecutive layers."""
+    each core holds one slice, or whole consecutive layers. ``buffers``: samples in flight per core."""
     from .inbox import error_flit_layout, spike_flit_layout
 
     layers = placement.layers
@@ -68,8 +77,9 @@ def roles_of(placement: Placement, timesteps: int, acc_bits: int) -> list[SliceR
         raise ValueError(f"the output layer must sit on one core (its readout decides the class); it is on cores {outputs}")
     slices = [s for held in placement.cores for s in held]
     largest = [max(s.neurons for s in slices if s.layer == l) for l in range(n_lif)]
-    spike_width = max(spike_flit_layout(timesteps, layers[l + 1]).size for l in range(n_lif))
-    error_width = max(error_flit_layout(timesteps, largest[l], acc_bits).size for l in range(n_lif))
+    spike_width = max(spike_flit_layout(timesteps, layers[l + 1], buffers).size for l in range(n_lif))
+    error_width = max(error_flit_layout(timesteps, largest[l], acc_bits, buffers).size for l in range(n_lif))
+    stages = pipeline_stages(placement)
     roles = []
     for c, held in enumerate(placement.cores):
         first, last = held[0], held[-1]
@@ -81,5 +91,5 @@ def roles_of(placement: Placement, timesteps: int, acc_bits: int) -> list[SliceR
             error_senders=len(above),
             error_owners=tuple((cb, sb.lo, sb.hi) for cb, sb in below) if below else None,
             error_index_neurons=largest[last.layer], spike_width=spike_width, error_width=error_width,
-            acc_bits=acc_bits))
+            acc_bits=acc_bits, buffers=buffers, stage=stages[c], stages=max(stages) + 1))
     return roles

@@ -8,6 +8,10 @@ what it holds (one slice, or whole consecutive layers); :class:`MultiCoreRtlBack
   core (the label), then TRAIN/INFER goes to *every* core at once -- the cores wait for each other
   over the interconnect, so the commands must be outstanding together (``transact_all``), and
   the next sample starts when every core has answered (one sample in flight);
+- with ``hardware.sample_buffers`` > 1, training pipelines instead: each core gets its own
+  stream of commands (``transact_streams``), TRAIN split into RUN_FORWARD and RUN_BACKWARD halves
+  in the order :func:`pipeline_order` gives its pipeline stage, and the streams run concurrently;
+  the cores wait for each other's spikes and errors over the interconnect;
 - per batch, each core gets its jumped update-LFSR state (docs/arithmetic.md §7.1: the one-core
   stream's state at the core's first weight), then UPDATE.
 
@@ -28,13 +32,64 @@ from spikeforge.config import SpikeforgeConfig
 from spikeforge.golden import lfsr, model
 from spikeforge.golden.backend import update_seed
 from spikeforge.mapper import Placement
-from spikeforge.rtl.protocol import Op, RegionId, command
+from spikeforge.rtl.protocol import RUN_BACKWARD, RUN_FORWARD, Op, RegionId, command
 
 from .driver import Client
 
-__all__ = ["MultiCoreRtlBackend", "LockstepBackend", "slice_lfsr_states"]
+__all__ = ["MultiCoreRtlBackend", "LockstepBackend", "slice_lfsr_states", "pipeline_order", "check_pipeline_order"]
 
 TransactAll = Callable[[list[tuple[object, list[int]]]], list[list[int]]]
+TransactStreams = Callable[[list[tuple[object, list[list[int]]]]], list[list[list[int]]]]
+
+
+def pipeline_order(stage: int, stages: int, samples: int, buffers: int) -> list[tuple[str, int]]:
+    """The halves a core of pipeline ``stage`` (0 = the first layer's cores) runs for a batch of
+    ``samples``, in order: ("F", s) forward, ("B", s) backward (one-forward-one-backward).
+
+    Stage k first runs the forward passes of ``min(buffers, stages - k)`` samples (the output
+    stage one: its backward pass follows at once), then alternates: the backward pass of the oldest
+    sample, the forward pass of the next. A sample's backward pass on stage k needs the stage above
+    to have run it, which needs this stage's forward pass of that sample; with the warm-up not
+    growing from one stage to the next, no stage ever waits for a pass that waits for it
+    (:func:`check_pipeline_order` replays the dependencies). The core holds at most the warm-up's
+    samples in flight, never more than ``buffers``."""
+    warm = max(1, min(buffers, stages - stage, samples))
+    order = [("F", s) for s in range(warm)]
+    for s in range(samples):
+        order.append(("B", s))
+        if s + warm < samples:
+            order.append(("F", s + warm))
+    return order
+
+
+def check_pipeline_order(stages: int, samples: int, buffers: int) -> int:
+    """Replays :func:`pipeline_order` on every stage with the dependencies of the interconnect
+    (F(s) on stage k needs F(s) on k-1; B(s) on stage k needs B(s) on k+1) and one pass at a time
+    per stage; returns the rounds taken, or raises if the stages would wait on each other forever
+    or a stage would hold more than ``buffers`` samples."""
+    orders = [pipeline_order(k, stages, samples, buffers) for k in range(stages)]
+    pos = [0] * stages
+    done: set[tuple[int, str, int]] = set()
+    rounds = 0
+    while any(p < len(o) for p, o in zip(pos, orders)):
+        moved = []
+        for k in range(stages):
+            if pos[k] == len(orders[k]):
+                continue
+            kind, s = orders[k][pos[k]]
+            need = (k - 1, "F", s) if kind == "F" and k > 0 else (k + 1, "B", s) if kind == "B" and k + 1 < stages else None
+            if need is None or need in done:
+                moved.append((k, kind, s))
+        if not moved:
+            raise RuntimeError(f"pipeline order deadlocks: stages at {[o[p] if p < len(o) else None for p, o in zip(pos, orders)]}")
+        for k, kind, s in moved:
+            done.add((k, kind, s))
+            pos[k] += 1
+            held = sum(1 for x in range(samples) if (k, "F", x) in done and (k, "B", x) not in done)
+            if held > buffers:
+                raise RuntimeError(f"stage {k} holds {held} samples, more than {buffers} buffers")
+        rounds += 1
+    return rounds
 
 
 def slice_lfsr_states(cfg: SpikeforgeConfig, placement: Placement, stream_state: int, lr_shift: int) -> list[int] | None:
@@ -58,10 +113,17 @@ class MultiCoreRtlBackend:
     name = "rtl-multicore"
 
     def __init__(self, cfg: SpikeforgeConfig, placement: Placement, clients: Sequence[Client], transact_all: TransactAll,
-                 weights: list[torch.Tensor] | None = None):
+                 weights: list[torch.Tensor] | None = None, transact_streams: TransactStreams | None = None):
+        from spikeforge.rtl.slice_role import pipeline_stages
+
         if len(clients) != placement.n_cores:
             raise ValueError(f"{len(clients)} clients for {placement.n_cores} cores")
         self.cfg, self.placement, self.clients, self.transact_all = cfg, placement, list(clients), transact_all
+        self.buffers = cfg.hardware.sample_buffers
+        if self.buffers > 1 and transact_streams is None:
+            raise ValueError("pipelined training (hardware.sample_buffers > 1) needs transact_streams")
+        self.transact_streams = transact_streams
+        self.stages = pipeline_stages(placement)
         self.held = placement.cores
         n_lif = len(cfg.network.layers) - 1
         self.first = placement.cores_of_layer(0)
@@ -136,11 +198,51 @@ class MultiCoreRtlBackend:
             out.append(self._all(Op.INFER)[self.output][0])
         return torch.tensor(out, dtype=torch.int64)
 
+    def _sample_words(self, k: int, px: torch.Tensor, label: int, seed: int) -> list[int] | None:
+        """Core k's SAMPLE command for one sample (None: the core takes no sample)."""
+        if k in self.first:  # a label is checked against the core's outputs: only the output core's counts
+            pixels = [int(v) for v in px]
+        elif k == self.output:  # only its label matters: the spike network brings its inputs
+            pixels = [0] * self.held[k][0].fan_in
+        else:
+            return None
+        return command(Op.SAMPLE, label if k == self.output else 0, len(pixels), seed, pixels)
+
+    def _train_pipelined(self, pixels, seeds, labels) -> list[int]:
+        """Every core's stream of SAMPLE / forward / backward commands for the batch, run together."""
+        n, stages = len(labels), max(self.stages) + 1
+        streams = []
+        for k, client in enumerate(self.clients):
+            words, ops = [], []
+            for kind, s in pipeline_order(self.stages[k], stages, n, self.buffers):
+                if kind == "F":
+                    sample = self._sample_words(k, pixels[s], int(labels[s]), int(seeds[s]))
+                    if sample is not None:
+                        words.append(sample)
+                        ops.append((Op.SAMPLE, None))
+                    words.append(command(Op.TRAIN, RUN_FORWARD))
+                    ops.append((Op.TRAIN, s))
+                else:
+                    words.append(command(Op.TRAIN, RUN_BACKWARD))
+                    ops.append((Op.TRAIN, None))
+            streams.append((client.t, words, ops))
+        rsps = self.transact_streams([(t, words) for t, words, _ in streams])
+        out = [0] * n
+        for k, ((_, _, ops), core_rsps) in enumerate(zip(streams, rsps)):
+            for (op, s), rsp in zip(ops, core_rsps):
+                _, data = Client.answer(op, rsp, what=f"{Op(op).name} on core {k}")
+                if k == self.output and s is not None:
+                    out[s] = data[0]
+        return out
+
     def train_batch(self, pixels: torch.Tensor, seeds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         out = []
-        for px, seed, y in zip(pixels, seeds, labels):
-            self._load(px, int(y), int(seed))
-            out.append(self._all(Op.TRAIN)[self.output][0])
+        if self.buffers > 1:
+            out = self._train_pipelined(pixels, seeds, labels)
+        else:
+            for px, seed, y in zip(pixels, seeds, labels):
+                self._load(px, int(y), int(seed))
+                out.append(self._all(Op.TRAIN)[self.output][0])
         states = slice_lfsr_states(self.cfg, self.placement, self.stream_state, self._lr_shift)
         if states is not None:
             for c, state in zip(self.clients, states):

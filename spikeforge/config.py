@@ -277,6 +277,11 @@ class HardwareConfig:
     # neurons or synapses (weights) on a core than this; sizes the per-core memories
     core_neurons: int = 512
     core_synapses: int = 16384
+    # per-sample state a core of the multi-core RTL holds (input bitmaps, spikes, surrogates,
+    # error accumulators): with more than one, samples pipeline through the cores (a core runs the
+    # forward pass of a later sample while the layers above work on an earlier one;
+    # docs/multicore.md). 1: one sample in flight. The one-core accelerator ignores it.
+    sample_buffers: int = 1
 
     def validate(self) -> None:
         _check_int("hardware.lanes", self.lanes, 1, 64)
@@ -286,6 +291,7 @@ class HardwareConfig:
         _check_choice("hardware.large_memories", self.large_memories, LARGE_MEMORIES)
         _check_int("hardware.core_neurons", self.core_neurons, 1, 4096)
         _check_int("hardware.core_synapses", self.core_synapses, 1, 1 << 20)
+        _check_int("hardware.sample_buffers", self.sample_buffers, 1, 16)
 
 
 _SECTIONS = {

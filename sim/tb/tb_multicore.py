@@ -49,6 +49,7 @@ class MultiTB:
                                            rsp=f"rsp_{k}") for k in range(self.placement.n_cores)]
         self.clients = [Client(t, core_config(self.cfg, held)) for t, held in zip(self.transports, self.placement.cores)]
         self.transact_all = resume(self._transact_all)
+        self.transact_streams = resume(self._transact_streams)
         #: cycles from issuing a command to every core until the last answer, per opcode
         self.cycles_in: dict[str, int] = {}
 
@@ -61,6 +62,19 @@ class MultiTB:
         out = [await task for task in tasks]
         op = Op(split_response(out[0][0])[1]).name
         self.cycles_in[op] = self.cycles_in.get(op, 0) + int((get_sim_time("ns") - t0) // CLOCK_NS)
+        return out
+
+    async def _transact_streams(self, streams):
+        """Each core's commands in order, the cores' streams concurrently (pipelined training);
+        the cycles until the last answer count as TRAIN (SAMPLE transfers included)."""
+        t0 = get_sim_time("ns")
+
+        async def run(t, commands):
+            return [await t._transact(words) for words in commands]
+
+        tasks = [cocotb.start_soon(run(t, commands)) for t, commands in streams]
+        out = [await task for task in tasks]
+        self.cycles_in["TRAIN"] = self.cycles_in.get("TRAIN", 0) + int((get_sim_time("ns") - t0) // CLOCK_NS)
         return out
 
     def check_flags(self) -> None:
@@ -100,7 +114,7 @@ async def lockstep(dut) -> None:
     def job():
         data = load_dataset(opts.get("dataset", "digits"), cfg.formats.pixel_bits, cfg.training.split_seed,
                             opts.get("samples"))
-        rtl = MultiCoreRtlBackend(cfg, tb.placement, tb.clients, tb.transact_all)
+        rtl = MultiCoreRtlBackend(cfg, tb.placement, tb.clients, tb.transact_all, transact_streams=tb.transact_streams)
         ref = MultiCoreGolden(cfg, placement=tb.placement)
         t_start = time.perf_counter()
 
@@ -146,7 +160,8 @@ async def train(dut) -> None:
     await tb.start()
 
     def job():
-        backend = MultiCoreRtlBackend(tb.cfg, tb.placement, tb.clients, tb.transact_all)
+        backend = MultiCoreRtlBackend(tb.cfg, tb.placement, tb.clients, tb.transact_all,
+                                      transact_streams=tb.transact_streams)
         t0 = time.perf_counter()
         result = run_training(tb.cfg, dataset=opts["dataset"], samples=opts.get("samples"), epochs=opts.get("epochs"),
                               progress=bool(opts.get("progress")), backend=backend)
