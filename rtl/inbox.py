@@ -17,7 +17,7 @@ saturation -- and clears each word for the next sample.
 
 :class:`ScatterAccumulator` is the memory part: ``mem[addr] = mem[addr] + value`` at one item per
 cycle (a read-modify-write whose result is forwarded when the next item hits the same word), and
-a drain that reads each word out and zeroes it.
+a drain that reads each word out and zeroes it, one word per cycle.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class ScatterAccumulator(wiring.Component):
     ``put`` (addr, value): add value into word addr, one item per cycle.
     ``drain``: a request, held until ``draining`` rises (once the last item is written); then
     ``out`` streams (addr, value) for the ``drain_words`` words from ``drain_base`` (sampled with
-    the request) in order, 2 cycles per word, ``addr`` counted from ``drain_base``, and leaves each
+    the request) in order, one word per cycle, ``addr`` counted from ``drain_base``, and leaves each
     word at zero. ``put`` is not ready while a drain is requested or running.
     Sums wrap at ``width`` bits: the caller sizes ``width`` for the largest total."""
 
@@ -80,9 +80,11 @@ class ScatterAccumulator(wiring.Component):
         m.d.comb += total.eq(base + s1_value)
         m.d.sync += [last_valid.eq(s1_valid), last_addr.eq(s1_addr), last_sum.eq(total)]
 
-        # drain: read word base + a, offer it, zero it when taken
+        # drain, one word per cycle: word base + a is offered while base + a + 1 is read (the read
+        # port holds its word while the consumer stalls); a taken word is zeroed
         a = Signal(range(self.drain_words))
         drain_at = Signal(range(self.depth))
+        last = a == self.drain_words - 1
         with m.FSM():
             with m.State("ACCUMULATE"):
                 m.d.comb += [rd.en.eq(1), rd.addr.eq(self.put.payload.addr),
@@ -91,19 +93,17 @@ class ScatterAccumulator(wiring.Component):
                     m.d.sync += [self.draining.eq(1), a.eq(0), last_valid.eq(0), drain_at.eq(self.drain_base)]
                     m.next = "READ"
             with m.State("READ"):
-                m.d.comb += [rd.en.eq(1), rd.addr.eq(drain_at + a)]
+                m.d.comb += [rd.en.eq(1), rd.addr.eq(drain_at)]
                 m.next = "OFFER"
             with m.State("OFFER"):
-                # the read port's enable defaults to 1: hold the word while the consumer stalls
-                m.d.comb += [rd.en.eq(0), self.out.valid.eq(1), self.out.payload.addr.eq(a), self.out.payload.value.eq(rd.data)]
+                m.d.comb += [self.out.valid.eq(1), self.out.payload.addr.eq(a), self.out.payload.value.eq(rd.data),
+                             rd.en.eq(self.out.ready & ~last), rd.addr.eq(drain_at + a + 1)]
                 with m.If(self.out.ready):
                     m.d.comb += [wr.en.eq(1), wr.addr.eq(drain_at + a), wr.data.eq(0)]
                     m.d.sync += a.eq(a + 1)
-                    with m.If(a == self.drain_words - 1):
+                    with m.If(last):
                         m.d.sync += self.draining.eq(0)
                         m.next = "ACCUMULATE"
-                    with m.Else():
-                        m.next = "READ"
         return m
 
 
@@ -141,8 +141,8 @@ class ErrorInbox(wiring.Component):
     ``complete``: all ``senders`` end markers of bank ``bank`` are in; a bank's flits after that
     wait (they belong to the sample ``banks`` later). ``index_neurons``: the index range of the
     flits (the largest slice of the layer; default ``neurons``). ``finish`` (a pulse once
-    complete): ``eps`` streams bank ``bank``'s (t, index, value) in t-major order; flits wait
-    until that is over."""
+    complete): ``eps`` streams bank ``bank``'s (t, index, value) in t-major order (the bank as it
+    was at the finish); flits wait until that is over."""
 
     def __init__(self, timesteps: int, neurons: int, acc_bits: int, error_bits: int, error_shift: int,
                  rounding: str, senders: int, index_neurons: int | None = None, banks: int = 1):
@@ -192,11 +192,12 @@ class ErrorInbox(wiring.Component):
             # count for its next sample (whose sums wait until the drain is over)
             with m.If(self.finish & self.complete & ~finishing & (self.bank == k)):
                 m.d.sync += e.eq(0)
+        finish_bank = Signal(range(B))  # the bank being finished (``bank`` may move on meanwhile)
         with m.If(self.finish & self.complete & ~finishing):
-            m.d.sync += finishing.eq(1)
+            m.d.sync += [finishing.eq(1), finish_bank.eq(self.bank)]
         with m.If(acc.draining):
             m.d.sync += finishing.eq(0)
-        m.d.comb += [acc.drain.eq(finishing & ~acc.draining), acc.drain_base.eq(self.bank * words)]
+        m.d.comb += [acc.drain.eq(finishing & ~acc.draining), acc.drain_base.eq(finish_bank * words)]
         # the one rounding and saturation, on the way out
         rounded = round_shift(m, acc.out.payload.value, self.error_shift, self.rounding, "eps_rounded")
         lim = 1 << (self.error_bits - 1)

@@ -62,12 +62,12 @@ def pipeline_order(stage: int, stages: int, samples: int, buffers: int) -> list[
     return order
 
 
-def check_pipeline_order(stages: int, samples: int, buffers: int) -> int:
+def check_pipeline_order(stages: int, samples: int, buffers: int, order=pipeline_order) -> int:
     """Replays :func:`pipeline_order` on every stage with the dependencies of the interconnect
     (F(s) on stage k needs F(s) on k-1; B(s) on stage k needs B(s) on k+1) and one pass at a time
     per stage; returns the rounds taken, or raises if the stages would wait on each other forever
     or a stage would hold more than ``buffers`` samples."""
-    orders = [pipeline_order(k, stages, samples, buffers) for k in range(stages)]
+    orders = [order(k, stages, samples, buffers) for k in range(stages)]
     pos = [0] * stages
     done: set[tuple[int, str, int]] = set()
     rounds = 0

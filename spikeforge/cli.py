@@ -138,9 +138,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 raise UsageError(f"--cores must list core counts from 1 to 20, got {args.cores!r}")
         if args.rtl:
             samples = args.samples if args.samples != 512 else None
-            report = bench_scaling_rtl(cfg, counts, samples=samples, progress=not args.quiet)
+            report = bench_scaling_rtl(cfg, counts, samples=samples, progress=not args.quiet, buffers=args.buffers)
         else:
-            report = bench_scaling(cfg, counts, batches=args.batches, buffers=args.buffers, progress=not args.quiet)
+            report = bench_scaling(cfg, counts, batches=args.batches, buffers=args.buffers or 8, progress=not args.quiet)
         _write(report, args.report)
         print(scaling_summary(report))
         return 0 if report["goal_met"] else 1
@@ -354,7 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--densities", default="0.1,0.5,1.0", help="rtl: input spike densities")
     b.add_argument("--repeats", type=int, default=3, help="measurements per side; the best is reported")
     b.add_argument("--batches", type=int, default=2, help="scaling: training batches per core count")
-    b.add_argument("--buffers", type=int, default=8, help="scaling: samples whose forward state a core can hold (default 8)")
+    b.add_argument("--buffers", type=int, default=None,
+                   help="scaling: samples whose state a core holds (model: default 8; --rtl: default the config's "
+                        "hardware.sample_buffers)")
     b.add_argument("--rtl", action="store_true",
                    help="scaling: measure on the multi-core RTL under Verilator instead of the cycle model "
                         "(one build per core count; --samples per count, default one batch)")

@@ -273,32 +273,35 @@ def scaling_summary(r: dict[str, Any]) -> str:
 
 
 def bench_scaling_rtl(cfg: SpikeforgeConfig, core_counts=(1, 2, 4, 8), samples: int | None = None,
-                      cxx_opt: str | None = None, progress: bool = True) -> dict[str, Any]:
+                      cxx_opt: str | None = None, progress: bool = True, buffers: int | None = None) -> dict[str, Any]:
     """Measured, not modelled: train ``samples`` real samples on the multi-core RTL
     (``MultiCoreTop`` under Verilator, in lockstep with the golden multi-core model) at each core
-    count and count the cycles the cores spend in TRAIN and UPDATE (from issuing the command to
-    every core until the last answers; the host's SAMPLE transfers are not counted).
+    count and count the cycles the cores spend training and updating.
 
-    The RTL runs one sample at a time (samples do not yet pipeline through the cores), so this
-    measures what the cycle model (:func:`bench_scaling`) calls ``buffers`` = 1 and less: the
-    whole accelerator finishes a sample before the next starts. A core count for which the
-    configured core is too small is built with a larger core (``core_neurons``/``core_synapses``
-    raised to fit), as the model does."""
+    ``buffers`` (default ``hardware.sample_buffers``): samples in flight per core. With one, the
+    whole accelerator finishes a sample before the next starts, and the cycles are those from
+    issuing TRAIN to every core until the last answers (the host's SAMPLE transfers not counted).
+    With more, samples pipeline through the cores: each core runs its own command stream for the
+    batch, and the cycles are those from the first command of the batch until the last core
+    answers, SAMPLE transfers included. A core count for which the configured core is too small
+    is built with a larger core (``core_neurons``/``core_synapses`` raised to fit), as the model
+    does."""
     from spikeforge.mapper import MappingError
     from spikeforge.rtl.multicore import default_placement
     from spikeforge.sim.cosim_multicore import run_multicore
 
     B = cfg.training.batch_size
     samples = samples or B
+    buffers = buffers or cfg.hardware.sample_buffers
     rows, hashes = [], {}
     t0 = time.perf_counter()
     for n in core_counts:
-        c = cfg.replace(hardware={"cores": n})
+        c = cfg.replace(hardware={"cores": n, "sample_buffers": buffers})
         try:
             default_placement(c)
         except MappingError:
-            c = cfg.replace(hardware={"cores": n, "core_neurons": sum(cfg.network.layers[1:]),
-                                      "core_synapses": sum(o * i for o, i in cfg.layer_shapes)})
+            c = c.replace(hardware={"core_neurons": sum(cfg.network.layers[1:]),
+                                    "core_synapses": sum(o * i for o, i in cfg.layer_shapes)})
         res, out = run_multicore(c, "lockstep", {"lockstep": {"samples": samples, "epochs": 1},
                                                  "replay": f"spikeforge bench scaling --rtl --cores {n}"},
                                  seed=1, cxx_opt=cxx_opt)
@@ -317,8 +320,11 @@ def bench_scaling_rtl(cfg: SpikeforgeConfig, core_counts=(1, 2, 4, 8), samples: 
     same, eff = _efficiency(rows, hashes)
     return {
         "benchmark": "scaling",
-        "method": "measured on the multi-core RTL (Verilator, lockstep with golden); one sample in flight, "
-                  "host SAMPLE transfers not counted",
+        "method": ("measured on the multi-core RTL (Verilator, lockstep with golden); one sample in flight, "
+                   "host SAMPLE transfers not counted" if buffers == 1 else
+                   f"measured on the multi-core RTL (Verilator, lockstep with golden); samples pipeline through the "
+                   f"cores, {buffers} buffers per core, host SAMPLE transfers counted"),
+        "sample_buffers": buffers,
         "network": list(cfg.network.layers),
         "lanes": cfg.hardware.lanes,
         "batch_size": B,

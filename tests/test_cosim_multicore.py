@@ -78,6 +78,22 @@ def test_multicore_rtl_trains_like_one_core(cores, gap, stall, request):
         assert c["samples_trained"] == SAMPLES and c["updates"] == 3, f"core {k}: {c}"
 
 
+@pytest.mark.parametrize("cores, buffers, gap, stall", [(4, 4, 0.0, 0.0), (8, 3, 0.3, 0.5)])
+def test_pipelined_multicore_rtl_trains_like_one_core(cores, buffers, gap, stall, request):
+    """Samples pipeline through the cores (hardware.sample_buffers banks per core, each core's own
+    command stream of forward and backward halves): the same predictions and weights as golden,
+    ending with the one-core hash. The first batch's streams also carry commands the cores must
+    refuse (tb_multicore ``probe_refusals``); the lockstep shows the refusals changed nothing."""
+    cfg = small_cfg(cores).replace(name=f"mc-small-{cores}-b{buffers}", hardware={"sample_buffers": buffers})
+    res, out = _lockstep(cfg, request, _seed(), gap=gap, stall=stall, probe_refusals=True)
+    assert res.passed, res.report()
+    assert out["samples_trained"] == SAMPLES and out["batches"] == 3
+    assert out["refusals_checked"] >= 5 * cores  # four with nothing in flight + three in flight, per core
+    assert out["weights_sha256"] == one_core_golden_sha(cfg)
+    for k, c in enumerate(out["counters"]):
+        assert c["samples_trained"] == SAMPLES and c["updates"] == 3, f"core {k}: {c}"
+
+
 def test_lockstep_catches_a_wrong_update_stream(request):
     """The comparison can fail: if the host gave every core the stream's start instead of its
     jumped LFSR state, the first update already differs and the bench names the core."""

@@ -118,3 +118,4 @@ def test_cli_map_rtl_prints_the_layer_aligned_placement(capsys):
     assert main(["map", "--config", "configs/deep-20core.toml", "--rtl"]) == 0
     out = capsys.readouterr().out
     assert "  11       16      2048  L2[112:128]\n" in out and "  19       10      1280  L4[0:10]" in out
+

@@ -16,6 +16,10 @@ Arguments (``$SPIKEFORGE_COSIM_ARGS``)::
     replay     one-line command that reruns this simulation
     lockstep   {"dataset", "samples", "epochs", "test_samples"}
     mutant     "unjumped_lfsr": the host gives every core the stream's start state (must fail)
+    probe_refusals  pipelined training only: the first batch's command streams carry commands the
+               cores must refuse (a backward pass with nothing in flight, unknown flags, a forward
+               pass with no free bank, INFER / whole TRAIN / UPDATE with samples in flight); each
+               refusal is checked, and the lockstep comparison shows they changed nothing
     out        JSON written with the results: weights_sha256, cycles per phase, counters
 """
 
@@ -36,6 +40,16 @@ from spikeforge.rtl.slice_role import core_config
 from spikeforge.rtl.protocol import Op, split_response
 from spikeforge.sim.driver import Client
 from spikeforge.sim.tb.tb_core import CLOCK_NS, CocotbTransport, start_clock_and_reset
+
+
+def roles_for(cfg, placement):
+    """The cores' roles of the build (rtl/slice_role.py), as MultiCoreTop derives them."""
+    from spikeforge.rtl.bp_engine import accumulator_bits
+    from spikeforge.rtl.params import CoreParams
+    from spikeforge.rtl.slice_role import roles_of
+
+    return roles_of(placement, cfg.network.timesteps, accumulator_bits(CoreParams.from_config(cfg)),
+                    cfg.hardware.sample_buffers)
 
 
 class MultiTB:
@@ -67,6 +81,9 @@ class MultiTB:
     async def _transact_streams(self, streams):
         """Each core's commands in order, the cores' streams concurrently (pipelined training);
         the cycles until the last answer count as TRAIN (SAMPLE transfers included)."""
+        expect = None
+        if getattr(self, "_probe", None):
+            streams, expect = self._inject(streams)
         t0 = get_sim_time("ns")
 
         async def run(t, commands):
@@ -75,7 +92,59 @@ class MultiTB:
         tasks = [cocotb.start_soon(run(t, commands)) for t, commands in streams]
         out = [await task for task in tasks]
         self.cycles_in["TRAIN"] = self.cycles_in.get("TRAIN", 0) + int((get_sim_time("ns") - t0) // CLOCK_NS)
+        if expect is not None:
+            for k, (rsps, exp) in enumerate(zip(out, expect)):
+                for i, status, words in exp:
+                    got = split_response(rsps[i][0])[0]
+                    if got != status:
+                        raise AssertionError(f"core {k}: command {words[0]:#010x} answered status {got}, "
+                                             f"expected {status} (a refusal)")
+                self.refusals_checked = getattr(self, "refusals_checked", 0) + len(exp)
+                probes = {i for i, _, _ in exp}
+                out[k] = [r for i, r in enumerate(rsps[:-1]) if i not in probes]  # without probes and CLEAR_ERROR
         return out
+
+    def probe_refusals(self, roles) -> None:
+        """Make the next ``transact_streams`` call carry refused commands (see the module docstring)."""
+        self._probe = roles
+
+    def _inject(self, streams):
+        """The probe commands spliced into each core's stream: [(index in the new stream, expected
+        status)], the streams with them."""
+        from spikeforge.rtl.protocol import RUN_BACKWARD, RUN_FORWARD, Error, command
+
+        roles, self._probe = self._probe, None
+        fwd, bwd = command(Op.TRAIN, RUN_FORWARD), command(Op.TRAIN, RUN_BACKWARD)
+        out, expect = [], []
+        for (t, commands), r in zip(streams, roles):
+            new, exp = [], []
+
+            def probe(words, status):
+                exp.append((len(new), status, words))
+                new.append(words)
+
+            # nothing in flight yet
+            probe(bwd, Error.WRONG_STATE)
+            probe(command(Op.TRAIN, RUN_FORWARD | RUN_BACKWARD), Error.BAD_ARG)
+            probe(command(Op.TRAIN, 0x08), Error.BAD_ARG)
+            probe(command(Op.INFER, RUN_FORWARD), Error.BAD_ARG)
+            forwards = 0
+            limit = 1 if r.output else r.buffers
+            for words in commands:
+                new.append(words)
+                if words == fwd:
+                    forwards += 1
+                    if forwards == 1:  # a sample in flight
+                        probe(command(Op.INFER), Error.WRONG_STATE)
+                        probe(command(Op.TRAIN), Error.WRONG_STATE)
+                        probe(command(Op.UPDATE), Error.WRONG_STATE)
+                    if forwards == min(limit, r.stages - r.stage):  # the warm-up: every bank it may use is full
+                        if forwards == limit:
+                            probe(fwd, Error.WRONG_STATE)
+            new.append(command(Op.CLEAR_ERROR))  # the refusals are recorded: the sticky registers cleared
+            out.append((t, new))
+            expect.append(exp)
+        return out, expect
 
     def check_flags(self) -> None:
         if int(self.dut.misroute.value):
@@ -115,6 +184,10 @@ async def lockstep(dut) -> None:
         data = load_dataset(opts.get("dataset", "digits"), cfg.formats.pixel_bits, cfg.training.split_seed,
                             opts.get("samples"))
         rtl = MultiCoreRtlBackend(cfg, tb.placement, tb.clients, tb.transact_all, transact_streams=tb.transact_streams)
+        if args.get("probe_refusals"):
+            if cfg.hardware.sample_buffers < 2:
+                raise ValueError("probe_refusals needs pipelined training (hardware.sample_buffers > 1)")
+            tb.probe_refusals(roles_for(cfg, tb.placement))
         ref = MultiCoreGolden(cfg, placement=tb.placement)
         t_start = time.perf_counter()
 
@@ -136,6 +209,7 @@ async def lockstep(dut) -> None:
             ids = torch.arange(n_test)
             be.infer(data.test_x[:n_test], _seeds(cfg.training.seed, EVAL_STREAM, ids))
         return {"cores": tb.placement.n_cores, "placement": tb.placement.to_dict(), "batches": be.batches,
+                "refusals_checked": getattr(tb, "refusals_checked", 0),
                 "samples_trained": be.samples, "test_samples_inferred": n_test, "weights_sha256": hashes[-1],
                 "epoch_hashes": hashes, "wall_s": round(time.perf_counter() - t0, 3),
                 "cycles_in": dict(tb.cycles_in), "counters": rtl.counters()}
