@@ -302,6 +302,7 @@ class Core(wiring.Component):
         pipelined = self.role is not None
         in_flight = Signal(range(self.banks + 1), name="in_flight")
         forward_only = Signal()  # this run stops after its forward pass (RUN_FORWARD)
+        releasing = Signal(range(self.banks), name="releasing")  # the input bitmap bank to clear
 
         def next_bank(bank):
             return Mux(bank == self.banks - 1, 0, bank + 1) if self.banks > 1 else bank
@@ -337,7 +338,7 @@ class Core(wiring.Component):
                 if pipelined:  # nothing comes back for an inferred sample: its state is free now
                     m.d.sync += bp_bank.eq(next_bank(bp_bank))
                 if net.spike_in is not None:
-                    m.d.comb += [net.spike_in.release.eq(1), net.spike_in.release_bank.eq(fp_bank)]
+                    m.d.sync += releasing.eq(fp_bank)
                     m.next = "RELEASE"
                 else:
                     m.next = "IDLE"
@@ -419,8 +420,14 @@ class Core(wiring.Component):
                     with m.If(bwd["eps_last"]):
                         m.next = "BP_START"
             if net.spike_in is not None:
-                with m.State("RELEASE"):  # the input bitmap's bank is cleared for a later sample
+                with m.State("RELEASE"):
+                    # the input bitmap's bank is read for the last time: the inbox clears it for the
+                    # sample `banks` later while the core goes on. The end marker may leave at once:
+                    # the layer below's next spikes for this bank can arrive during the clear, but
+                    # the inbox takes no flit until it is over. (It is over long before the next
+                    # release; the wait is for form.)
                     with m.If(~net.spike_in.clearing):
+                        m.d.comb += [net.spike_in.release.eq(1), net.spike_in.release_bank.eq(releasing)]
                         with m.If(backward):  # the end of a backward pass: the layer below may round now
                             backward_done()
                             m.d.comb += net.error_out.end.eq(1)
@@ -443,10 +450,7 @@ class Core(wiring.Component):
                     with m.If(t == 0):
                         with m.If(layer == 0):
                             if net.spike_in is not None:
-                                # its input bitmap is cleared before the end marker: the marker is
-                                # what lets the layer below run the sample `banks` later (whose
-                                # spikes go into this bank)
-                                m.d.comb += [net.spike_in.release.eq(1), net.spike_in.release_bank.eq(bp_bank)]
+                                m.d.sync += releasing.eq(bp_bank)
                                 m.next = "RELEASE"
                             elif net.error_out is not None:  # the layer below's cores may round now
                                 backward_done()

@@ -3,7 +3,15 @@
 
 :class:`SpikeInbox` writes the spike events of the layer below into the input spike bitmap the
 spike scanner reads (one bit per flit, through a bit-granular write port: no read-modify-write),
-after clearing the bitmap for the sample, and counts the senders' end markers.
+counts the senders' end markers, and clears a sample's bitmap once the core has read it for the
+last time.
+
+Both hold ``banks`` samples (samples pipelining through the cores): a flit carries its sample's
+bank, the sender's count of forward (spikes) or backward (errors) passes modulo ``banks``, and
+the receiver counts its passes the same way. Nothing overwrites a bank still in use because a
+sender runs the pass that fills bank b again only after the receiver has freed it (the one-
+forward-one-backward order of sim/multicore_driver.py ``pipeline_order``; docs/multicore.md);
+and a flit for a bank whose end markers are all in waits instead of mixing two samples.
 
 :class:`ErrorInbox` (step 3 of §7.1):
 
@@ -231,8 +239,9 @@ class SpikeInbox(wiring.Component):
     enable) of its bank (the flit's ``bank``; 0 with one bank). ``complete`` rises when
     ``senders`` end markers of bank ``bank`` are in; a bank's flits after that wait. The bitmaps
     start at zero (memory contents at power-up); ``release`` (a pulse, once the core has read
-    bank ``release_bank`` for the last time) clears that bank, one word per cycle (``clearing``;
-    no flit is taken meanwhile), for the sample ``banks`` later."""
+    bank ``release_bank`` for the last time) clears that bank, one word per cycle from the next
+    cycle on (``clearing``; no flit is taken meanwhile, nor in the cycle of the pulse), for the
+    sample ``banks`` later."""
 
     def __init__(self, timesteps: int, neurons: int, lanes: int, senders: int, banks: int = 1):
         if senders < 1 or lanes < 1 or banks < 1:
@@ -280,7 +289,7 @@ class SpikeInbox(wiring.Component):
                             m.d.comb += [self.wr_addr.eq(base + f.neuron), self.wr_en.eq(1)]
                         m.d.comb += self.wr_data.eq((1 << self.P) - 1)
                 with m.If(self.release):
-                    m.d.comb += [self.flits.ready.eq(0), self.clearing.eq(1)]  # the clear takes the write port
+                    m.d.comb += self.flits.ready.eq(0)  # the clear takes the write port
                     m.d.sync += [clear.eq(self.release_bank * words), clear_last.eq(self.release_bank * words + words - 1)]
                     for k, e in enumerate(ends):
                         with m.If(self.release_bank == k):
