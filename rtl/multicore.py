@@ -227,11 +227,12 @@ class MultiCoreForward(wiring.Component):
 
 def default_placement(cfg: SpikeforgeConfig) -> Placement:
     """The placement a ``MultiCoreTop`` of ``cfg`` runs: one slice per core, every layer on cores
-    of its own (``spikeforge.mapper.place_by_layer``)."""
+    of its own, in proportion to its work (``hardware.neuron_cost``; ``spikeforge.mapper.place_by_layer``)."""
     from spikeforge.mapper import place_by_layer
 
     hw = cfg.hardware
-    return place_by_layer(cfg.network.layers, hw.cores, hw.core_neurons, hw.core_synapses, align=hw.lanes)
+    return place_by_layer(cfg.network.layers, hw.cores, hw.core_neurons, hw.core_synapses, align=hw.lanes,
+                          neuron_cost=hw.neuron_cost or None)
 
 
 class MultiCoreTop(wiring.Component):

@@ -216,7 +216,7 @@ def cmd_map(args: argparse.Namespace) -> int:
 
         hw = cfg.hardware
         p = place_by_layer(cfg.network.layers, args.cores or hw.cores, hw.core_neurons, hw.core_synapses,
-                           align=hw.lanes)
+                           align=hw.lanes, neuron_cost=hw.neuron_cost or None)
     else:
         p = place_config(cfg, args.cores)
     if args.json:
@@ -224,6 +224,10 @@ def cmd_map(args: argparse.Namespace) -> int:
     else:
         print(f"{source}: layers {list(cfg.network.layers)} on {p.n_cores} cores "
               f"(capacity {cfg.hardware.core_neurons} neurons, {cfg.hardware.core_synapses} synapses per core)")
+        if args.rtl:
+            basis = (f"work = neurons x hardware.neuron_cost {list(cfg.hardware.neuron_cost)}" if cfg.hardware.neuron_cost
+                     else "synapses (no hardware.neuron_cost profile)")
+            print(f"layer-aligned (the multi-core RTL's placement); cores per layer in proportion to {basis}")
         print(p.describe())
     return 0
 

@@ -282,8 +282,13 @@ class HardwareConfig:
     # forward pass of a later sample while the layers above work on an earlier one;
     # docs/multicore.md). 1: one sample in flight. The one-core accelerator ignores it.
     sample_buffers: int = 1
+    # cycles per neuron and sample of each LIF layer (a profile: `spikeforge bench scaling` prints
+    # it as neuron_cost_per_layer). The multi-core RTL gives each layer cores in proportion to its
+    # neurons times this cost instead of its synapses, balancing the pipeline stages' work. Empty:
+    # by synapses. Changes the placement, never a number the model computes.
+    neuron_cost: tuple[int, ...] = ()
 
-    def validate(self) -> None:
+    def validate(self, net: NetworkConfig | None = None) -> None:
         _check_int("hardware.lanes", self.lanes, 1, 64)
         if self.lanes & (self.lanes - 1):
             _fail("hardware.lanes", self.lanes, "must be a power of two")
@@ -292,6 +297,11 @@ class HardwareConfig:
         _check_int("hardware.core_neurons", self.core_neurons, 1, 4096)
         _check_int("hardware.core_synapses", self.core_synapses, 1, 1 << 20)
         _check_int("hardware.sample_buffers", self.sample_buffers, 1, 16)
+        for k, c in enumerate(self.neuron_cost):
+            _check_int(f"hardware.neuron_cost[{k}]", c, 1, 10**7)
+        if net is not None and self.neuron_cost and len(self.neuron_cost) != len(net.layers) - 1:
+            _fail("hardware.neuron_cost", list(self.neuron_cost),
+                  f"must give one cost per LIF layer ({len(net.layers) - 1}) or be empty")
 
 
 _SECTIONS = {
@@ -322,7 +332,7 @@ class SpikeforgeConfig:
         self.neuron.validate(self.formats)
         self.surrogate.validate(self.formats)
         self.training.validate(self.network, self.formats)
-        self.hardware.validate()
+        self.hardware.validate(self.network)
 
     # -- derived quantities used by golden model, RTL generator and testbenches alike ---------
     @property

@@ -154,15 +154,17 @@ def place(layers: tuple[int, ...] | list[int], cores: int, core_neurons: int, co
 
 
 def place_by_layer(layers: tuple[int, ...] | list[int], cores: int, core_neurons: int, core_synapses: int,
-                   align: int = 1) -> Placement:
+                   align: int = 1, neuron_cost: list[int] | tuple[int, ...] | None = None) -> Placement:
     """Layer-aligned placement, the one the multi-core RTL runs (rtl/multicore.py): a core holds
     either one slice of one layer or whole consecutive layers, never the end of one layer and the
     start of the next.
 
-    With at least one core per LIF layer, every layer gets a group of cores of its own, in
-    proportion to its synapses, and is cut into nearly equal slices at multiples of ``align``.
-    With fewer cores, consecutive whole layers share a core (the grouping with the smallest
-    largest core)."""
+    A layer's work is its neurons times ``neuron_cost`` of the layer (a profile of cycles per
+    neuron; default its fan-in, i.e. its synapses). With at least one core per LIF layer, every
+    layer gets a group of cores of its own, in proportion to its work, and is cut into nearly
+    equal slices at multiples of ``align``. With fewer cores, consecutive whole layers share a core
+    (the grouping with the least work on the busiest core). The layer groups are the stages of
+    the pipeline samples run through, so balancing work balances the stages."""
     layers = tuple(layers)
     if len(layers) < 2:
         raise MappingError(f"network.layers = {list(layers)}: need the input size and at least one LIF layer")
@@ -172,12 +174,16 @@ def place_by_layer(layers: tuple[int, ...] | list[int], cores: int, core_neurons
         raise MappingError(f"hardware.cores = {cores}: a spikeforge accelerator has 1 to 20 cores")
     total = sum(s * f for s, f in zip(sizes, fan_ins))
     need = max(-(-total // core_synapses), -(-sum(sizes) // core_neurons))
+    if neuron_cost:
+        if len(neuron_cost) != n or any(not isinstance(c, int) or c < 1 for c in neuron_cost):
+            raise MappingError(f"hardware.neuron_cost must give one integer >= 1 per LIF layer ({n}), got {list(neuron_cost)}")
+    cost = list(neuron_cost) if neuron_cost else fan_ins
+    work = [s * c for s, c in zip(sizes, cost)]
     if cores < n:
         import itertools
 
-        syn = [s * f for s, f in zip(sizes, fan_ins)]
         best = min(itertools.combinations(range(1, n), cores - 1),
-                   key=lambda cuts: max(sum(syn[a:b]) for a, b in zip((0, *cuts), (*cuts, n))))
+                   key=lambda cuts: max(sum(work[a:b]) for a, b in zip((0, *cuts), (*cuts, n))))
         held = [tuple(Slice(l, 0, sizes[l], fan_ins[l]) for l in range(a, b))
                 for a, b in zip((0, *best), (*best, n))]
         placement = Placement(layers, tuple(held))
@@ -188,8 +194,8 @@ def place_by_layer(layers: tuple[int, ...] | list[int], cores: int, core_neurons
         raise MappingError(f"hardware.cores = {cores} but the layers {sizes} give at most {sum(most)} slices "
                            f"of {align} neurons (hardware.lanes)")
     share = [1] * n
-    for _ in range(cores - n):  # the next core to the layer whose cores carry the most synapses each
-        l = max((l for l in range(n) if share[l] < most[l]), key=lambda l: (sizes[l] * fan_ins[l] / share[l], -l))
+    for _ in range(cores - n):  # the next core to the layer whose cores carry the most work each
+        l = max((l for l in range(n) if share[l] < most[l]), key=lambda l: (work[l] / share[l], -l))
         share[l] += 1
     held = []
     for l, (size, k) in enumerate(zip(sizes, share)):

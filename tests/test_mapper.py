@@ -117,5 +117,33 @@ def test_cli_map_rtl_prints_the_layer_aligned_placement(capsys):
 
     assert main(["map", "--config", "configs/deep-20core.toml", "--rtl"]) == 0
     out = capsys.readouterr().out
-    assert "  11       16      2048  L2[112:128]\n" in out and "  19       10      1280  L4[0:10]" in out
+    assert "  10       16      2048  L2[112:128]\n" in out and "  19       10      1280  L4[0:10]" in out
+    assert "in proportion to work = neurons x hardware.neuron_cost [85, 348, 311, 96]" in out
 
+
+
+def test_place_by_layer_balances_work_from_a_neuron_cost_profile():
+    """With a profile of cycles per neuron, layers get cores in proportion to neurons x cost (the
+    pipeline stages' work), not to synapses; a profile of the wrong length is refused by the
+    mapper and by the config, naming the field."""
+    from spikeforge.mapper import place_by_layer
+
+    layers, cost = (64, 128, 128, 128, 10), [85, 348, 311, 96]
+    by_synapses = place_by_layer(layers, 20, 64, 4096, align=8)
+    by_work = place_by_layer(layers, 20, 64, 4096, align=8, neuron_cost=cost)
+    assert [len(by_synapses.cores_of_layer(l)) for l in range(4)] == [4, 8, 7, 1]
+    assert [len(by_work.cores_of_layer(l)) for l in range(4)] == [2, 9, 8, 1]
+
+    def busiest(p):
+        return max(sum(s.neurons * cost[s.layer] for s in held) for held in p.cores)
+
+    assert busiest(by_work) < busiest(by_synapses)
+    # fewer cores than layers: whole layers grouped by work (L1 L2 | L3 L4), not by synapses
+    two = place_by_layer(layers, 2, 512, 1 << 20, align=8, neuron_cost=cost)
+    assert [[s.layer for s in held] for held in two.cores] == [[0, 1], [2, 3]]
+    with pytest.raises(MappingError, match="neuron_cost must give one integer >= 1 per LIF layer"):
+        place_by_layer(layers, 20, 64, 4096, align=8, neuron_cost=[85, 348, 311])
+    with pytest.raises(ConfigError, match="hardware.neuron_cost"):
+        load_config("configs/deep-20core.toml").replace(hardware={"neuron_cost": [1, 2]})
+    with pytest.raises(ConfigError, match=r"hardware.neuron_cost\[1\]"):
+        load_config("configs/deep-20core.toml").replace(hardware={"neuron_cost": [1, 0, 1, 1]})
