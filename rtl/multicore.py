@@ -13,7 +13,10 @@ slice, with the inboxes and outboxes of its :class:`~spikeforge.rtl.slice_role.S
 The host starts every core with one TRAIN (INFER) per sample: the first layer's cores encode
 the pixels, the others wait for their input spikes; the output layer's cores decide and start
 the backward pass; each core below the output layer waits for its error partial sums, rounds them
-once, and runs BP and WG on its slice. UPDATE is per core, after the host has written the core's
+once, and runs BP and WG on its slice. With ``hardware.sample_buffers`` > 1 each core holds that
+many samples' state and the host sends each core its own stream of forward and backward halves
+(TRAIN with RUN_FORWARD / RUN_BACKWARD), so samples pipeline through the cores
+(docs/multicore.md, "Samples in flight"). UPDATE is per core, after the host has written the core's
 jumped update-LFSR state (docs/arithmetic.md §7.1).
 
 The forward-only stage, kept for its per-timestep tests: of the multi-core accelerator (docs/multicore.md, "Plan"): each core
@@ -55,7 +58,7 @@ __all__ = ["ForwardSlice", "MultiCoreForward", "MultiCoreTop", "default_placemen
 
 def slice_config(cfg: SpikeforgeConfig, s: Slice) -> SpikeforgeConfig:
     """The one-layer network a slice computes: its layer's inputs, its own neurons."""
-    return cfg.replace(network={"layers": [s.fan_in, s.neurons]})
+    return cfg.replace(network={"layers": [s.fan_in, s.neurons]}, hardware={"neuron_cost": ()})
 
 
 class ForwardSlice(wiring.Component):
@@ -239,9 +242,14 @@ class MultiCoreTop(wiring.Component):
     """``cfg``'s network on the cores of ``placement`` (default: ``place_by_layer`` on
     ``hardware.cores``: one slice, or whole consecutive layers, per core). Ports: ``cmd_k`` / ``rsp_k`` of each core's host
     interface, ``misroute`` (spike network, error network: a core addressed a flit wrongly) and
-    ``rw_collision`` (any core's no_rw_check memories, for simulation)."""
+    ``rw_collision`` (any core's no_rw_check memories, for simulation).
 
-    def __init__(self, cfg: SpikeforgeConfig, placement: Placement | None = None, depth: int = 2):
+    ``link_stalls`` (verification only, 0 in a real build): every link between a core and a
+    network, both ways on both networks, passes a :class:`~spikeforge.rtl.noc.StallLink` that
+    stalls that percentage of cycles at random."""
+
+    def __init__(self, cfg: SpikeforgeConfig, placement: Placement | None = None, depth: int = 2,
+                 link_stalls: int = 0):
         from .bp_engine import accumulator_bits
         from .core import Core
         from .host import HostInterface
@@ -251,6 +259,7 @@ class MultiCoreTop(wiring.Component):
 
         hw = cfg.hardware
         self.cfg = cfg
+        self.link_stalls = link_stalls
         self.placement = placement or default_placement(cfg)
         acc_bits = accumulator_bits(CoreParams.from_config(cfg))  # the whole network's widest W^T delta sum
         self.roles = roles_of(self.placement, cfg.network.timesteps, acc_bits, hw.sample_buffers)
@@ -279,10 +288,17 @@ class MultiCoreTop(wiring.Component):
             wiring.connect(m, host.rsp, wiring.flipped(getattr(self, f"rsp_{k}")))
             m.d.comb += [getattr(core, n).eq(getattr(host, n)) for n in _HOST_DRIVES]
             m.d.comb += [getattr(host, n).eq(getattr(core, n)) for n in _CORE_DRIVES]
-            wiring.connect(m, core.spike_send, net.spikes.send(k))
-            wiring.connect(m, net.spikes.deliver(k), core.spike_receive)
-            wiring.connect(m, core.error_send, net.errors.send(k))
-            wiring.connect(m, net.errors.deliver(k), core.error_receive)
+            links = [(core.spike_send, net.spikes.send(k)), (net.spikes.deliver(k), core.spike_receive),
+                     (core.error_send, net.errors.send(k)), (net.errors.deliver(k), core.error_receive)]
+            for j, (src, dst) in enumerate(links):
+                if self.link_stalls:
+                    from .noc import StallLink
+
+                    width = self.roles[0].spike_width if j < 2 else self.roles[0].error_width
+                    m.submodules[f"stall{k}_{j}"] = gate = StallLink(width, self.link_stalls, seed=4 * k + j)
+                    wiring.connect(m, src, gate.i)
+                    src = gate.o
+                wiring.connect(m, src, dst)
             collisions.append(core.rw_collision)
         m.d.comb += [self.misroute.eq(net.misroute), self.rw_collision.eq(Cat(*collisions).any())]
         return m

@@ -249,3 +249,38 @@ class Interconnect(wiring.Component):
         m.submodules.errors = self.errors
         m.d.comb += self.misroute.eq(Cat(self.spikes.misroute, self.errors.misroute))
         return m
+
+
+class StallLink(wiring.Component):
+    """A one-flit stage on a link that stalls at random, for verification only (``MultiCoreTop``
+    with ``link_stalls``): in a cycle drawn as a stall it takes no flit, and it offers a held flit
+    only when not stalled -- but once offered, the flit stays valid until taken (the stream rules),
+    so the stage holds traffic back without ever withdrawing it. ``percent`` of the cycles are
+    stalls on each side, drawn from a 16-bit LFSR started at ``seed`` (each link its own)."""
+
+    def __init__(self, width: int, percent: int, seed: int):
+        if not 0 <= percent < 100:
+            raise ValueError(f"link stalls are a percentage of cycles, 0..99, got {percent}")
+        self.percent, self.seed = percent, (seed % 0xFFFF) + 1  # never the all-zero state
+        layout = flit_layout(width)
+        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
+
+    def elaborate(self, platform):
+        m = Module()
+        lfsr = Signal(16, init=self.seed)
+        # x^16 + x^14 + x^13 + x^11 + 1 (maximal), shifted once per cycle
+        m.d.sync += lfsr.eq(Cat(lfsr[15] ^ lfsr[13] ^ lfsr[12] ^ lfsr[10], lfsr[:15]))
+        limit = self.percent * 128 // 100
+        stall_in, stall_out = lfsr[:7] < limit, lfsr[8:15] < limit
+        full, offered = Signal(), Signal()
+        held = Signal.like(self.i.payload)
+        m.d.comb += [self.i.ready.eq(~full & ~stall_in), self.o.payload.eq(held),
+                     self.o.valid.eq(full & (offered | ~stall_out))]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += [full.eq(0), offered.eq(0)]
+        with m.Elif(self.o.valid):
+            m.d.sync += offered.eq(1)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [full.eq(1), held.eq(self.i.payload)]
+        return m
+

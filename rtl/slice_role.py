@@ -50,7 +50,8 @@ class SliceRole:
 
 def core_config(cfg: SpikeforgeConfig, held: tuple[Slice, ...]) -> SpikeforgeConfig:
     """The network a core computes: the inputs of its first slice, then its slices' neurons."""
-    return cfg.replace(network={"layers": [held[0].fan_in, *(s.neurons for s in held)]})
+    # the placement's profile (hardware.neuron_cost) is of the whole network, not of this part
+    return cfg.replace(network={"layers": [held[0].fan_in, *(s.neurons for s in held)]}, hardware={"neuron_cost": ()})
 
 
 def pipeline_stages(placement: Placement) -> list[int]:

@@ -19,26 +19,34 @@ TOP = "spikeforge_multicore"
 BENCH = "spikeforge.sim.tb.tb_multicore"
 
 
-def build_multicore(cfg: SpikeforgeConfig, progress: bool = False, cxx_opt: str | None = None) -> Path:
+def build_multicore(cfg: SpikeforgeConfig, progress: bool = False, cxx_opt: str | None = None,
+                    link_stalls: int = 0) -> Path:
     """Verilog + Verilator build for ``cfg`` (cached: rebuilt only when the Verilog changes).
     ``cxx_opt="-O0"`` compiles a large build (20 cores: ~160 MB of C++) several times faster and
-    simulates it slower: for short runs."""
+    simulates it slower: for short runs. ``link_stalls``: percent of cycles every core-network
+    link stalls (``MultiCoreTop``; verification only)."""
     from spikeforge.rtl.multicore import MultiCoreTop
 
-    bdir = build_dir_for(TOP, {**cfg.to_dict(), "cxx_opt": cxx_opt} if cxx_opt else cfg.to_dict())
+    key = cfg.to_dict()
+    if cxx_opt:
+        key["cxx_opt"] = cxx_opt
+    if link_stalls:
+        key["link_stalls"] = link_stalls
+    bdir = build_dir_for(TOP, key)
     if progress:
         print(f"generating Verilog for {cfg.hardware.cores} cores and building the Verilator model in {bdir} "
               "(cached after the first time)", file=sys.stderr)
-    src = write_verilog(MultiCoreTop(cfg), bdir, TOP)
+    src = write_verilog(MultiCoreTop(cfg, link_stalls=link_stalls), bdir, TOP)
     build(src, TOP, bdir, cxx_opt=cxx_opt)
     return bdir
 
 
 def run_multicore(cfg: SpikeforgeConfig, testcase: str, args: dict[str, Any], run_dir: Path | None = None,
-                  seed: int = 0, waves: bool = False, cxx_opt: str | None = None) -> tuple[CosimResult, dict | None]:
+                  seed: int = 0, waves: bool = False, cxx_opt: str | None = None,
+                  link_stalls: int = 0) -> tuple[CosimResult, dict | None]:
     """Run ``testcase`` with ``args`` (plus config and seed); return the result and the JSON the
     test wrote to ``run_dir/out.json`` (None if it wrote none)."""
-    bdir = build_multicore(cfg, cxx_opt=cxx_opt)
+    bdir = build_multicore(cfg, cxx_opt=cxx_opt, link_stalls=link_stalls)
     run_dir = Path(run_dir) if run_dir else BUILD_ROOT / "runs" / f"mc-{testcase}-{cfg.digest()}-{seed}"
     out = run_dir / "out.json"
     out.unlink(missing_ok=True)

@@ -124,7 +124,10 @@ def from_nir(graph, base: SpikeforgeConfig, dt: float = 1.0) -> tuple[Spikeforge
         neuron = this
         weights.append(torch.from_numpy(w.astype(np.int64)))
     assert neuron is not None
-    cfg = base.replace(network={"layers": sizes}, neuron=neuron)
+    hardware = {}
+    if len(base.hardware.neuron_cost) != len(sizes) - 1:  # the base's placement profile is of another network
+        hardware["neuron_cost"] = ()
+    cfg = base.replace(network={"layers": sizes}, neuron=neuron, hardware=hardware)
     return cfg, weights
 
 

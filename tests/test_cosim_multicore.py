@@ -46,12 +46,12 @@ def _seed() -> int:
     return int(os.environ.get("SPIKEFORGE_SEED", "1"))
 
 
-def _lockstep(cfg, request, seed, **extra):
+def _lockstep(cfg, request, seed, link_stalls=0, **extra):
     replay = f"SPIKEFORGE_SEED={seed} {os.path.relpath(sys.executable)} -m pytest '{request.node.nodeid}'"
     args = {"lockstep": {"samples": SAMPLES, "epochs": 1, "test_samples": 4}, "replay": replay, **extra}
     # a run directory per test: two tests on one build may run at once (pytest -n)
     run_dir = BUILD_ROOT / "runs" / f"mc-{re.sub(r'[^A-Za-z0-9_.-]+', '_', request.node.name)}-{seed}"
-    return run_multicore(cfg, "lockstep", args, seed=seed, run_dir=run_dir)
+    return run_multicore(cfg, "lockstep", args, seed=seed, run_dir=run_dir, link_stalls=link_stalls)
 
 
 PLACEMENTS = {  # what each core holds
@@ -81,14 +81,16 @@ def test_multicore_rtl_trains_like_one_core(cores, gap, stall, request):
         assert c["samples_trained"] == SAMPLES and c["updates"] == 3, f"core {k}: {c}"
 
 
-@pytest.mark.parametrize("cores, buffers, gap, stall", [(4, 4, 0.0, 0.0), (8, 3, 0.3, 0.5)])
-def test_pipelined_multicore_rtl_trains_like_one_core(cores, buffers, gap, stall, request):
+@pytest.mark.parametrize("cores, buffers, gap, stall, link_stalls", [(4, 4, 0.0, 0.0, 0), (8, 3, 0.3, 0.5, 50)])
+def test_pipelined_multicore_rtl_trains_like_one_core(cores, buffers, gap, stall, link_stalls, request):
     """Samples pipeline through the cores (hardware.sample_buffers banks per core, each core's own
     command stream of forward and backward halves): the same predictions and weights as golden,
     ending with the one-core hash. The first batch's streams also carry commands the cores must
-    refuse (tb_multicore ``probe_refusals``); the lockstep shows the refusals changed nothing."""
+    refuse (tb_multicore ``probe_refusals``); the lockstep shows the refusals changed nothing.
+    The 8-core run also stalls every link between a core and a network at random, half the
+    cycles each way (``MultiCoreTop(link_stalls=50)``), and every host port."""
     cfg = small_cfg(cores).replace(name=f"mc-small-{cores}-b{buffers}", hardware={"sample_buffers": buffers})
-    res, out = _lockstep(cfg, request, _seed(), gap=gap, stall=stall, probe_refusals=True)
+    res, out = _lockstep(cfg, request, _seed(), link_stalls=link_stalls, gap=gap, stall=stall, probe_refusals=True)
     assert res.passed, res.report()
     assert out["samples_trained"] == SAMPLES and out["batches"] == 3
     assert out["refusals_checked"] >= 5 * cores  # four with nothing in flight + three in flight, per core
