@@ -260,6 +260,7 @@ class StallLink(wiring.Component):
 
     def __init__(self, width: int, percent: int, seed: int):
         if not 0 <= percent < 100:
+            self._MustUse__silence = True  # refused: not an elaboratable anyone forgot to use
             raise ValueError(f"link stalls are a percentage of cycles, 0..99, got {percent}")
         self.percent, self.seed = percent, (seed % 0xFFFF) + 1  # never the all-zero state
         layout = flit_layout(width)
