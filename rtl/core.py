@@ -822,7 +822,7 @@ class Core(wiring.Component):
         if r.spike_dst is not None:
             m.submodules.spike_outbox = net.spike_out = ob = SpikeOutbox(P, T, r.layer_neurons, r.offset,
                                                                            self.groups[-1], r.spike_dst, r.core,
-                                                                           banks=r.buffers)
+                                                                           banks=r.buffers, buffer=self.groups[-1])
             if r.buffers > 1:
                 m.d.comb += ob.bank.eq(fp_bank)
             self._to_network(m, ob.flits, self.spike_send)
@@ -835,8 +835,10 @@ class Core(wiring.Component):
             m.d.comb += [ei.flits.valid.eq(self.error_receive.valid), self.error_receive.ready.eq(ei.flits.ready),
                          ei.flits.payload.eq(self.error_receive.payload.data[:width])]
         if r.error_owners is not None:
+            # a timestep's partial sums leave the BP engine as a burst, one input group per cycle;
+            # buffered, they go out while the engine works on the next timestep
             m.submodules.error_outbox = net.error_out = eo = ErrorOutbox(P, r.acc_bits, T, list(r.error_owners), r.core,
-                                                                         banks=r.buffers)
+                                                                         banks=r.buffers, buffer=self.groups[0])
             if r.buffers > 1:
                 m.d.comb += eo.bank.eq(bp_bank)
             self._to_network(m, eo.flits, self.error_send)

@@ -30,8 +30,11 @@ a drain that reads each word out and zeroes it, one word per cycle.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from types import SimpleNamespace
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -309,12 +312,17 @@ class _LaneOutbox(wiring.Component):
     end marker per sample. Subclasses say which lanes are set, and build each lane's flit and the
     marker. The timestep ``t`` is latched with each word (``t_held``): the producer may move on to
     the next timestep while the word's lanes are still going out. With ``banks`` > 1 every flit,
-    the marker too, carries the sample's ``bank`` (latched with each word, and with ``end``)."""
+    the marker too, carries the sample's ``bank`` (latched with each word, and with ``end``).
 
-    def __init__(self, lanes: int, item, flit_data, core: int, timesteps: int, banks: int = 1):
+    ``buffer`` > 0 puts a FIFO of that many words (with their t and bank) in front: a producer
+    that emits a burst of words (the BP engine: a timestep's partial sums, one group per cycle,
+    then many cycles of work) is not held back while their lanes leave one per cycle. The marker
+    then leaves after the last buffered word; no word is taken between ``end`` and the marker."""
+
+    def __init__(self, lanes: int, item, flit_data, core: int, timesteps: int, banks: int = 1, buffer: int = 0):
         from .noc import flit_layout
 
-        self.P, self.core, self.flit_data, self.banks = lanes, core, flit_data, banks
+        self.P, self.core, self.flit_data, self.banks, self.buffer = lanes, core, flit_data, banks, buffer
         self.flit = flit_layout(flit_data.size)
         super().__init__({
             "items": In(stream.Signature(item)),
@@ -350,25 +358,43 @@ class _LaneOutbox(wiring.Component):
             with m.If(left[k]):
                 m.d.comb += lane.eq(k)
         out = self.flits
-        m.d.comb += [out.payload.src.eq(self.core), self.idle.eq(~left.any() & ~end_pending & ~self.items.valid)]
+        # the words to send: the producer's, or the FIFO's (each with its t and bank)
+        src = SimpleNamespace(valid=self.items.valid, payload=self.items.payload, t=self.t,
+                              bank=self.bank if self.banks > 1 else None, ready=self.items.ready)
+        buffered = Const(0)  # words in the FIFO
+        if self.buffer:
+            entry = data.StructLayout({"item": self.items.payload.shape(), "t": self.t.shape(),
+                                       "bank": range(self.banks)})
+            m.submodules.fifo = fifo = SyncFIFOBuffered(width=entry.size, depth=self.buffer)
+            w, r = Signal(entry), Signal(entry)
+            m.d.comb += [w.item.eq(self.items.payload), w.t.eq(self.t), fifo.w_data.eq(w), r.eq(fifo.r_data),
+                         fifo.w_en.eq(self.items.valid & ~end_pending), self.items.ready.eq(fifo.w_rdy & ~end_pending)]
+            if self.banks > 1:
+                m.d.comb += w.bank.eq(self.bank)
+            src = SimpleNamespace(valid=fifo.r_rdy, payload=r.item, t=r.t, bank=r.bank if self.banks > 1 else None,
+                                  ready=fifo.r_en)
+            buffered = fifo.level != 0
+        m.d.comb += [out.payload.src.eq(self.core),
+                     self.idle.eq(~left.any() & ~end_pending & ~self.items.valid & ~buffered)]
         with m.If(left.any()):
             lo, hi, d = self.lane_flit(m, word, lane)
             m.d.comb += [out.valid.eq(1), out.payload.dst_lo.eq(lo), out.payload.dst_hi.eq(hi), out.payload.data.eq(d)]
             with m.If(out.ready):
                 m.d.sync += left.eq(left & (left - 1))  # clear the lowest set lane
-        with m.Elif(end_pending):
+        with m.Elif(end_pending & ~buffered):
             lo, hi, d = self.marker(m)
             m.d.comb += [out.valid.eq(1), out.payload.dst_lo.eq(lo), out.payload.dst_hi.eq(hi), out.payload.data.eq(d)]
             with m.If(out.ready):
                 m.d.sync += end_pending.eq(0)
         # take the next word when the held one is done, or its last lane leaves this cycle
         last = ~left.any() | (out.ready & ((left & (left - 1)) == 0))
-        m.d.comb += self.items.ready.eq(last & ~end_pending)
-        with m.If(self.items.valid & self.items.ready):
-            m.d.sync += [word.eq(self.items.payload), left.eq(self.set_lanes(self.items.payload)),
-                         self.t_held.eq(self.t)]
+        # unbuffered, the producer's next word waits for the marker; buffered words are all
+        # this sample's (none enter after ``end``), so they go before it
+        m.d.comb += src.ready.eq(last & (src.valid if self.buffer else ~end_pending))
+        with m.If(src.valid & src.ready):
+            m.d.sync += [word.eq(src.payload), left.eq(self.set_lanes(src.payload)), self.t_held.eq(src.t)]
             if self.banks > 1:
-                m.d.sync += self.bank_held.eq(self.bank)
+                m.d.sync += self.bank_held.eq(src.bank)
         with m.If(self.end):
             m.d.sync += end_pending.eq(1)
             if self.banks > 1:
@@ -390,14 +416,15 @@ class ErrorOutbox(_LaneOutbox):
     sample's last group has been taken) sends one end marker to all of them, multicast."""
 
     def __init__(self, lanes: int, acc_bits: int, timesteps: int, owners: list[tuple[int, int, int]], core: int,
-                 banks: int = 1):
+                 banks: int = 1, buffer: int = 0):
         if not owners or owners[0][1] != 0 or any(a[2] != b[1] for a, b in zip(owners, owners[1:])):
             raise ValueError(f"owners must cover the layer below from neuron 0 without gaps, got {owners}")
         self.owners = owners
         self.groups = -(-owners[-1][2] // lanes)
         width = max(hi - lo for _, lo, hi in owners)
         item = data.StructLayout({"group": range(max(2, self.groups)), "delta": data.ArrayLayout(signed(acc_bits), lanes)})
-        super().__init__(lanes, item, error_flit_layout(timesteps, width, acc_bits, banks), core, timesteps, banks)
+        super().__init__(lanes, item, error_flit_layout(timesteps, width, acc_bits, banks), core, timesteps, banks,
+                         buffer)
 
     def set_lanes(self, payload):
         return Cat(*[payload.delta[k] != 0 for k in range(self.P)])
@@ -429,10 +456,11 @@ class SpikeOutbox(_LaneOutbox):
     timestep of the groups arriving; ``end`` sends the sample's end marker."""
 
     def __init__(self, lanes: int, timesteps: int, layer_neurons: int, offset: int, slice_groups: int,
-                 dst: tuple[int, int], core: int, banks: int = 1):
+                 dst: tuple[int, int], core: int, banks: int = 1, buffer: int = 0):
         self.offset, self.dst, self.layer_neurons = offset, dst, layer_neurons
         item = data.StructLayout({"group": range(max(2, slice_groups)), "spikes": lanes})
-        super().__init__(lanes, item, spike_flit_layout(timesteps, layer_neurons, banks), core, timesteps, banks)
+        super().__init__(lanes, item, spike_flit_layout(timesteps, layer_neurons, banks), core, timesteps, banks,
+                         buffer)
 
     def set_lanes(self, payload):
         return payload.spikes

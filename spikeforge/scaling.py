@@ -19,9 +19,11 @@ batch on N cores: a slice's forward pass starts when every slice of the layer be
 delivered its spikes, its backward pass when every slice above has delivered its partial sums; a
 core runs one task at a time (backward before forward), and holds the per-timestep state of at
 most ``buffers`` samples, so samples pipeline through the cores within a batch. The update of a
-batch starts when its last backward pass ends. The multi-core RTL does not pipeline samples yet
-(one sample in flight): these figures are the model's, labelled as such in the report, and
-:func:`bench_scaling_rtl` measures what the RTL does today.
+batch starts when its last backward pass ends. These figures are the model's, labelled as such
+in the report; :func:`bench_scaling_rtl` measures the multi-core RTL, whose cores hold
+``hardware.sample_buffers`` samples and run the host's static one-forward-one-backward order
+(sim/multicore_driver.py ``pipeline_order``) on a layer-aligned placement, where the model
+schedules dynamically on any cut.
 
 Off-chip traffic per training sample: this dataflow keeps weights, gradients and every
 per-timestep state on chip, so the host moves the sample in and the prediction out. The dense

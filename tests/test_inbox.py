@@ -202,12 +202,13 @@ def _run_outbox(dut, words, stall, gap, seed):
 
 
 @pytest.mark.parametrize("P, stall", [(1, 0.0), (4, 0.4), (8, 0.2)])
-def test_error_outbox_sends_each_nonzero_sum_to_its_owner(P, stall):
+@pytest.mark.parametrize("buffer", [0, 3])  # 3: a FIFO of words in front (the cores use one)
+def test_error_outbox_sends_each_nonzero_sum_to_its_owner(P, stall, buffer):
     from spikeforge.rtl.inbox import ErrorOutbox
 
     owners = [(3, 0, 5), (4, 5, 13), (6, 13, 14)]  # the layer below, 14 neurons on cores 3, 4, 6
     T, n_in, acc_bits, me = 3, 14, 30, 7
-    dut = ErrorOutbox(P, acc_bits, T, owners, me)
+    dut = ErrorOutbox(P, acc_bits, T, owners, me, buffer=buffer)
     H = -(-n_in // P)
     g = torch.Generator().manual_seed(P)
     sums = torch.randint(-(1 << 28), 1 << 28, (T, H * P), generator=g)
@@ -226,12 +227,13 @@ def test_error_outbox_sends_each_nonzero_sum_to_its_owner(P, stall):
 
 
 @pytest.mark.parametrize("P, stall", [(1, 0.3), (4, 0.0), (8, 0.5)])
-def test_spike_outbox_multicasts_each_spike(P, stall):
+@pytest.mark.parametrize("buffer", [0, 3])  # 3: a FIFO of words in front (the cores use one)
+def test_spike_outbox_multicasts_each_spike(P, stall, buffer):
     from spikeforge.rtl.inbox import SpikeOutbox
 
     T, layer_n, offset, n_slice, me = 3, 40, 11, 13, 2
     G = -(-n_slice // P)
-    dut = SpikeOutbox(P, T, layer_n, offset, G, (5, 9), me)
+    dut = SpikeOutbox(P, T, layer_n, offset, G, (5, 9), me, buffer=buffer)
     g = torch.Generator().manual_seed(P)
     spikes = (torch.rand(T, G * P, generator=g) < 0.35).to(torch.int64)
     spikes[:, n_slice:] = 0
@@ -826,12 +828,13 @@ def _run_banked_outbox(dut, samples, T, stall, gap, seed):
 
 
 @pytest.mark.parametrize("P, stall", [(1, 0.0), (4, 0.4), (8, 0.2)])
-def test_error_outbox_stamps_each_flit_with_its_sample_bank(P, stall):
+@pytest.mark.parametrize("buffer", [0, 3])  # 3: a FIFO of words in front (the cores use one)
+def test_error_outbox_stamps_each_flit_with_its_sample_bank(P, stall, buffer):
     from spikeforge.rtl.inbox import ErrorOutbox
 
     owners = [(3, 0, 5), (4, 5, 13), (6, 13, 14)]
     T, n_in, acc_bits, me, B = 3, 14, 30, 7, 2
-    dut = ErrorOutbox(P, acc_bits, T, owners, me, banks=B)
+    dut = ErrorOutbox(P, acc_bits, T, owners, me, banks=B, buffer=buffer)
     H = -(-n_in // P)
     g = torch.Generator().manual_seed(100 + P)
     code = lambda **kw: dut.flit_data.const(kw).as_value().value  # noqa: E731
@@ -861,12 +864,13 @@ def test_error_outbox_stamps_each_flit_with_its_sample_bank(P, stall):
 
 
 @pytest.mark.parametrize("P, stall", [(1, 0.3), (4, 0.0), (8, 0.5)])
-def test_spike_outbox_stamps_each_flit_with_its_sample_bank(P, stall):
+@pytest.mark.parametrize("buffer", [0, 3])  # 3: a FIFO of words in front (the cores use one)
+def test_spike_outbox_stamps_each_flit_with_its_sample_bank(P, stall, buffer):
     from spikeforge.rtl.inbox import SpikeOutbox
 
     T, layer_n, offset, n_slice, me, B = 3, 40, 11, 13, 2, 2
     G = -(-n_slice // P)
-    dut = SpikeOutbox(P, T, layer_n, offset, G, (5, 9), me, banks=B)
+    dut = SpikeOutbox(P, T, layer_n, offset, G, (5, 9), me, banks=B, buffer=buffer)
     g = torch.Generator().manual_seed(200 + P)
     code = lambda **kw: dut.flit_data.const(kw).as_value().value  # noqa: E731
     samples, want = [], []
