@@ -143,7 +143,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             report = bench_scaling(cfg, counts, batches=args.batches, buffers=args.buffers or 8, progress=not args.quiet)
         _write(report, args.report)
         print(scaling_summary(report))
-        return 0 if report["goal_met"] else 1
+        return 1 if report["goal_met"] is False else 0
     if args.what == "rtl":
         try:
             densities = [float(d) for d in args.densities.split(",")]

@@ -70,3 +70,17 @@ def test_bench_scaling_refuses_bad_core_counts(cores, msg, capsys):
     assert main(["bench", "scaling", "--rtl", "--cores", cores, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert msg in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_goal_is_judged_only_with_one_eight_and_twenty_cores(capsys):
+    """A run without the 1-core baseline or without 8 and 20 cores does not claim the goal
+    (an 8-core row alone has efficiency 1.0 against itself)."""
+    from spikeforge.scaling import _goal, scaling_summary
+
+    assert _goal(True, {8: 1.0}, 0.01) is None
+    assert _goal(True, {1: 1.0, 2: 0.9, 4: 0.9}, 0.01) is None
+    assert _goal(True, {1: 1.0, 8: 0.8, 20: 0.7}, 0.01) is True
+    assert _goal(True, {1: 1.0, 8: 0.79, 20: 0.9}, 0.01) is False
+    assert _goal(False, {1: 1.0, 8: 0.9, 20: 0.9}, 0.01) is False
+    r = bench_scaling(CFG, core_counts=(1, 2), batches=1, progress=False)
+    assert r["goal_met"] is None and "not judged" in scaling_summary(r)
