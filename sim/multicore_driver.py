@@ -36,7 +36,8 @@ from spikeforge.rtl.protocol import RUN_BACKWARD, RUN_FORWARD, Op, RegionId, com
 
 from .driver import Client
 
-__all__ = ["MultiCoreRtlBackend", "LockstepBackend", "slice_lfsr_states", "pipeline_order", "check_pipeline_order"]
+__all__ = ["MultiCoreRtlBackend", "LockstepBackend", "slice_lfsr_states", "pipeline_order", "one_forward_one_backward",
+           "check_pipeline_order"]
 
 TransactAll = Callable[[list[tuple[object, list[int]]]], list[list[int]]]
 TransactStreams = Callable[[list[tuple[object, list[list[int]]]]], list[list[list[int]]]]
@@ -53,7 +54,12 @@ def pipeline_order(stage: int, stages: int, samples: int, buffers: int) -> list[
     growing from one stage to the next, no stage ever waits for a pass that waits for it
     (:func:`check_pipeline_order` replays the dependencies). The core holds at most the warm-up's
     samples in flight, never more than ``buffers``."""
-    warm = max(1, min(buffers, stages - stage, samples))
+    return one_forward_one_backward(max(1, min(buffers, stages - stage, samples)), samples)
+
+
+def one_forward_one_backward(warm: int, samples: int) -> list[tuple[str, int]]:
+    """``warm`` forward halves, then the backward half of the oldest sample and the forward half
+    of the next, alternating, then the remaining backward halves."""
     order = [("F", s) for s in range(warm)]
     for s in range(samples):
         order.append(("B", s))

@@ -9,7 +9,7 @@ def test_pipeline_order_never_deadlocks_and_stays_within_the_buffers():
     forward, one backward after a warm-up) completes for every stage count, batch and buffer
     count; an order whose warm-up grows from one stage to the next deadlocks, and the replay
     says so (the check can fail)."""
-    from spikeforge.sim.multicore_driver import check_pipeline_order, pipeline_order
+    from spikeforge.sim.multicore_driver import check_pipeline_order, one_forward_one_backward, pipeline_order
 
     for stages in range(1, 7):
         for buffers in range(1, 7):
@@ -20,13 +20,7 @@ def test_pipeline_order_never_deadlocks_and_stays_within_the_buffers():
     assert check_pipeline_order(4, 8, 4) < check_pipeline_order(4, 8, 1)
 
     def growing(stage, stages, samples, buffers):  # the warm-up grows upward: stage 1 waits for F(1) of stage 0
-        warm = 1 if stage == 0 else 2
-        order = [("F", s) for s in range(warm)]
-        for s in range(samples):
-            order.append(("B", s))
-            if s + warm < samples:
-                order.append(("F", s + warm))
-        return order
+        return one_forward_one_backward(1 if stage == 0 else 2, samples)
 
     with pytest.raises(RuntimeError, match="deadlocks"):
         check_pipeline_order(3, 4, 4, order=growing)
