@@ -829,7 +829,7 @@ class Core(wiring.Component):
         if r.error_senders:
             m.submodules.error_inbox = net.error_in = ei = ErrorInbox(
                 T, L[-1], r.acc_bits, p.error_bits, p.error_shift, p.error_rounding, r.error_senders,
-                index_neurons=r.error_index_neurons, banks=r.buffers)
+                index_neurons=r.error_index_neurons, banks=r.buffers, lanes=P)
             m.d.comb += ei.bank.eq(bp_bank)
             width = len(ei.flits.payload.as_value())
             m.d.comb += [ei.flits.valid.eq(self.error_receive.valid), self.error_receive.ready.eq(ei.flits.ready),
@@ -932,16 +932,16 @@ class Core(wiring.Component):
             m.d.comb += eps_in_rd.en.eq(0)
             self.collisions.watch(m, "errors_in", eps_in_rd, eps_in_wr)
             eps = net.error_in.eps
-            filled = Signal(range(T * L[-1] + 1))
+            filled = Signal(range(T * groups[-1] + 1))
             m.d.comb += eps.ready.eq(1)
             with m.If(eps_clear):
                 m.d.sync += filled.eq(0)
-            with m.Elif(eps.valid):
-                m.d.comb += [eps_in_wr.en.eq(Const(1, P) << eps.payload.index[:P.bit_length() - 1] if P > 1 else 1),
-                             eps_in_wr.addr.eq(times_const(eps.payload.t, groups[-1]) + (eps.payload.index >> (P.bit_length() - 1))),
-                             eps_last.eq(filled == T * L[-1] - 1)]
+            with m.Elif(eps.valid):  # one group of P errors per cycle
+                m.d.comb += [eps_in_wr.en.eq((1 << P) - 1),
+                             eps_in_wr.addr.eq(times_const(eps.payload.t, groups[-1]) + eps.payload.group),
+                             eps_last.eq(filled == T * groups[-1] - 1)]
                 for k in range(P):
-                    m.d.comb += eps_in_wr.data[k].eq(eps.payload.value)
+                    m.d.comb += eps_in_wr.data[k].eq(eps.payload.values[k])
                 m.d.sync += filled.eq(filled + 1)
 
         # ---- feeder: (ε, g, s) of layer `layer` at timestep t, one group per cycle ----

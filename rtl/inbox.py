@@ -118,10 +118,12 @@ class ScatterAccumulator(wiring.Component):
         return m
 
 
-def error_flit_layout(timesteps: int, neurons: int, acc_bits: int, banks: int = 1) -> data.StructLayout:
-    """An error flit's data: one partial sum for (t, neuron), or a sender's end marker; with
-    ``banks`` > 1 also the sample's bank (the sender's count of backward passes, mod ``banks``)."""
-    fields = {"end": 1, "t": range(timesteps), "index": range(neurons), "value": signed(acc_bits)}
+def error_flit_layout(timesteps: int, groups: int, acc_bits: int, banks: int = 1, lanes: int = 1) -> data.StructLayout:
+    """An error flit's data: the ``lanes`` partial sums of one group of (t, neurons) -- a group of
+    the receiver's slice -- or a sender's end marker; with ``banks`` > 1 also the sample's bank
+    (the sender's count of backward passes, mod ``banks``)."""
+    fields = {"end": 1, "t": range(timesteps), "group": range(max(2, groups)),
+              "values": data.ArrayLayout(signed(acc_bits), lanes)}
     if banks > 1:
         fields["bank"] = range(banks)
     return data.StructLayout(fields)
@@ -144,29 +146,33 @@ def _per_bank(m: Module, counters: list, index):
 
 
 class ErrorInbox(wiring.Component):
-    """Partial sums in, rounded errors out, for one slice of ``neurons`` neurons.
+    """Partial sums in, rounded errors out, for one slice of ``neurons`` neurons in groups of
+    ``lanes``.
 
-    ``flits``: error flit data (:func:`error_flit_layout`). The accumulators hold ``banks``
-    samples (samples pipelining through the cores: the layer above may send the partial sums of
-    one sample while this core still works on an earlier one); a flit says its bank.
-    ``complete``: all ``senders`` end markers of bank ``bank`` are in; a bank's flits after that
-    wait (they belong to the sample ``banks`` later). ``index_neurons``: the index range of the
-    flits (the largest slice of the layer; default ``neurons``). ``finish`` (a pulse once
-    complete): ``eps`` streams bank ``bank``'s (t, index, value) in t-major order (the bank as it
-    was at the finish); flits wait until that is over."""
+    ``flits``: error flit data (:func:`error_flit_layout`), one group of ``lanes`` sums each. The
+    accumulators hold ``banks`` samples (samples pipelining through the cores: the layer above may
+    send the partial sums of one sample while this core still works on an earlier one); a flit
+    says its bank. ``complete``: all ``senders`` end markers of bank ``bank`` are in; a bank's
+    flits after that wait (they belong to the sample ``banks`` later). ``index_neurons``: the
+    neurons the flits' group field covers (the largest slice of the layer; default ``neurons``).
+    ``finish`` (a pulse once complete): ``eps`` streams bank ``bank``'s (t, group, lanes' values)
+    in t-major order, one group per cycle (the bank as it was at the finish); flits wait until
+    that is over."""
 
     def __init__(self, timesteps: int, neurons: int, acc_bits: int, error_bits: int, error_shift: int,
-                 rounding: str, senders: int, index_neurons: int | None = None, banks: int = 1):
+                 rounding: str, senders: int, index_neurons: int | None = None, banks: int = 1, lanes: int = 1):
         if senders < 1:
             raise ValueError(f"an error inbox needs at least one sender, got {senders}")
         if banks < 1:
             raise ValueError(f"an error inbox needs at least one bank, got {banks}")
-        self.T, self.n, self.acc_bits = timesteps, neurons, acc_bits
+        self.T, self.n, self.acc_bits, self.P = timesteps, neurons, acc_bits, lanes
+        self.G = -(-neurons // lanes)
         self.error_bits, self.error_shift, self.rounding, self.senders = error_bits, error_shift, rounding, senders
         self.banks = banks
-        # the senders size the flit's index field for the largest slice of this layer (ErrorOutbox)
-        self.flit = error_flit_layout(timesteps, index_neurons or neurons, acc_bits, banks)
-        out = data.StructLayout({"t": range(timesteps), "index": range(neurons), "value": signed(error_bits)})
+        # the senders size the flit's group field for the largest slice of this layer (ErrorOutbox)
+        self.flit = error_flit_layout(timesteps, -(-(index_neurons or neurons) // lanes), acc_bits, banks, lanes)
+        out = data.StructLayout({"t": range(timesteps), "group": range(max(2, self.G)),
+                                 "values": data.ArrayLayout(signed(error_bits), lanes)})
         super().__init__({
             "flits": In(stream.Signature(self.flit)),
             "bank": In(range(banks)),
@@ -177,30 +183,30 @@ class ErrorInbox(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        T, n, B = self.T, self.n, self.banks
-        words = T * n
-        m.submodules.acc = acc = ScatterAccumulator(B * words, self.acc_bits, drain_words=words)
+        T, G, B, P = self.T, self.G, self.banks, self.P
+        words = T * G
+        # one accumulator per lane, in lockstep (the same addresses, the same handshakes)
+        accs = [ScatterAccumulator(B * words, self.acc_bits, drain_words=words) for _ in range(P)]
+        for k, a in enumerate(accs):
+            m.submodules[f"acc{k}"] = a
+        acc = accs[0]
         ends = [Signal(range(self.senders + 1), name=f"ends{k}") for k in range(B)]
         finishing = Signal()
         f = self.flits.payload
         flit_bank = _bank_of(f, B)
         open_ = Signal()  # this flit's bank takes flits
-        # once every sender has ended a bank, what comes next for it is the sample `banks` later:
-        # it waits (per-sender order on the network guarantees nothing of this sample is behind it)
         bank_full = _per_bank(m, ends, flit_bank) == self.senders
         m.d.comb += [
-            acc.put.payload.addr.eq(flit_bank * words + f.t * n + f.index),
-            acc.put.payload.value.eq(f.value),
             open_.eq(~bank_full & ~finishing & ~acc.draining),
-            acc.put.valid.eq(self.flits.valid & ~f.end & open_),
             self.flits.ready.eq(open_ & (f.end | acc.put.ready)),
             self.complete.eq(_per_bank(m, ends, self.bank) == self.senders),
         ]
+        for k, a in enumerate(accs):
+            m.d.comb += [a.put.payload.addr.eq(flit_bank * words + f.t * G + f.group), a.put.payload.value.eq(f.values[k]),
+                         a.put.valid.eq(self.flits.valid & ~f.end & open_)]
         for k, e in enumerate(ends):
             with m.If(self.flits.valid & self.flits.ready & f.end & (flit_bank == k)):
                 m.d.sync += e.eq(e + 1)
-            # a finish is held until the accumulator drains; the bank's end markers from then on
-            # count for its next sample (whose sums wait until the drain is over)
             with m.If(self.finish & self.complete & ~finishing & (self.bank == k)):
                 m.d.sync += e.eq(0)
         finish_bank = Signal(range(B))  # the bank being finished (``bank`` may move on meanwhile)
@@ -208,18 +214,19 @@ class ErrorInbox(wiring.Component):
             m.d.sync += [finishing.eq(1), finish_bank.eq(self.bank)]
         with m.If(acc.draining):
             m.d.sync += finishing.eq(0)
-        m.d.comb += [acc.drain.eq(finishing & ~acc.draining), acc.drain_base.eq(finish_bank * words)]
+        for a in accs:
+            m.d.comb += [a.drain.eq(finishing & ~acc.draining), a.drain_base.eq(finish_bank * words),
+                         a.out.ready.eq(self.eps.ready)]
         # the one rounding and saturation, on the way out
-        rounded = round_shift(m, acc.out.payload.value, self.error_shift, self.rounding, "eps_rounded")
         lim = 1 << (self.error_bits - 1)
-        eps = saturate(m, rounded, -lim, lim - 1, self.error_bits, "eps_saturated")
+        for k, a in enumerate(accs):
+            rounded = round_shift(m, a.out.payload.value, self.error_shift, self.rounding, f"eps_rounded{k}")
+            m.d.comb += self.eps.payload.values[k].eq(saturate(m, rounded, -lim, lim - 1, self.error_bits, f"eps_saturated{k}"))
         addr = acc.out.payload.addr
         m.d.comb += [
             self.eps.valid.eq(acc.out.valid),
-            acc.out.ready.eq(self.eps.ready),
-            self.eps.payload.t.eq(addr // n),
-            self.eps.payload.index.eq(addr % n),
-            self.eps.payload.value.eq(eps),
+            self.eps.payload.t.eq(addr // G),
+            self.eps.payload.group.eq(addr % G),
         ]
         return m
 
@@ -409,36 +416,41 @@ class _LaneOutbox(wiring.Component):
 class ErrorOutbox(_LaneOutbox):
     """A slice's unrounded partial sums (the BP engine's ``partial`` output) to the error network.
 
-    Each input group of P sums becomes one flit per non-zero lane, addressed to the core that
-    holds that input neuron, with the neuron's index inside that core's slice. ``owners`` lists
-    the layer below's slices as (core, lo, hi), in neuron order (a constant of the generated core,
-    from the placement). ``t`` is the timestep of the groups arriving. ``end`` (a pulse, once the
-    sample's last group has been taken) sends one end marker to all of them, multicast."""
+    Each input group of P sums with any non-zero sum becomes one flit, addressed to the core that
+    holds that group of input neurons (the slices are cut at multiples of P, so a group has one
+    owner), with the group's index inside that core's slice. ``owners`` lists the layer below's
+    slices as (core, lo, hi), in neuron order (a constant of the generated core, from the
+    placement). ``t`` is the timestep of the groups arriving. ``end`` (a pulse, once the sample's
+    last group has been taken) sends one end marker to all of them, multicast."""
 
     def __init__(self, lanes: int, acc_bits: int, timesteps: int, owners: list[tuple[int, int, int]], core: int,
                  banks: int = 1, buffer: int = 0):
         if not owners or owners[0][1] != 0 or any(a[2] != b[1] for a, b in zip(owners, owners[1:])):
             raise ValueError(f"owners must cover the layer below from neuron 0 without gaps, got {owners}")
-        self.owners = owners
+        if any(lo % lanes for _, lo, _ in owners):
+            raise ValueError(f"the layer below's slices must start at multiples of the {lanes} lanes, got {owners}")
+        self.owners, self.values_lanes = owners, lanes
         self.groups = -(-owners[-1][2] // lanes)
-        width = max(hi - lo for _, lo, hi in owners)
+        width = max(-(-(hi - lo) // lanes) for _, lo, hi in owners)
         item = data.StructLayout({"group": range(max(2, self.groups)), "delta": data.ArrayLayout(signed(acc_bits), lanes)})
-        super().__init__(lanes, item, error_flit_layout(timesteps, width, acc_bits, banks), core, timesteps, banks,
+        # one "lane" per word: the whole group travels in one flit
+        super().__init__(1, item, error_flit_layout(timesteps, width, acc_bits, banks, lanes), core, timesteps, banks,
                          buffer)
 
     def set_lanes(self, payload):
-        return Cat(*[payload.delta[k] != 0 for k in range(self.P)])
+        return Cat(*[payload.delta[k] != 0 for k in range(self.values_lanes)]).any()
 
     def lane_flit(self, m, word, lane):
-        index = Signal(range(self.groups * self.P + 1))
-        m.d.comb += index.eq(word.group * self.P + lane)
         dst = Signal(5)
         d = Signal(self.flit_data)
-        m.d.comb += [d.t.eq(self.t_held), d.value.eq(word.delta[lane])]
+        m.d.comb += d.t.eq(self.t_held)
+        for k in range(self.values_lanes):
+            m.d.comb += d.values[k].eq(word.delta[k])
         self._stamp(m, d, self.bank_held)
-        for core, lo, hi in self.owners:  # owner of the input neuron, and its index there
-            with m.If((index >= lo) & (index < hi)):
-                m.d.comb += [dst.eq(core), d.index.eq(index - lo)]
+        P = self.values_lanes
+        for core, lo, hi in self.owners:  # owner of the input group, and its group index there
+            with m.If((word.group >= lo // P) & (word.group < -(-hi // P))):
+                m.d.comb += [dst.eq(core), d.group.eq(word.group - lo // P)]
         return dst, dst, d
 
     def marker(self, m):

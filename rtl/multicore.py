@@ -262,7 +262,7 @@ class MultiCoreTop(wiring.Component):
         self.link_stalls = link_stalls
         self.placement = placement or default_placement(cfg)
         acc_bits = accumulator_bits(CoreParams.from_config(cfg))  # the whole network's widest W^T delta sum
-        self.roles = roles_of(self.placement, cfg.network.timesteps, acc_bits, hw.sample_buffers)
+        self.roles = roles_of(self.placement, cfg.network.timesteps, acc_bits, hw.sample_buffers, hw.lanes)
         self.slice_cfgs = [core_config(cfg, held) for held in self.placement.cores]
         self.cores = [Core(scfg, role=r) for scfg, r in zip(self.slice_cfgs, self.roles)]
         self.hosts = [HostInterface(regions(scfg), n_inputs=scfg.network.layers[0], n_outputs=scfg.network.layers[-1],

@@ -60,7 +60,7 @@ def pipeline_stages(placement: Placement) -> list[int]:
     return [firsts.index(held[0].layer) for held in placement.cores]
 
 
-def roles_of(placement: Placement, timesteps: int, acc_bits: int, buffers: int = 1) -> list[SliceRole]:
+def roles_of(placement: Placement, timesteps: int, acc_bits: int, buffers: int = 1, lanes: int = 1) -> list[SliceRole]:
     """The role of each core of a layer-aligned ``placement`` (``spikeforge.mapper.place_by_layer``):
     each core holds one slice, or whole consecutive layers. ``buffers``: samples in flight per core."""
     from .inbox import error_flit_layout, spike_flit_layout
@@ -79,7 +79,8 @@ def roles_of(placement: Placement, timesteps: int, acc_bits: int, buffers: int =
     slices = [s for held in placement.cores for s in held]
     largest = [max(s.neurons for s in slices if s.layer == l) for l in range(n_lif)]
     spike_width = max(spike_flit_layout(timesteps, layers[l + 1], buffers).size for l in range(n_lif))
-    error_width = max(error_flit_layout(timesteps, largest[l], acc_bits, buffers).size for l in range(n_lif))
+    error_width = max(error_flit_layout(timesteps, -(-largest[l] // lanes), acc_bits, buffers, lanes).size
+                      for l in range(n_lif))
     stages = pipeline_stages(placement)
     roles = []
     for c, held in enumerate(placement.cores):

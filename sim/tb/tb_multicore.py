@@ -49,7 +49,7 @@ def roles_for(cfg, placement):
     from spikeforge.rtl.slice_role import roles_of
 
     return roles_of(placement, cfg.network.timesteps, accumulator_bits(CoreParams.from_config(cfg)),
-                    cfg.hardware.sample_buffers)
+                    cfg.hardware.sample_buffers, cfg.hardware.lanes)
 
 
 class MultiTB:
