@@ -3,21 +3,31 @@
 Spikes are stored as bitmaps (one P-bit word per neuron group and timestep) because BP and the
 readout need them by neuron; the FP and WG engines want *events* (the indices that spiked). The
 scanner reads the words of one timestep and emits one event per set bit, lowest index first,
-then an end-of-timestep event. A word costs three cycles (read, block RAM, register) plus one per
-set bit; the scanner runs ahead of its consumer, whose cost per event is a whole sweep of neuron
-groups.
+then an end-of-timestep event.
+
+It is a pipeline: a read issues every cycle while a small FIFO has room (the word takes two
+cycles to arrive: block RAM, then a register of its own so the RAM's output meets nothing else),
+non-zero words queue in the FIFO, and the emitter sends one event per cycle, taking the next
+word in the cycle its last bit leaves. So a timestep costs about max(words, spikes) cycles, not
+three cycles per word plus one per spike: the difference matters on a slice core, whose consumer
+spends only one cycle per event and group of its few neuron groups while the bitmap it scans
+spans the whole layer below.
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from amaranth import Cat, Module, Signal
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .fp_engine import spike_event_layout
 
 __all__ = ["SpikeScanner"]
+
+#: words read ahead of the emitter: covers the two-cycle read latency with a word to spare
+QUEUE_DEPTH = 4
 
 
 class SpikeScanner(wiring.Component):
@@ -42,21 +52,45 @@ class SpikeScanner(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         P = self.lanes
-        word = Signal(range(self.max_words + 1))
+        ev = self.events
+        word = Signal(range(self.max_words + 1))  # next word to read
         base = Signal.like(self.base)
         words = Signal.like(self.words)
         fresh = Signal()
-        bits = Signal(P)  # bits of the current word not yet sent
-        word_q = Signal(P)  # rd_data, registered every cycle
-        m.d.sync += word_q.eq(self.rd_data)
-        cur = Signal(range(self.max_words + 1))
+        # read pipeline: s1 = the RAM answers this cycle, s2 = word_q holds that answer
+        s1, s2 = Signal(), Signal()
+        s1_word, s2_word = Signal.like(word), Signal.like(word)
+        word_q = Signal(P)
+        m.d.sync += [s1.eq(self.rd_en), s1_word.eq(word), s2.eq(s1), s2_word.eq(s1_word), word_q.eq(self.rd_data)]
+        m.submodules.queue = queue = SyncFIFO(width=P + len(word), depth=QUEUE_DEPTH)
+        m.d.comb += [queue.w_data.eq(Cat(word_q, s2_word)), queue.w_en.eq(s2 & (word_q != 0))]
+        # a read issues only if its word will find room: the queue plus the words on their way
+        room = Signal()
+        m.d.comb += room.eq(queue.level + s1 + s2 < QUEUE_DEPTH)
+
+        # emitter: the bits of the current word not yet sent
+        bits = Signal(P)
+        cur = Signal.like(word)
         lowest = Signal(range(P))
         for k in reversed(range(P)):
             with m.If(bits[k]):
                 m.d.comb += lowest.eq(k)
-        ev = self.events
-        m.d.comb += self.rd_addr.eq(base + word)
-        with m.FSM() as fsm:
+        rest = bits & (bits - 1)
+        free = ~ev.valid | ev.ready  # the output register takes a payload this cycle
+        load = Signal()  # a new payload enters the output register
+        take = Signal()  # the next queued word becomes the current one
+        m.d.comb += [queue.r_en.eq(take)]
+        with m.If(take):
+            m.d.sync += [bits.eq(queue.r_data[:P]), cur.eq(queue.r_data[P:])]
+        with m.If((bits != 0) & free):
+            m.d.comb += [load.eq(1), take.eq((rest == 0) & queue.r_rdy)]
+            m.d.sync += [ev.payload.index.eq(cur * P + lowest), ev.payload.eot.eq(0)]
+            with m.If(~take):
+                m.d.sync += bits.eq(rest)
+        with m.Elif(bits == 0):
+            m.d.comb += take.eq(queue.r_rdy)
+
+        with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.done.eq(~ev.valid)
                 with m.If(self.start):
@@ -65,37 +99,18 @@ class SpikeScanner(wiring.Component):
             with m.State("READ"):
                 with m.If(word == words):
                     m.next = "EOT"
-                with m.Else():
+                with m.Elif(room):
                     m.d.comb += self.rd_en.eq(1)
-                    m.d.sync += [cur.eq(word), word.eq(word + 1)]
-                    m.next = "LOAD"
-            with m.State("LOAD"):
-                # the word goes into a register of its own first: a block RAM's output (most of
-                # a cycle on its own) then meets no more than the caller's select
-                m.next = "LOAD2"
-            with m.State("LOAD2"):
-                with m.If(word_q == 0):
-                    m.next = "READ"
-                with m.Else():
-                    m.d.sync += bits.eq(word_q)
-                    m.next = "EMIT"
-            with m.State("EMIT"):
-                with m.If(bits == 0):
-                    m.next = "READ"
-                with m.Elif(~ev.valid | ev.ready):
-                    m.d.sync += [
-                        ev.valid.eq(1),
-                        ev.payload.index.eq(cur * P + lowest),
-                        ev.payload.eot.eq(0),
-                        bits.eq(bits & (bits - 1)),
-                    ]
+                    m.d.sync += word.eq(word + 1)
             with m.State("EOT"):
-                with m.If(~ev.valid | ev.ready):
-                    m.d.sync += [ev.valid.eq(1), ev.payload.eot.eq(1), ev.payload.fresh.eq(fresh),
-                                 ev.payload.index.eq(0)]
+                # every word read, filed and sent: the timestep ends
+                with m.If(~s1 & ~s2 & ~queue.r_rdy & (bits == 0) & free):
+                    m.d.comb += load.eq(1)
+                    m.d.sync += [ev.payload.eot.eq(1), ev.payload.fresh.eq(fresh), ev.payload.index.eq(0)]
                     m.next = "IDLE"
-        with m.If(ev.valid & ev.ready):
-            # a handshake empties the output register unless a new payload is loaded this cycle
-            with m.If(~(((bits != 0) & fsm.ongoing("EMIT")) | fsm.ongoing("EOT"))):
-                m.d.sync += ev.valid.eq(0)
+        m.d.comb += self.rd_addr.eq(base + word)
+        with m.If(load):
+            m.d.sync += ev.valid.eq(1)
+        with m.Elif(ev.ready):
+            m.d.sync += ev.valid.eq(0)
         return m

@@ -55,3 +55,38 @@ def test_events_match_bitmap(lanes, density):
             assert got == expected
 
     simulate(dut, bench)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.15, 1.0])
+def test_a_timestep_costs_about_max_of_words_and_spikes(density):
+    """The scanner reads a word per cycle while the emitter sends an event per cycle: a slice
+    core's engines spend a cycle or two per event, and a scanner at three cycles per word
+    starved them (its bitmap spans the whole layer below)."""
+    lanes, n = 8, 16
+    rng = random.Random(int(density * 100))
+    words = [sum((rng.random() < density) << k for k in range(lanes)) for _ in range(n)]
+    spikes = sum(bin(w).count("1") for w in words)
+    dut = Harness(lanes, words)
+    scan = dut.scan
+    cycles = []
+
+    async def bench(ctx):
+        ctx.set(scan.events.ready, 1)
+        await ctx.tick().until(scan.done)
+        ctx.set(scan.base, 0)
+        ctx.set(scan.words, n)
+        ctx.set(scan.start, 1)
+        await ctx.tick()
+        ctx.set(scan.start, 0)
+        k = 0
+        while True:
+            k += 1
+            _, _, valid, payload = await ctx.tick().sample(scan.events.valid, scan.events.payload)
+            if valid and payload.eot:
+                break
+        cycles.append(k)
+
+    simulate(dut, bench)
+    # read latency, the emitter and output registers, the eot, and the queue filling up behind a
+    # word with several spikes: a few cycles, not the 3 per word + 1 per non-zero word of before
+    assert cycles[0] <= max(n, spikes) + 8, (cycles[0], n, spikes)
