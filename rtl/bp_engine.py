@@ -95,6 +95,9 @@ class BpEngine(wiring.Component):
                 "w_rd_group": Out(self.gbits),
                 "w_rd_data": In(data.ArrayLayout(signed(p.weight_bits), p.lanes)),
                 "done": Out(1),  # idle, ready for the next start
+                # this timestep's δ have all left on delta_out (until the next start): what reads
+                # them may start while the propagation and the error out go on
+                "deltas_out": Out(1),
                 "busy": Out(1),
                 "stalled": Out(1),
                 "event": Out(1),  # one non-zero δ propagated
@@ -309,7 +312,7 @@ class BpEngine(wiring.Component):
                 m.d.comb += self.done.eq(~out.valid & ~eo.valid)
                 with m.If(self.start):
                     m.d.sync += [first.eq(self.first), propagate.eq(self.propagate), group.eq(0),
-                                 nz_count.eq(0), nz_index.eq(0)]
+                                 nz_count.eq(0), nz_index.eq(0), self.deltas_out.eq(0)]
                     m.next = "DELTA"
             with m.State("DELTA"):
                 m.d.comb += self.busy.eq(1)
@@ -325,7 +328,7 @@ class BpEngine(wiring.Component):
                     with m.Elif(delta_drained):
                         # the last δ group has left: the nz list is complete (its last entry was
                         # written a cycle ago, so FETCH's read of entry 0 already sees it)
-                        m.d.sync += h.eq(0)
+                        m.d.sync += [h.eq(0), self.deltas_out.eq(1)]
                         with m.If(propagate):
                             m.next = "FETCH"
                         with m.Else():

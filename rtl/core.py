@@ -291,11 +291,13 @@ class Core(wiring.Component):
         # view is late by a cycle, never wrong -- except in the cycle after a start, when it
         # still shows the engine idle from before: a start clears it.
         bp_drained, wg_drained = Signal(), Signal()
+        bp_deltas = Signal()  # the timestep's δ are all in the δ buffer: WG may start
         enc_start = Signal()  # a registered pulse: the run decision does not reach into the encoder
         decide = Signal()  # the same for the readout's decision
         m.d.sync += [enc_start.eq(0), decide.eq(0)]
         m.d.comb += [enc.start.eq(enc_start), readout.decide.eq(decide)]
         m.d.sync += [bp_drained.eq(bwd["bp"].done & bwd["feed_idle"] & ~bwd["bp"].start),
+                     bp_deltas.eq(bwd["bp"].deltas_out & ~bwd["bp"].delta_out.valid & ~bwd["bp"].start),
                      wg_drained.eq(scan.done & ~bwd["wg_busy"] & ~scan.start & ~bwd["update_start"])]
         # a slice core's samples in flight: forward pass done, backward pass not yet (TRAIN with
         # RUN_FORWARD / RUN_BACKWARD runs the halves apart, so samples pipeline through the cores)
@@ -441,12 +443,16 @@ class Core(wiring.Component):
                 m.next = "BP_WAIT"
             with m.State("BP_WAIT"):
                 m.d.comb += phase["bp"].eq(1)
-                with m.If(bp_drained):
+                with m.If(bp_deltas):
                     m.d.comb += scan.start.eq(1)
-                    m.next = "WG_WAIT"
-            with m.State("WG_WAIT"):
-                m.d.comb += phase["wg"].eq(1)
-                with m.If(wg_drained):
+                    m.next = "BP_WG"
+            with m.State("BP_WG"):
+                # WG accumulates at the input spikes with this timestep's δ while BP still
+                # propagates them (it reads weights and its own accumulators, WG the δ buffer and
+                # the gradients: nothing shared); BP's next timestep rewrites the δ buffer, so it
+                # waits for both. The phase is BP's while it runs, WG's once it alone is left.
+                m.d.comb += [phase["bp"].eq(~bp_drained), phase["wg"].eq(bp_drained)]
+                with m.If(bp_drained & wg_drained):
                     with m.If(t == 0):
                         with m.If(layer == 0):
                             if net.spike_in is not None:

@@ -22,7 +22,9 @@ def test_rtl_training_matches_golden_sha256(config):
     bs = cfg.training.batch_size
     assert (c["samples_trained"], c["updates"]) == (64, -(-64 // bs))
     assert c["samples_inferred"] == rtl["test_samples"] + 64  # the epoch's test evaluation, then train accuracy
-    assert c["fp_busy"] <= c["fp_cycles"] and c["bp_busy"] <= c["bp_cycles"] and c["wg_busy"] <= c["wg_cycles"]
+    assert c["fp_busy"] <= c["fp_cycles"] and c["bp_busy"] <= c["bp_cycles"]
+    # WG accumulates while BP still propagates (bp phase) and after it (wg phase)
+    assert c["wg_busy"] <= c["bp_cycles"] + c["wg_cycles"]
 
 
 @pytest.mark.slow
