@@ -283,7 +283,7 @@ class HardwareConfig:
     # docs/multicore.md). 1: one sample in flight. The one-core accelerator ignores it.
     sample_buffers: int = 1
     # cycles per neuron and sample of each LIF layer (a profile: `spikeforge bench scaling` prints
-    # it as neuron_cost_per_layer). The multi-core RTL gives each layer cores in proportion to its
+    # the model's as neuron_cost_per_layer, `bench scaling --rtl` the measured one per row). The multi-core RTL gives each layer cores in proportion to its
     # neurons times this cost instead of its synapses, balancing the pipeline stages' work. Empty:
     # by synapses. Changes the placement, never a number the model computes.
     neuron_cost: tuple[int, ...] = ()

@@ -189,6 +189,22 @@ def layer_costs(cfg: SpikeforgeConfig, activity, batch: int) -> list[int]:
     return [max(1, round(cyc[l] / (batch * cfg.network.layers[l + 1]))) for l in range(n_layers)]
 
 
+def measured_layer_costs(placement, counters: list[dict[str, int]], samples: int) -> list[int] | None:
+    """The mapper's profile (``hardware.neuron_cost``) as the multi-core RTL measured it: per
+    layer, its cores' work per neuron and sample. A core's work is FP busy + BP busy + the cycles
+    WG accumulates alone (WG mostly runs under BP's propagation); waits for other cores are not
+    work. None when a core holds more than one layer (its work cannot be split)."""
+    if any(len(held) != 1 for held in placement.cores):
+        return None
+    n = len(placement.layers) - 1
+    work, neurons = [0] * n, [0] * n
+    for held, c in zip(placement.cores, counters):
+        s = held[0]
+        work[s.layer] += c["fp_busy"] + c["bp_busy"] + c["wg_cycles"]
+        neurons[s.layer] += s.neurons
+    return [max(1, round(w / (nn * samples))) for w, nn in zip(work, neurons)]
+
+
 def bench_scaling(cfg: SpikeforgeConfig, core_counts=CORE_COUNTS, batches: int = 2, buffers: int = 8,
                   balance: str = "profile", progress: bool = True) -> dict[str, Any]:
     """Train ``batches`` real batches on the golden multi-core model at every core count (same
@@ -319,11 +335,13 @@ def bench_scaling_rtl(cfg: SpikeforgeConfig, core_counts=(1, 2, 4, 8), samples: 
             raise RuntimeError(f"{n} cores: the multi-core RTL run failed\n{res.report()}")
         cycles = out["cycles_in"]["TRAIN"] + out["cycles_in"]["UPDATE"]
         spm = out["samples_trained"] / cycles * 1e6
+        placement = default_placement(c)
         hashes[n] = out["weights_sha256"]
         rows.append({"cores": n, "samples_per_mcycle": round(spm, 3), "cycles": cycles,
                      "train_cycles_per_sample": round(out["cycles_in"]["TRAIN"] / out["samples_trained"]),
                      "update_cycles": out["cycles_in"]["UPDATE"],
-                     "placement": [" ".join(map(str, h)) for h in default_placement(c).cores]})
+                     "placement": [" ".join(map(str, h)) for h in placement.cores],
+                     "neuron_cost_per_layer": measured_layer_costs(placement, out["counters"], out["samples_trained"])})
         if progress:
             print(f"  {n:>2} cores: {spm:10.2f} samples per million cycles, measured ({time.perf_counter() - t0:.0f} s)",
                   file=sys.stderr)

@@ -118,7 +118,7 @@ def test_cli_map_rtl_prints_the_layer_aligned_placement(capsys):
     assert main(["map", "--config", "configs/deep-20core.toml", "--rtl"]) == 0
     out = capsys.readouterr().out
     assert "  10       16      2048  L2[112:128]\n" in out and "  19       10      1280  L4[0:10]" in out
-    assert "in proportion to work = neurons x hardware.neuron_cost [85, 348, 311, 96]" in out
+    assert "in proportion to work = neurons x hardware.neuron_cost [94, 346, 324, 136]" in out
 
 
 

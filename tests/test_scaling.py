@@ -84,3 +84,20 @@ def test_goal_is_judged_only_with_one_eight_and_twenty_cores(capsys):
     assert _goal(False, {1: 1.0, 8: 0.9, 20: 0.9}, 0.01) is False
     r = bench_scaling(CFG, core_counts=(1, 2), batches=1, progress=False)
     assert r["goal_met"] is None and "not judged" in scaling_summary(r)
+
+
+def test_measured_layer_costs_are_work_per_neuron_and_sample():
+    """The RTL profile for hardware.neuron_cost: a layer's cores' FP busy + BP busy + WG-alone
+    cycles, per neuron and sample; waits (the other cycle counts) are not work. A core holding
+    two layers makes the split unknowable: None."""
+    from spikeforge.mapper import place_by_layer
+    from spikeforge.scaling import measured_layer_costs
+
+    p = place_by_layer((8, 16, 8), 3, 64, 4096, align=8)  # L1 on two cores of 8, L2 on one of 8
+    assert [len(h) for h in p.cores] == [1, 1, 1]
+    core = dict(fp_busy=0, bp_busy=0, wg_cycles=0, fp_cycles=10**6, bp_cycles=10**6, wg_busy=10**6)
+    counters = [dict(core, fp_busy=100, bp_busy=20, wg_cycles=40), dict(core, fp_busy=60, bp_busy=60, wg_cycles=0),
+                dict(core, fp_busy=8, bp_busy=8, wg_cycles=0)]
+    assert measured_layer_costs(p, counters, samples=2) == [round(280 / 32), 1]
+    two = place_by_layer((8, 16, 8), 1, 64, 4096, align=8)
+    assert measured_layer_costs(two, counters[:1], samples=2) is None
