@@ -185,8 +185,10 @@ class Core(wiring.Component):
         self.collisions.watch(m, "membranes", mt_rd, mt_wr)
 
         depth_max = B * max(T * g for g in self.groups)
+        # a slice core's engines handle few neuron groups per event: the scanner must read a word
+        # per cycle to keep up (the one-core accelerator keeps the plain one, for its logic cells)
         m.submodules.scanner = scan = SpikeScanner(lanes=P, max_words=max(self.groups), depth=depth_max,
-                                                   index_bits=p.input_index_bits)
+                                                   index_bits=p.input_index_bits, queue=self.role is not None)
         # the scanner's events pass a skid buffer, then a second one per consumer (the FP engine,
         # the WG engine): a consumer's ready only reaches its own buffer's output register, and
         # the select between the buffers looks at registered readies. Nothing reaches back into

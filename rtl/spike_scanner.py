@@ -5,13 +5,18 @@ readout need them by neuron; the FP and WG engines want *events* (the indices th
 scanner reads the words of one timestep and emits one event per set bit, lowest index first,
 then an end-of-timestep event.
 
-It is a pipeline: a read issues every cycle while a small FIFO has room (the word takes two
-cycles to arrive: block RAM, then a register of its own so the RAM's output meets nothing else),
-non-zero words queue in the FIFO, and the emitter sends one event per cycle, taking the next
-word in the cycle its last bit leaves. So a timestep costs about max(words, spikes) cycles, not
-three cycles per word plus one per spike: the difference matters on a slice core, whose consumer
-spends only one cycle per event and group of its few neuron groups while the bitmap it scans
-spans the whole layer below.
+Two builds of the same behaviour (the same events in the same order):
+
+- ``queue=True``, a pipeline: a read issues every cycle while a small FIFO has room (the word
+  takes two cycles to arrive: block RAM, then a register of its own so the RAM's output meets
+  nothing else), non-zero words queue in the FIFO, and the emitter sends one event per cycle,
+  taking the next word in the cycle its last bit leaves. A timestep costs about
+  max(words, spikes) cycles. A slice core of the multi-core accelerator needs it: its engines
+  spend a cycle per event and neuron group, of which it has few, while the bitmap it scans spans
+  the whole layer below.
+- ``queue=False``, plain: three cycles per word (read, block RAM, register) plus one per set bit,
+  and no FIFO. The one-core accelerator's engines sweep whole layers per event, so this keeps up
+  almost everywhere, and the iCE40 UP5K build has no logic cells to spare for the queue.
 """
 
 from __future__ import annotations
@@ -31,10 +36,10 @@ QUEUE_DEPTH = 4
 
 
 class SpikeScanner(wiring.Component):
-    def __init__(self, *, lanes: int, max_words: int, depth: int, index_bits: int):
+    def __init__(self, *, lanes: int, max_words: int, depth: int, index_bits: int, queue: bool = True):
         if lanes < 1 or max_words < 1 or depth < 1:
             raise ValueError(f"SpikeScanner: lanes, max_words and depth must be >= 1, got {lanes}, {max_words}, {depth}")
-        self.lanes, self.max_words = lanes, max_words
+        self.lanes, self.max_words, self.queue = lanes, max_words, queue
         super().__init__(
             {
                 "start": In(1),  # pulse with base/words/fresh valid
@@ -51,6 +56,73 @@ class SpikeScanner(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        if self.queue:
+            self._queued(m)
+        else:
+            self._plain(m)
+        return m
+
+    def _plain(self, m):
+        """Three cycles per word (read, block RAM, register) plus one per set bit."""
+        P = self.lanes
+        word = Signal(range(self.max_words + 1))
+        base = Signal.like(self.base)
+        words = Signal.like(self.words)
+        fresh = Signal()
+        bits = Signal(P)  # bits of the current word not yet sent
+        word_q = Signal(P)  # rd_data, registered every cycle
+        m.d.sync += word_q.eq(self.rd_data)
+        cur = Signal(range(self.max_words + 1))
+        lowest = Signal(range(P))
+        for k in reversed(range(P)):
+            with m.If(bits[k]):
+                m.d.comb += lowest.eq(k)
+        ev = self.events
+        m.d.comb += self.rd_addr.eq(base + word)
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                m.d.comb += self.done.eq(~ev.valid)
+                with m.If(self.start):
+                    m.d.sync += [base.eq(self.base), words.eq(self.words), fresh.eq(self.fresh), word.eq(0)]
+                    m.next = "READ"
+            with m.State("READ"):
+                with m.If(word == words):
+                    m.next = "EOT"
+                with m.Else():
+                    m.d.comb += self.rd_en.eq(1)
+                    m.d.sync += [cur.eq(word), word.eq(word + 1)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                # the word goes into a register of its own first: a block RAM's output (most of
+                # a cycle on its own) then meets no more than the caller's select
+                m.next = "LOAD2"
+            with m.State("LOAD2"):
+                with m.If(word_q == 0):
+                    m.next = "READ"
+                with m.Else():
+                    m.d.sync += bits.eq(word_q)
+                    m.next = "EMIT"
+            with m.State("EMIT"):
+                with m.If(bits == 0):
+                    m.next = "READ"
+                with m.Elif(~ev.valid | ev.ready):
+                    m.d.sync += [
+                        ev.valid.eq(1),
+                        ev.payload.index.eq(cur * P + lowest),
+                        ev.payload.eot.eq(0),
+                        bits.eq(bits & (bits - 1)),
+                    ]
+            with m.State("EOT"):
+                with m.If(~ev.valid | ev.ready):
+                    m.d.sync += [ev.valid.eq(1), ev.payload.eot.eq(1), ev.payload.fresh.eq(fresh),
+                                 ev.payload.index.eq(0)]
+                    m.next = "IDLE"
+        with m.If(ev.valid & ev.ready):
+            # a handshake empties the output register unless a new payload is loaded this cycle
+            with m.If(~(((bits != 0) & fsm.ongoing("EMIT")) | fsm.ongoing("EOT"))):
+                m.d.sync += ev.valid.eq(0)
+
+    def _queued(self, m):
         P = self.lanes
         ev = self.events
         word = Signal(range(self.max_words + 1))  # next word to read
@@ -113,4 +185,3 @@ class SpikeScanner(wiring.Component):
             m.d.sync += ev.valid.eq(1)
         with m.Elif(ev.ready):
             m.d.sync += ev.valid.eq(0)
-        return m
