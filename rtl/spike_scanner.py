@@ -62,6 +62,23 @@ class SpikeScanner(wiring.Component):
             self._plain(m)
         return m
 
+    def _idle(self, m, word, base, words, fresh):
+        """The IDLE state of either build: done while the last event has left; a start latches
+        the timestep's words and goes reading."""
+        m.d.comb += self.done.eq(~self.events.valid)
+        with m.If(self.start):
+            m.d.sync += [base.eq(self.base), words.eq(self.words), fresh.eq(self.fresh), word.eq(0)]
+            m.next = "READ"
+
+    @staticmethod
+    def _lowest(m, bits):
+        """Index of the lowest set bit of ``bits`` (0 when none)."""
+        lowest = Signal(range(len(bits)))
+        for k in reversed(range(len(bits))):
+            with m.If(bits[k]):
+                m.d.comb += lowest.eq(k)
+        return lowest
+
     def _plain(self, m):
         """Three cycles per word (read, block RAM, register) plus one per set bit."""
         P = self.lanes
@@ -73,18 +90,12 @@ class SpikeScanner(wiring.Component):
         word_q = Signal(P)  # rd_data, registered every cycle
         m.d.sync += word_q.eq(self.rd_data)
         cur = Signal(range(self.max_words + 1))
-        lowest = Signal(range(P))
-        for k in reversed(range(P)):
-            with m.If(bits[k]):
-                m.d.comb += lowest.eq(k)
+        lowest = self._lowest(m, bits)
         ev = self.events
         m.d.comb += self.rd_addr.eq(base + word)
         with m.FSM() as fsm:
             with m.State("IDLE"):
-                m.d.comb += self.done.eq(~ev.valid)
-                with m.If(self.start):
-                    m.d.sync += [base.eq(self.base), words.eq(self.words), fresh.eq(self.fresh), word.eq(0)]
-                    m.next = "READ"
+                self._idle(m, word, base, words, fresh)
             with m.State("READ"):
                 with m.If(word == words):
                     m.next = "EOT"
@@ -143,10 +154,7 @@ class SpikeScanner(wiring.Component):
         # emitter: the bits of the current word not yet sent
         bits = Signal(P)
         cur = Signal.like(word)
-        lowest = Signal(range(P))
-        for k in reversed(range(P)):
-            with m.If(bits[k]):
-                m.d.comb += lowest.eq(k)
+        lowest = self._lowest(m, bits)
         rest = bits & (bits - 1)
         free = ~ev.valid | ev.ready  # the output register takes a payload this cycle
         load = Signal()  # a new payload enters the output register
@@ -164,10 +172,7 @@ class SpikeScanner(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.done.eq(~ev.valid)
-                with m.If(self.start):
-                    m.d.sync += [base.eq(self.base), words.eq(self.words), fresh.eq(self.fresh), word.eq(0)]
-                    m.next = "READ"
+                self._idle(m, word, base, words, fresh)
             with m.State("READ"):
                 with m.If(word == words):
                     m.next = "EOT"
