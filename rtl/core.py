@@ -71,7 +71,13 @@ class Core(wiring.Component):
         #: samples whose per-timestep state the core holds (a slice core of a pipelined multi-core top)
         self.banks = role.buffers if role is not None else 1
         P = p.lanes
-        self.groups = [-(-n // P) for n in L]  # groups of every layer, inputs included
+        #: each LIF layer's inputs: the layer below, or (on a core holding the end of one layer and
+        #: the start of the next) the whole layer below where the core holds only its end
+        self.fan_ins = cfg.network.fan_ins
+        self.in_groups = [-(-f // P) for f in self.fan_ins]  # input groups of each layer
+        self.out_groups = [-(-n // P) for n in L[1:]]  # neuron groups of each layer
+        #: words per timestep of spike bitmap k: the inputs of layer k (k < n), the last layer's outputs (k = n)
+        self.bitmap_groups = [*self.in_groups, self.out_groups[-1]]
         #: single-port large memories (iCE40 SPRAM): one memory per kind, every layer in it
         self.single_port = cfg.hardware.large_memories == "single_port"
         #: the memories marked no_rw_check, here and in the engines (rtl/ram.py)
@@ -80,14 +86,14 @@ class Core(wiring.Component):
             # one layered memory for every layer's weights (the engines use one layer at a time);
             # written twice registered, so the update's writes land in the other phase of its
             # every-other-cycle cadence than its reads (see WgEngine single_port)
-            shared = SkewedMemory(lanes=P, width=p.weight_bits, max_outputs=max(L[1:]), max_inputs=max(L[:-1]),
+            shared = SkewedMemory(lanes=P, width=p.weight_bits, max_outputs=max(L[1:]), max_inputs=max(self.fan_ins),
                                   init=weights_init, write_latency=2, single_port=True,
-                                  layers=[(L[l + 1], L[l]) for l in range(self.n_layers)])
+                                  layers=cfg.layer_shapes)
             self.weights = [shared] * self.n_layers
         else:
             self.weights = [
                 # writes registered: nothing reads a weight in the cycle after it is written
-                SkewedMemory(lanes=P, width=p.weight_bits, max_outputs=L[l + 1], max_inputs=L[l],
+                SkewedMemory(lanes=P, width=p.weight_bits, max_outputs=L[l + 1], max_inputs=self.fan_ins[l],
                              init=(weights_init[l] if weights_init else None), write_latency=1)
                 for l in range(self.n_layers)
             ]
@@ -145,7 +151,7 @@ class Core(wiring.Component):
                 m.submodules[f"weights{l}"] = w
         enc = Encoder(lanes=P, inputs=L[0], timesteps=T, pixel_bits=cfg.formats.pixel_bits)
         m.submodules.encoder = enc
-        m.submodules.pixels = pixels = self.collisions.memory(shape=enc.px_data.shape(), depth=self.groups[0], init=[])
+        m.submodules.pixels = pixels = self.collisions.memory(shape=enc.px_data.shape(), depth=self.in_groups[0], init=[])
         px_wr, px_rd = pixels.write_port(granularity=1), pixels.read_port()
         self.collisions.watch(m, "pixels", px_rd, px_wr)
         m.d.comb += [px_rd.en.eq(enc.px_en), px_rd.addr.eq(enc.px_group), enc.px_data.eq(px_rd.data),
@@ -157,14 +163,17 @@ class Core(wiring.Component):
         B = self.banks
         fp_bank = Signal(range(B), name="fp_bank")
         bp_bank = Signal(range(B), name="bp_bank")
-        spike_mems = [self.collisions.memory(shape=P, depth=B * T * g, init=[]) for g in self.groups]
-        surr_mems = [self.collisions.memory(shape=P * p.surrogate_bits, depth=B * T * g, init=[]) for g in self.groups[1:]]
+        spike_mems = [self.collisions.memory(shape=P, depth=B * T * g, init=[]) for g in self.bitmap_groups]
+        surr_mems = [self.collisions.memory(shape=P * p.surrogate_bits, depth=B * T * g, init=[]) for g in self.out_groups]
         for k, mem in enumerate(spike_mems):
             m.submodules[f"spikes{k}"] = mem
         for k, mem in enumerate(surr_mems):
             m.submodules[f"surrogates{k + 1}"] = mem
-        # bit-granular on the input bitmap: the host may write single input spikes
-        spike_wr = [spike_mems[0].write_port(granularity=1)] + [mem.write_port() for mem in spike_mems[1:]]
+        # bit-granular on the input bitmap (the host may write single input spikes) and on any
+        # bitmap a spike inbox fills (one spike per flit)
+        fed = self._inbox_fed()
+        spike_wr = [mem.write_port(granularity=1) if k == 0 or fed[k] else mem.write_port()
+                    for k, mem in enumerate(spike_mems)]
         spike_rd = [mem.read_port() for mem in spike_mems]
         surr_wr = [mem.write_port() for mem in surr_mems]
         # read ports are enabled only where a reader is (an idle port left reading would meet
@@ -173,21 +182,21 @@ class Core(wiring.Component):
         for k, (rp, wp) in enumerate(zip(spike_rd, spike_wr)):
             self.collisions.watch(m, f"spikes{k}", rp, wp)
         m.d.comb += [spike_wr[0].en.eq(Cat(enc.spk_en for _ in range(P))),
-                     spike_wr[0].addr.eq(self._in_bank(enc.spk_addr, fp_bank, self.groups[0])),
+                     spike_wr[0].addr.eq(self._in_bank(enc.spk_addr, fp_bank, self.bitmap_groups[0])),
                      spike_wr[0].data.eq(enc.spk_data)]
-        net = self._network(m, spike_wr[0], fp_bank, bp_bank)
+        net = self._network(m, spike_wr, fp_bank, bp_bank)
         # the output layer's membranes of every timestep, for the host (the FP engine keeps only
         # the latest timestep)
         m.submodules.membranes = mem_trace = self.collisions.memory(shape=data.ArrayLayout(signed(p.membrane_bits), P),
-                                                                    depth=T * self.groups[-1], init=[])
+                                                                    depth=T * self.out_groups[-1], init=[])
         mt_wr, mt_rd = mem_trace.write_port(), mem_trace.read_port()
         m.d.comb += mt_rd.en.eq(0)
         self.collisions.watch(m, "membranes", mt_rd, mt_wr)
 
-        depth_max = B * max(T * g for g in self.groups)
+        depth_max = B * max(T * g for g in self.bitmap_groups)
         # a slice core's engines handle few neuron groups per event: the scanner must read a word
         # per cycle to keep up (the one-core accelerator keeps the plain one, for its logic cells)
-        m.submodules.scanner = scan = SpikeScanner(lanes=P, max_words=max(self.groups), depth=depth_max,
+        m.submodules.scanner = scan = SpikeScanner(lanes=P, max_words=max(self.bitmap_groups), depth=depth_max,
                                                    index_bits=p.input_index_bits, queue=self.role is not None)
         # the scanner's events pass a skid buffer, then a second one per consumer (the FP engine,
         # the WG engine): a consumer's ready only reaches its own buffer's output register, and
@@ -204,7 +213,7 @@ class Core(wiring.Component):
         backward = Signal()  # BP/WG phase: the scanner feeds WG, weights are read by row
         t = Signal(range(T + 1))
         out_t = Signal(range(T + 1))  # timesteps whose last group has left the FP engine
-        out_g = Signal(range(max(self.groups) + 1))
+        out_g = Signal(range(max(self.out_groups) + 1))
 
         # the scanner reads the bitmap feeding the current layer; the FP engine reads its weights.
         # The FP engine's layer geometry comes from registers (a cycle behind `layer`: the first
@@ -217,7 +226,7 @@ class Core(wiring.Component):
             with m.If(layer == l):
                 m.d.comb += [spike_rd[l].en.eq(scan.rd_en), spike_rd[l].addr.eq(scan.rd_addr),
                              scan.rd_data.eq(spike_rd[l].data)]
-                m.d.sync += [fp_groups.eq(self.groups[l + 1]), fp_neurons.eq(L[l + 1])]
+                m.d.sync += [fp_groups.eq(self.out_groups[l]), fp_neurons.eq(L[l + 1])]
                 w = self._weights_of(m, l)
                 with m.If(~backward):
                     m.d.comb += [w.rd_en.eq(fp.weight_en), w.rd_row.eq(0), w.rd_major.eq(fp.weight_input),
@@ -234,45 +243,45 @@ class Core(wiring.Component):
         # (and the spike outbox of a slice core, which may hold the engine back)
         out = fp.neuron_out
         last_layer = layer == self.n_layers - 1
-        if net.spike_out is not None:  # the core's last layer sends its spikes on
-            m.d.comb += [net.spike_out.items.valid.eq(out.valid & last_layer),
-                         out.ready.eq(net.spike_out.items.ready | ~last_layer),
-                         net.spike_out.items.payload.group.eq(out.payload.group),
-                         net.spike_out.items.payload.spikes.eq(out.payload.spikes), net.spike_out.t.eq(out_t)]
-            out_fire = out.valid & out.ready
-        else:
-            m.d.comb += out.ready.eq(1)
-            out_fire = out.valid
+        m.d.comb += out.ready.eq(1)
+        for l, ob in enumerate(net.spike_out):
+            if ob is not None:
+                with m.If(layer == l):  # this layer's spikes go on to the next layer's cores
+                    m.d.comb += [ob.items.valid.eq(out.valid), out.ready.eq(ob.items.ready),
+                                 ob.items.payload.group.eq(out.payload.group),
+                                 ob.items.payload.spikes.eq(out.payload.spikes), ob.t.eq(out_t)]
+        out_fire = out.valid & out.ready
         with m.If(out_fire):
             for l in range(self.n_layers):
                 with m.If(layer == l):
-                    g = self.groups[l + 1]
+                    g = self.out_groups[l]
                     addr = self._in_bank(times_const(out_t, g) + out.payload.group, fp_bank, g)
-                    m.d.comb += [spike_wr[l + 1].en.eq(1), spike_wr[l + 1].addr.eq(addr),
-                                 spike_wr[l + 1].data.eq(out.payload.spikes),
-                                 surr_wr[l].en.eq(1), surr_wr[l].addr.eq(addr),
+                    m.d.comb += [surr_wr[l].en.eq(1), surr_wr[l].addr.eq(addr),
                                  surr_wr[l].data.eq(out.payload.surrogate.as_value())]
-            m.d.comb += [mt_wr.en.eq(last_layer), mt_wr.addr.eq(times_const(out_t, self.groups[-1]) + out.payload.group),
+                    if not fed[l + 1]:  # (an inbox-fed bitmap gets this core's spikes back from the network)
+                        m.d.comb += [spike_wr[l + 1].en.eq(1), spike_wr[l + 1].addr.eq(addr),
+                                     spike_wr[l + 1].data.eq(out.payload.spikes)]
+            m.d.comb += [mt_wr.en.eq(last_layer), mt_wr.addr.eq(times_const(out_t, self.out_groups[-1]) + out.payload.group),
                          mt_wr.data.eq(out.payload.membrane)]
         m.d.comb += [readout.neuron_in.valid.eq(out_fire & last_layer), readout.neuron_in.payload.eq(out.payload),
                      self.obs_valid.eq(out_fire), self.obs_layer.eq(layer), self.obs.eq(out.payload)]
-        layer_groups = Signal(range(max(self.groups) + 1))
+        layer_groups = Signal(range(max(self.out_groups) + 1))
         for l in range(self.n_layers):
             with m.If(layer == l):
-                m.d.comb += layer_groups.eq(self.groups[l + 1])
+                m.d.comb += layer_groups.eq(self.out_groups[l])
         with m.If(out_fire):
             with m.If(out_g == layer_groups - 1):
                 m.d.sync += [out_g.eq(0), out_t.eq(out_t + 1)]
             with m.Else():
                 m.d.sync += out_g.eq(out_g + 1)
 
-        in_groups = Signal(range(max(self.groups) + 1))
+        in_groups = Signal(range(max(self.in_groups) + 1))
         scan_bank = Mux(backward, bp_bank, fp_bank) if B > 1 else 0
         for l in range(self.n_layers):
             with m.If(layer == l):
                 # t * groups per layer as shift-adds: the group counts are constants
-                m.d.comb += [in_groups.eq(self.groups[l]),
-                             scan.base.eq(self._in_bank(times_const(t, self.groups[l]), scan_bank, self.groups[l]))]
+                g = self.in_groups[l]
+                m.d.comb += [in_groups.eq(g), scan.base.eq(self._in_bank(times_const(t, g), scan_bank, g))]
         m.d.comb += [scan.words.eq(in_groups), scan.fresh.eq(t == 0)]
 
         training = Signal()
@@ -311,10 +320,27 @@ class Core(wiring.Component):
         def next_bank(bank):
             return Mux(bank == self.banks - 1, 0, bank + 1) if self.banks > 1 else bank
 
+        n = self.n_layers
+        spike_in, spike_out, error_in, error_out = net.spike_in, net.spike_out, net.error_in, net.error_out
+
+        def per_layer(boxes, attr):
+            """``attr`` of the current layer's box (0 for a layer without one)."""
+            v = Signal(name=f"{type(next(b for b in boxes if b is not None)).__name__}_{attr}")
+            for l, box in enumerate(boxes):
+                if box is not None:
+                    with m.If(layer == l):
+                        m.d.comb += v.eq(getattr(box, attr))
+            return v
+
+        def into_layer(l, state):
+            """Start layer ``l``'s forward pass: collect its input spikes first if the network brings them."""
+            m.d.sync += [layer.eq(l), t.eq(0), out_t.eq(0), out_g.eq(0)]
+            m.next = "COLLECT" if spike_in[l] is not None else state
+
         def backward_from_top():
             """Into the backward pass of the sample in bank bp_bank, from the last layer's T-1."""
-            m.d.sync += [backward.eq(1), layer.eq(self.n_layers - 1), t.eq(T - 1)]
-            m.next = "EPS_WAIT" if net.error_in is not None else "BP_START"
+            m.d.sync += [backward.eq(1), layer.eq(n - 1), t.eq(T - 1)]
+            m.next = "EPS_WAIT" if error_in[n - 1] is not None else "BP_START"
 
         def backward_done():
             """The backward pass of the sample in bank bp_bank is over: its state is free (the
@@ -341,12 +367,13 @@ class Core(wiring.Component):
             with m.Else():
                 if pipelined:  # nothing comes back for an inferred sample: its state is free now
                     m.d.sync += bp_bank.eq(next_bank(bp_bank))
-                if net.spike_in is not None:
+                if any_spike_in:
                     m.d.sync += releasing.eq(fp_bank)
                     m.next = "RELEASE"
                 else:
                     m.next = "IDLE"
 
+        any_spike_in = any(ib is not None for ib in spike_in)
         with m.FSM():
             if cfg.hardware.large_memories == "single_port":
                 with m.State("POWER_UP"):
@@ -367,20 +394,18 @@ class Core(wiring.Component):
                         m.d.sync += forward_only.eq((self.chk_region & RUN_FORWARD) != 0)
                     m.d.comb += readout.clear.eq(1)
                     m.d.sync += [training.eq(self.run_train), label.eq(self.label)]
-                    if net.spike_in is not None:  # a later layer's slice: inputs from the spike network
-                        m.d.sync += [layer.eq(0), t.eq(0), out_t.eq(0), out_g.eq(0)]
-                        m.next = "COLLECT"
+                    if spike_in[0] is not None:  # a later layer's slice: inputs from the spike network
+                        into_layer(0, "SCAN")
                     else:
                         with m.If(self.run_spikes):
-                            m.d.sync += [layer.eq(0), t.eq(0), out_t.eq(0), out_g.eq(0)]
-                            m.next = "SCAN"
+                            into_layer(0, "SCAN")
                         with m.Else():
                             m.d.sync += enc_start.eq(1)
                             m.next = "ENCODE"
-            if net.spike_in is not None:
+            if any_spike_in:
                 with m.State("COLLECT"):  # every core of the layer below has sent its end marker
                     m.d.comb += phase["fp"].eq(1)
-                    with m.If(net.spike_in.complete):
+                    with m.If(per_layer(spike_in, "complete")):
                         m.next = "SCAN"
             with m.State("ENCODE"):
                 m.d.comb += phase["encode"].eq(1)
@@ -392,15 +417,16 @@ class Core(wiring.Component):
                 with m.If(t == T):
                     # every timestep scanned: wait for the FP engine to finish the layer
                     with m.If(out_t == T):
-                        with m.If(last_layer):
-                            if net.spike_out is None:
-                                m.d.sync += decide.eq(1)
-                                m.next = "DECIDE"
-                            else:  # a slice below the output layer: the next layer's cores go on
-                                m.d.comb += net.spike_out.end.eq(1)
-                                m.next = "FP_FLUSH"
-                        with m.Else():
-                            m.d.sync += [layer.eq(layer + 1), t.eq(0), out_t.eq(0), out_g.eq(0)]
+                        for l in range(n):
+                            with m.If(layer == l):
+                                if spike_out[l] is not None:  # the next layer's cores go on
+                                    m.d.comb += spike_out[l].end.eq(1)
+                                    m.next = "FP_FLUSH"
+                                elif l == n - 1:
+                                    m.d.sync += decide.eq(1)
+                                    m.next = "DECIDE"
+                                else:  # the next layer is here, whole: its inputs are this layer's spikes
+                                    into_layer(l + 1, "SCAN")
                 with m.Elif(scan.done):
                     m.d.comb += scan.start.eq(1)
                     m.d.sync += t.eq(t + 1)
@@ -409,38 +435,55 @@ class Core(wiring.Component):
                 with m.If(readout.decided & ~decide):  # the readout sees decide in this state's first cycle
                     m.d.sync += self.prediction.eq(readout.prediction)
                     forward_done()
-            if net.spike_out is not None:
-                with m.State("FP_FLUSH"):  # the end marker is out: this slice's forward pass is over
+            if any(ob is not None for ob in spike_out):
+                with m.State("FP_FLUSH"):  # the end marker is out: this layer's forward pass is over
                     m.d.comb += phase["fp"].eq(1)
-                    with m.If(net.spike_out.idle):
-                        forward_done()
+                    with m.If(per_layer(spike_out, "idle")):
+                        for l in range(n):
+                            if spike_out[l] is not None:
+                                with m.If(layer == l):
+                                    if l == n - 1:
+                                        forward_done()
+                                    else:  # (its spikes come back to this core through the network)
+                                        into_layer(l + 1, "SCAN")
+            if any(ib is not None for ib in error_in):
                 with m.State("EPS_WAIT"):  # the layer above's partial sums, every end marker in
                     m.d.comb += phase["bp"].eq(1)
-                    with m.If(net.error_in.complete):
-                        m.d.comb += [net.error_in.finish.eq(1), bwd["eps_clear"].eq(1)]
+                    with m.If(per_layer(error_in, "complete")):
+                        for l, ib in enumerate(error_in):
+                            if ib is not None:
+                                with m.If(layer == l):
+                                    m.d.comb += ib.finish.eq(1)
+                        m.d.comb += bwd["eps_clear"].eq(1)
                         m.next = "EPS_FILL"
                 with m.State("EPS_FILL"):  # rounded once, into the error memory BP reads
                     m.d.comb += phase["bp"].eq(1)
                     with m.If(bwd["eps_last"]):
                         m.next = "BP_START"
-            if net.spike_in is not None:
+            if any_spike_in:
                 with m.State("RELEASE"):
-                    # the input bitmap's bank is read for the last time: the inbox clears it for the
+                    # the input bitmaps' bank is read for the last time: the inboxes clear it for the
                     # sample `banks` later while the core goes on. The end marker may leave at once:
                     # the layer below's next spikes for this bank can arrive during the clear, but
-                    # the inbox takes no flit until it is over. (It is over long before the next
+                    # an inbox takes no flit until it is over. (It is over long before the next
                     # release; the wait is for form.)
-                    with m.If(~net.spike_in.clearing):
-                        m.d.comb += [net.spike_in.release.eq(1), net.spike_in.release_bank.eq(releasing)]
-                        with m.If(backward):  # the end of a backward pass: the layer below may round now
+                    clearing = Cat(*[ib.clearing for ib in spike_in if ib is not None]).any()
+                    with m.If(~clearing):
+                        for ib in spike_in:
+                            if ib is not None:
+                                m.d.comb += [ib.release.eq(1), ib.release_bank.eq(releasing)]
+                        with m.If(backward):  # the end of a backward pass
                             backward_done()
-                            m.d.comb += net.error_out.end.eq(1)
-                            m.next = "BP_FLUSH"
+                            if error_out[0] is not None:  # the layer below's cores may round now
+                                m.d.comb += error_out[0].end.eq(1)
+                                m.next = "BP_FLUSH"
+                            else:
+                                m.next = "IDLE"
                         with m.Else():
                             m.next = "IDLE"
             with m.State("BP_START"):
                 m.d.comb += [phase["bp"].eq(1), bwd["bp"].start.eq(1), bwd["bp"].first.eq(t == T - 1),
-                             bwd["bp"].propagate.eq(1 if net.error_out is not None else layer != 0),
+                             bwd["bp"].propagate.eq((layer != 0) | (error_out[0] is not None)),
                              bwd["feed_start"].eq(1)]
                 m.next = "BP_WAIT"
             with m.State("BP_WAIT"):
@@ -457,34 +500,43 @@ class Core(wiring.Component):
                 with m.If(bp_drained & wg_drained):
                     with m.If(t == 0):
                         with m.If(layer == 0):
-                            if net.spike_in is not None:
+                            if any_spike_in:
                                 m.d.sync += releasing.eq(bp_bank)
                                 m.next = "RELEASE"
-                            elif net.error_out is not None:  # the layer below's cores may round now
+                            elif error_out[0] is not None:  # the layer below's cores may round now
                                 backward_done()
-                                m.d.comb += net.error_out.end.eq(1)
+                                m.d.comb += error_out[0].end.eq(1)
                                 m.next = "BP_FLUSH"
                             else:
                                 backward_done()
                                 m.next = "IDLE"
-                        with m.Else():
-                            m.d.sync += [layer.eq(layer - 1), t.eq(T - 1)]
-                            m.next = "BP_START"
+                        for l in range(1, n):
+                            with m.If(layer == l):
+                                if error_out[l] is not None:  # the layer below takes its errors from the network
+                                    m.d.comb += error_out[l].end.eq(1)
+                                    m.next = "BP_FLUSH"
+                                else:
+                                    m.d.sync += [layer.eq(l - 1), t.eq(T - 1)]
+                                    m.next = "BP_START"
                     with m.Else():
                         m.d.sync += t.eq(t - 1)
                         m.next = "BP_START"
-            if net.error_out is not None:
-                with m.State("BP_FLUSH"):
+            if any(ob is not None for ob in error_out):
+                with m.State("BP_FLUSH"):  # the end marker is out: the cores below may round
                     m.d.comb += phase["bp"].eq(1)
-                    with m.If(net.error_out.idle):
-                        m.next = "IDLE"
+                    with m.If(per_layer(error_out, "idle")):
+                        with m.If(layer == 0):
+                            m.next = "IDLE"
+                        with m.Else():  # (its partial sums for this core's own slice come back through the network)
+                            m.d.sync += [layer.eq(layer - 1), t.eq(T - 1)]
+                            m.next = "EPS_WAIT" if any(ib is not None for ib in error_in[:-1]) else "BP_START"
             with m.State("UPDATE"):
                 m.d.comb += [phase["update"].eq(1), bwd["update_start"].eq(1)]
                 m.next = "UPDATE_WAIT"
             with m.State("UPDATE_WAIT"):
                 m.d.comb += phase["update"].eq(1)
                 with m.If(wg_drained):
-                    with m.If(layer == self.n_layers - 1):
+                    with m.If(layer == n - 1):
                         m.d.sync += bwd["updating"].eq(0)
                         m.next = "IDLE"
                     with m.Else():
@@ -533,7 +585,7 @@ class Core(wiring.Component):
 
         # state and argument checks of a command that passed the header checks
         # a later layer's slice takes its inputs from the spike network, not from pixels
-        inputs_from_network = self.role is not None and self.role.spike_senders
+        inputs_from_network = self.role is not None and self.role.network_inputs
         with m.Switch(self.chk_op):
             if self.role is not None:
                 self._check_run(m, state, inputs_from_network, wg)
@@ -719,14 +771,14 @@ class Core(wiring.Component):
         # membranes of the output layer: row t, column j
         mt_rd = mems.mt_rd
         m.d.comb += [mt_rd.en.eq(plain_rd & hit(RegionId.MEMBRANES)),
-                     mt_rd.addr.eq(row_major_addr(self.groups[-1], "membranes"))]
+                     mt_rd.addr.eq(row_major_addr(self.out_groups[-1], "membranes"))]
         mt_q = plain_element(mt_rd.data)
         mem_reads.append(((RegionId.MEMBRANES,), mt_q))
 
         # spike bitmaps: row t, column neuron
         for k, (srd, swr) in enumerate(zip(mems.spike_rd, mems.spike_wr)):
             here = hit(RegionId.SPIKES + k)
-            spk_addr = row_major_addr(self.groups[k], f"spikes{k}")
+            spk_addr = row_major_addr(self.bitmap_groups[k], f"spikes{k}")
             with m.If(here & plain_rd):
                 m.d.comb += [srd.en.eq(1), srd.addr.eq(spk_addr)]
             srd_q = plain_element(srd.data)
@@ -807,65 +859,98 @@ class Core(wiring.Component):
             with m.Elif((state.lr_shift > MAX_LR_SHIFT) | ~wg.shift_ok):
                 m.d.comb += self.chk_error.eq(Error.BAD_ARG)
 
-    def _network(self, m, bitmap_wr, fp_bank, bp_bank) -> SimpleNamespace:
-        """A slice core's inboxes and outboxes (all None on a one-core accelerator). The spike
-        inbox writes the input bitmap here; the FP engine feeds the spike outbox, and the error
-        side is wired in :meth:`_backward`."""
+    def _inbox_fed(self) -> list[bool]:
+        """For each spike bitmap: a spike inbox fills it (the layer's inputs come from the network)."""
+        links = self.role.links if self.role is not None else ()
+        return [k < len(links) and links[k].spike_senders > 0 for k in range(self.n_layers + 1)]
+
+    def _network(self, m, spike_wr, fp_bank, bp_bank) -> SimpleNamespace:
+        """A slice core's inboxes and outboxes, one of each kind per layer at most (lists of
+        ``n_layers``, None where a layer meets its neighbour on this core or has none; all None on
+        a one-core accelerator). The spike inboxes write the layers' input bitmaps here; the FP
+        engine feeds the spike outboxes, and the error side is wired in :meth:`_backward`."""
         from .inbox import ErrorInbox, ErrorOutbox, SpikeInbox, SpikeOutbox
 
-        net = SimpleNamespace(spike_in=None, spike_out=None, error_in=None, error_out=None)
+        n = self.n_layers
+        net = SimpleNamespace(spike_in=[None] * n, spike_out=[None] * n, error_in=[None] * n, error_out=[None] * n)
         r = self.role
         if r is None:
             return net
         cfg, p, T = self.cfg, self.p, self.T
         P, L = p.lanes, cfg.network.layers
-        if r.spike_senders:
-            m.submodules.spike_inbox = net.spike_in = ib = SpikeInbox(T, L[0], P, r.spike_senders, banks=r.buffers)
-            m.d.comb += ib.bank.eq(fp_bank)
-            width = len(ib.flits.payload.as_value())
-            m.d.comb += [ib.flits.valid.eq(self.spike_receive.valid), self.spike_receive.ready.eq(ib.flits.ready),
-                         ib.flits.payload.eq(self.spike_receive.payload.data[:width])]
-            with m.If(ib.wr_en.any()):  # the encoder is idle while the inbox collects
-                m.d.comb += [bitmap_wr.en.eq(ib.wr_en), bitmap_wr.addr.eq(ib.wr_addr), bitmap_wr.data.eq(ib.wr_data)]
-        if r.spike_dst is not None:
-            m.submodules.spike_outbox = net.spike_out = ob = SpikeOutbox(P, T, r.layer_neurons, r.offset,
-                                                                           self.groups[-1], r.spike_dst, r.core,
-                                                                           banks=r.buffers, buffer=self.groups[-1])
-            if r.buffers > 1:
-                m.d.comb += ob.bank.eq(fp_bank)
-            self._to_network(m, ob.flits, self.spike_send)
-        if r.error_senders:
-            m.submodules.error_inbox = net.error_in = ei = ErrorInbox(
-                T, L[-1], r.acc_bits, p.error_bits, p.error_shift, p.error_rounding, r.error_senders,
-                index_neurons=r.error_index_neurons, banks=r.buffers, lanes=P)
-            m.d.comb += ei.bank.eq(bp_bank)
-            width = len(ei.flits.payload.as_value())
-            m.d.comb += [ei.flits.valid.eq(self.error_receive.valid), self.error_receive.ready.eq(ei.flits.ready),
-                         ei.flits.payload.eq(self.error_receive.payload.data[:width])]
-        if r.error_owners is not None:
-            # a timestep's partial sums leave the BP engine as a burst, one input group per cycle;
-            # buffered, they go out while the engine works on the next timestep
-            m.submodules.error_outbox = net.error_out = eo = ErrorOutbox(P, r.acc_bits, T, list(r.error_owners), r.core,
-                                                                         banks=r.buffers, buffer=self.groups[0])
-            if r.buffers > 1:
-                m.d.comb += eo.bank.eq(bp_bank)
-            self._to_network(m, eo.flits, self.error_send)
-        if net.spike_out is None:  # the output layer's slices send no spikes
-            m.d.comb += self.spike_send.valid.eq(0)
-        if net.error_out is None:  # the first layer's slices send no errors
-            m.d.comb += self.error_send.valid.eq(0)
-        if net.spike_in is None:
-            m.d.comb += self.spike_receive.ready.eq(0)  # nothing is addressed to a first-layer slice
-        if net.error_in is None:
-            m.d.comb += self.error_receive.ready.eq(0)
+        for l, link in enumerate(r.links):
+            if link.spike_senders:
+                m.submodules[f"spike_inbox{l}"] = net.spike_in[l] = ib = SpikeInbox(
+                    T, self.fan_ins[l], P, link.spike_senders, banks=r.buffers)
+                m.d.comb += ib.bank.eq(fp_bank)
+                with m.If(ib.wr_en.any()):  # (on the first layer's bitmap, the encoder is idle while the inbox collects)
+                    m.d.comb += [spike_wr[l].en.eq(ib.wr_en), spike_wr[l].addr.eq(ib.wr_addr),
+                                 spike_wr[l].data.eq(ib.wr_data)]
+            if link.spike_dst is not None:
+                m.submodules[f"spike_outbox{l}"] = net.spike_out[l] = ob = SpikeOutbox(
+                    P, T, link.layer_neurons, link.lo, self.out_groups[l], link.spike_dst, r.core, banks=r.buffers,
+                    buffer=self.out_groups[l])
+                if r.buffers > 1:
+                    m.d.comb += ob.bank.eq(fp_bank)
+            if link.error_senders:
+                m.submodules[f"error_inbox{l}"] = net.error_in[l] = ei = ErrorInbox(
+                    T, L[l + 1], r.acc_bits, p.error_bits, p.error_shift, p.error_rounding, link.error_senders,
+                    index_neurons=link.error_index_neurons, banks=r.buffers, lanes=P)
+                m.d.comb += ei.bank.eq(bp_bank)
+            if link.error_owners is not None:
+                # a timestep's partial sums leave the BP engine as a burst, one input group per cycle;
+                # buffered, they go out while the engine works on the next timestep
+                m.submodules[f"error_outbox{l}"] = net.error_out[l] = eo = ErrorOutbox(
+                    P, r.acc_bits, T, list(link.error_owners), r.core, banks=r.buffers, buffer=self.in_groups[l])
+                if r.buffers > 1:
+                    m.d.comb += eo.bank.eq(bp_bank)
+        for l in range(1, n):  # a boundary is local on both sides or on the network on both sides
+            assert (net.spike_in[l] is None) == (net.spike_out[l - 1] is None) == (net.error_in[l - 1] is None) \
+                == (net.error_out[l] is None), f"core {r.core}: layers {l - 1} and {l} meet half locally"
+        # the spike network carries the spikes of every layer whose next layer has cores elsewhere
+        # (or is a slice on this core: it comes back); a flit's tag says which layer sent it
+        tags = [link.layer for link in r.links]
+        self._from_network(m, self.spike_receive, r.spike_width, r.tag_bits,
+                           [(ib.flits, tags[l] - 1) for l, ib in enumerate(net.spike_in) if ib is not None])
+        self._onto_network(m, self.spike_send, r.spike_width, r.tag_bits,
+                           [(ob.flits, tags[l]) for l, ob in enumerate(net.spike_out) if ob is not None])
+        self._from_network(m, self.error_receive, r.error_width, r.tag_bits,
+                           [(ei.flits, tags[l] + 1) for l, ei in enumerate(net.error_in) if ei is not None])
+        self._onto_network(m, self.error_send, r.error_width, r.tag_bits,
+                           [(eo.flits, tags[l]) for l, eo in enumerate(net.error_out) if eo is not None])
         return net
 
     @staticmethod
-    def _to_network(m, flits, port):
-        """An outbox's flits onto a network port (whose data may be wider than this core's)."""
-        m.d.comb += [port.valid.eq(flits.valid), flits.ready.eq(port.ready), port.payload.src.eq(flits.payload.src),
-                     port.payload.dst_lo.eq(flits.payload.dst_lo), port.payload.dst_hi.eq(flits.payload.dst_hi),
-                     port.payload.data.eq(flits.payload.data)]
+    def _from_network(m, port, width: int, tag_bits: int, boxes: list) -> None:
+        """A network's deliveries to the inboxes: by the sending layer in the flit's tag (the top
+        ``tag_bits`` of its data) when there are several; none are addressed to a core without."""
+        if not boxes:
+            m.d.comb += port.ready.eq(0)
+            return
+        tag = port.payload.data[width - tag_bits:] if tag_bits else 0
+        for flits, sender in boxes:
+            mine = (tag == sender) if len(boxes) > 1 else 1
+            size = len(flits.payload.as_value())
+            m.d.comb += [flits.valid.eq(port.valid & mine), flits.payload.eq(port.payload.data[:size])]
+            with m.If(mine):
+                m.d.comb += port.ready.eq(flits.ready)
+
+    @staticmethod
+    def _onto_network(m, port, width: int, tag_bits: int, boxes: list) -> None:
+        """Outboxes' flits onto a network port (whose data may be wider than a flit's), the layer
+        in the tag. The core's layers send one after another (each outbox is idle before the next
+        layer starts), so the first with a flit has the port."""
+        if not boxes:
+            m.d.comb += port.valid.eq(0)
+            return
+        taken = Const(0)
+        for flits, layer in boxes:
+            with m.If(flits.valid & ~taken):
+                data = flits.payload.data | (Const(layer, tag_bits) << (width - tag_bits) if tag_bits else 0)
+                m.d.comb += [port.valid.eq(1), flits.ready.eq(port.ready), port.payload.src.eq(flits.payload.src),
+                             port.payload.dst_lo.eq(flits.payload.dst_lo), port.payload.dst_hi.eq(flits.payload.dst_hi),
+                             port.payload.data.eq(data)]
+            taken = taken | flits.valid
 
     def _in_bank(self, addr, bank, groups: int):
         """``addr`` in ``bank``'s block of a per-sample memory of T * groups words per sample
@@ -885,16 +970,16 @@ class Core(wiring.Component):
         """BP engine, feeder, error memories, delta buffer and the WG engine (one for all layers)."""
         cfg, p = self.cfg, self.p
         P, T, L, n = p.lanes, self.T, cfg.network.layers, self.n_layers
-        groups = self.groups
+        in_groups, out_groups = self.in_groups, self.out_groups
         # a slice above the first layer sends unrounded partial sums; the cores below round them
-        m.submodules.bp = bp = BpEngine(p, partial=net.error_out is not None)
+        m.submodules.bp = bp = BpEngine(p, partial=any(eo is not None for eo in net.error_out))
         self.collisions.include(bp.collisions)
         shifts = [cfg.training.lr_shift_at(e) for e in range(cfg.training.epochs)]
         # one WG engine for every layer: the layers accumulate and update one after another, so
         # one datapath serves them all; its gradient memory keeps each layer's matrix apart.
         # distinct_indices: its events come from the spike scanner, which never repeats an index
         # within a timestep
-        wg = WgEngine(p, lr_shifts=sorted(set(shifts)), fan_ins=L[:-1], grad_layers=[(L[l + 1], L[l]) for l in range(n)],
+        wg = WgEngine(p, lr_shifts=sorted(set(shifts)), fan_ins=list(self.fan_ins), grad_layers=cfg.layer_shapes,
                       shared_lfsr=True, distinct_indices=True, single_port=cfg.hardware.large_memories == "single_port")
         m.submodules.wg = wg
         self.collisions.include(wg.collisions)
@@ -906,20 +991,20 @@ class Core(wiring.Component):
                                     width_onehot=True)
             m.submodules.update_lfsr = update_lfsr
         lanes_e = data.ArrayLayout(signed(p.error_bits), P)
-        # error into layer l (from layer l+1), every timestep: BP of layer l+1 writes, of layer l reads
-        eps_mems = [self.collisions.memory(shape=lanes_e, depth=T * groups[l + 1],
-                                           **single_port_memory_args(self.single_port, lanes_e, T * groups[l + 1]))
-                    for l in range(n - 1)]
-        for l, mem in enumerate(eps_mems):
-            m.submodules[f"errors{l}"] = mem
-        eps_wr = [mem.write_port() for mem in eps_mems]
-        eps_rd = [mem.read_port() for mem in eps_mems]
-        m.d.comb += [rp.en.eq(0) for rp in eps_rd]
-        for l, (rp, wp) in enumerate(zip(eps_rd, eps_wr)):
-            self.collisions.watch(m, f"errors{l}", rp, wp)
-        if self.single_port:  # BP of layer l+1 writes, of layer l reads: never in the same cycle
-            eps_wr, eps_rd = zip(*[single_port(m, f"errors{l}", wp, rp) for l, (wp, rp) in enumerate(zip(eps_wr, eps_rd))])
-        m.submodules.delta_buf = delta_buf = self.collisions.memory(shape=lanes_e, depth=max(groups[1:]), init=[])
+        # error into layer l from layer l+1 on this core (both whole here), every timestep: BP of
+        # layer l+1 writes, of layer l reads (layers below another core's slices get theirs from an inbox)
+        local = [l for l in range(n - 1) if net.error_in[l] is None]
+        eps_wr, eps_rd = {}, {}
+        for l in local:
+            depth = T * out_groups[l]
+            m.submodules[f"errors{l}"] = mem = self.collisions.memory(
+                shape=lanes_e, depth=depth, **single_port_memory_args(self.single_port, lanes_e, depth))
+            eps_wr[l], eps_rd[l] = mem.write_port(), mem.read_port()
+            m.d.comb += eps_rd[l].en.eq(0)
+            self.collisions.watch(m, f"errors{l}", eps_rd[l], eps_wr[l])
+            if self.single_port:  # BP of layer l+1 writes, of layer l reads: never in the same cycle
+                eps_wr[l], eps_rd[l] = single_port(m, f"errors{l}", eps_wr[l], eps_rd[l])
+        m.submodules.delta_buf = delta_buf = self.collisions.memory(shape=lanes_e, depth=max(out_groups), init=[])
         d_wr, d_rd = delta_buf.write_port(), delta_buf.read_port()
         self.collisions.watch(m, "delta_buf", d_rd, d_wr)
         surr_rd = [mem.read_port() for mem in surr_mems]
@@ -930,103 +1015,119 @@ class Core(wiring.Component):
         for l, rp in enumerate(spk_rd):
             self.collisions.watch(m, f"spikes{l + 1}_bp", rp, spike_wr[l + 1])
 
-        # a core below the output layer: its last layer's errors of every timestep, rounded once
-        # by the error inbox (t-major, one neuron at a time), written before BP starts
+        # a layer below another core's slices: its errors of every timestep, rounded once by its
+        # error inbox (t-major, a group at a time), written before its BP starts (one memory for
+        # every such layer of the core: their backward passes run one after another)
         eps_clear, eps_last = Signal(), Signal()
-        if net.error_in is not None:
-            m.submodules.errors_in = eps_in = self.collisions.memory(shape=lanes_e, depth=T * groups[-1], init=[])
+        inboxes = [(l, ei) for l, ei in enumerate(net.error_in) if ei is not None]
+        if inboxes:
+            depth = T * max(out_groups[l] for l, _ in inboxes)
+            m.submodules.errors_in = eps_in = self.collisions.memory(shape=lanes_e, depth=depth, init=[])
             eps_in_wr = eps_in.write_port(granularity=1)  # one lane (element) at a time
             eps_in_rd = eps_in.read_port()
             m.d.comb += eps_in_rd.en.eq(0)
             self.collisions.watch(m, "errors_in", eps_in_rd, eps_in_wr)
-            eps = net.error_in.eps
-            filled = Signal(range(T * groups[-1] + 1))
-            m.d.comb += eps.ready.eq(1)
+            filled = Signal(range(depth + 1))
             with m.If(eps_clear):
                 m.d.sync += filled.eq(0)
-            with m.Elif(eps.valid):  # one group of P errors per cycle
-                m.d.comb += [eps_in_wr.en.eq((1 << P) - 1),
-                             eps_in_wr.addr.eq(times_const(eps.payload.t, groups[-1]) + eps.payload.group),
-                             eps_last.eq(filled == T * groups[-1] - 1)]
-                for k in range(P):
-                    m.d.comb += eps_in_wr.data[k].eq(eps.payload.values[k])
-                m.d.sync += filled.eq(filled + 1)
+            for l, ei in inboxes:
+                eps = ei.eps
+                m.d.comb += eps.ready.eq(1)
+                with m.If(eps.valid):  # one group of P errors per cycle (only the finishing inbox has any)
+                    m.d.comb += [eps_in_wr.en.eq((1 << P) - 1),
+                                 eps_in_wr.addr.eq(times_const(eps.payload.t, out_groups[l]) + eps.payload.group),
+                                 eps_last.eq(filled == T * out_groups[l] - 1)]
+                    for k in range(P):
+                        m.d.comb += eps_in_wr.data[k].eq(eps.payload.values[k])
+                    m.d.sync += filled.eq(filled + 1)
 
         # ---- feeder: (ε, g, s) of layer `layer` at timestep t, one group per cycle ----
         feed_start = Signal()
         active = Signal()
-        fe_g = Signal(range(max(groups) + 1))
+        fe_g = Signal(range(max(out_groups) + 1))
         fe_valid = Signal()
         err_q = Signal(lanes_e)
-        G = Signal(range(max(groups) + 1))
+        G = Signal(range(max(out_groups) + 1))
         for l in range(n):
             with m.If(layer == l):
-                m.d.comb += [G.eq(groups[l + 1]), bp.groups.eq(groups[l + 1]), bp.in_groups.eq(groups[l])]
+                m.d.comb += [G.eq(out_groups[l]), bp.groups.eq(out_groups[l]), bp.in_groups.eq(in_groups[l])]
         ein = bp.error_in
         adv = Signal()
         m.d.comb += adv.eq(active & (~fe_valid | ein.ready))
         # the error/surrogate/spike read address of layer l+1 at timestep t, group fe_g: a counter
         # (t * groups + fe_g, started at feed_start), not a layer select and an adder in front of
         # the block RAMs
-        addr = Signal(range(T * max(groups[1:]) + 1))
+        addr = Signal(range(T * max(out_groups) + 1))
         t_base = Signal.like(addr)
+        # the layer's output spikes sit in the next layer's input bitmap; where an inbox fills that
+        # bitmap (the next layer is a slice here, the whole layer below its input), at the groups
+        # of this core's slice of the layer
+        fed = self._inbox_fed()
+        offsets = [self.role.links[l].lo // P if fed[l + 1] else 0 for l in range(n)]
+        spk_addr = Signal(range(T * max(self.bitmap_groups[1:]) + 1))
+        spk_base = Signal.like(spk_addr)
         for l in range(n):
             with m.If(layer == l):
-                m.d.comb += t_base.eq(times_const(t, groups[l + 1]))
+                m.d.comb += [t_base.eq(times_const(t, out_groups[l])),
+                             spk_base.eq(times_const(t, self.bitmap_groups[l + 1]) + offsets[l])]
         m.d.comb += [readout.err_group.eq(fe_g), ein.valid.eq(fe_valid)]
         for l in range(n):
             with m.If(layer == l):
-                state_addr = self._in_bank(addr, bp_bank, groups[l + 1])  # the sample's forward state
+                state_addr = self._in_bank(addr, bp_bank, out_groups[l])  # the sample's forward state
                 m.d.comb += [surr_rd[l].en.eq(adv), surr_rd[l].addr.eq(state_addr), spk_rd[l].en.eq(adv),
-                             spk_rd[l].addr.eq(state_addr), ein.payload.surrogate.eq(surr_rd[l].data),
-                             ein.payload.spikes.eq(spk_rd[l].data)]
-                if l < n - 1:
+                             spk_rd[l].addr.eq(self._in_bank(spk_addr, bp_bank, self.bitmap_groups[l + 1])),
+                             ein.payload.surrogate.eq(surr_rd[l].data), ein.payload.spikes.eq(spk_rd[l].data)]
+                if l in eps_rd:  # the layer above is here
                     m.d.comb += [eps_rd[l].en.eq(adv), eps_rd[l].addr.eq(addr), ein.payload.error.eq(eps_rd[l].data)]
-                elif net.error_in is not None:  # a slice below the output layer
+                elif net.error_in[l] is not None:  # the layer above has slices on other cores
                     m.d.comb += [eps_in_rd.en.eq(adv), eps_in_rd.addr.eq(addr), ein.payload.error.eq(eps_in_rd.data)]
                 else:
                     m.d.comb += ein.payload.error.eq(err_q)
         with m.If(feed_start):
-            m.d.sync += [active.eq(1), fe_g.eq(0), fe_valid.eq(0), addr.eq(t_base)]
+            m.d.sync += [active.eq(1), fe_g.eq(0), fe_valid.eq(0), addr.eq(t_base), spk_addr.eq(spk_base)]
         with m.Elif(adv):
             m.d.sync += [fe_valid.eq(fe_g < G), err_q.eq(readout.err_data)]
             with m.If(fe_g < G):
-                m.d.sync += [fe_g.eq(fe_g + 1), addr.eq(addr + 1)]
+                m.d.sync += [fe_g.eq(fe_g + 1), addr.eq(addr + 1), spk_addr.eq(spk_addr + 1)]
             with m.Else():
                 m.d.sync += active.eq(0)
 
         # ---- BP outputs: δ to the buffer (and observers), ε' to the previous layer's memory ----
         # (a slice's partial sums to the error outbox instead, which may hold the engine back)
         eps_into_core = bp.error_out.payload.delta  # ε' for the layer below on this core
-        if net.error_out is not None:
-            # the core's first layer sends partial sums to the cores below; a layer above it on this
-            # core rounds and saturates them here, as the one-core BP engine does
-            items = net.error_out.items
-            first_layer = layer == 0
-            m.d.comb += [bp.delta_out.ready.eq(1), items.valid.eq(bp.error_out.valid & first_layer),
-                         bp.error_out.ready.eq(items.ready | ~first_layer),
-                         items.payload.group.eq(bp.error_out.payload.group), net.error_out.t.eq(t)]
-            for k in range(P):  # sign-extended to the network's width
-                m.d.comb += items.payload.delta[k].eq(bp.error_out.payload.delta[k])
-            if n > 1:
+        m.d.comb += [bp.delta_out.ready.eq(1), bp.error_out.ready.eq(1)]
+        if bp.partial:
+            # a layer whose layer below has slices elsewhere sends partial sums to their cores; a
+            # layer above a whole layer here rounds and saturates them here, as the one-core BP
+            # engine does
+            for l, eo in enumerate(net.error_out):
+                if eo is None:
+                    continue
+                items = eo.items
+                with m.If(layer == l):
+                    m.d.comb += [items.valid.eq(bp.error_out.valid), bp.error_out.ready.eq(items.ready)]
+                m.d.comb += [items.payload.group.eq(bp.error_out.payload.group), eo.t.eq(t)]
+                for k in range(P):  # sign-extended to the network's width
+                    m.d.comb += items.payload.delta[k].eq(bp.error_out.payload.delta[k])
+            if eps_wr:
                 emin, emax = -(1 << (p.error_bits - 1)), (1 << (p.error_bits - 1)) - 1
                 eps_into_core = Signal(lanes_e)
                 for k in range(P):
                     r = round_shift(m, bp.error_out.payload.delta[k], p.error_shift, p.error_rounding, f"eps_r_{k}")
                     m.d.comb += eps_into_core[k].eq(saturate(m, r, emin, emax, p.error_bits, f"eps_s_{k}"))
-        else:
-            m.d.comb += [bp.delta_out.ready.eq(1), bp.error_out.ready.eq(1)]
         m.d.comb += [d_wr.en.eq(bp.delta_out.valid), d_wr.addr.eq(bp.delta_out.payload.group),
                      d_wr.data.eq(bp.delta_out.payload.delta)]
         m.d.comb += [self.bp_obs_valid.eq(bp.delta_out.valid), self.bp_obs_layer.eq(layer),
                      self.bp_obs.eq(bp.delta_out.payload)]
         # t * groups of the layer below, registered: t and the layer are set at BP_START, and BP
         # emits its first ε' several cycles later
-        eps_base = Signal(range(T * max(groups[1:-1] or [1]) + 1))
+        eps_base = Signal(range(T * max([out_groups[l] for l in local] or [1]) + 1))
+        for l in local:
+            with m.If(layer == l + 1):
+                m.d.sync += eps_base.eq(times_const(t, out_groups[l]))
         for l in range(1, n):
-            with m.If(layer == l):
-                m.d.sync += eps_base.eq(times_const(t, groups[l]))
-        for l in range(1, n):
+            if l - 1 not in eps_wr:
+                continue
             with m.If(layer == l):
                 m.d.comb += [eps_wr[l - 1].en.eq(bp.error_out.valid),
                              eps_wr[l - 1].addr.eq(eps_base + bp.error_out.payload.group),
@@ -1066,7 +1167,7 @@ class Core(wiring.Component):
         for l in range(n):
             with m.If(layer == l):
                 w = self._weights_of(m, l)
-                m.d.sync += [wg_layer.eq(l), wg_rows.eq(L[l + 1]), wg_cols.eq(L[l])]
+                m.d.sync += [wg_layer.eq(l), wg_rows.eq(L[l + 1]), wg_cols.eq(self.fan_ins[l])]
                 with m.If(backward):
                     m.d.comb += [w.rd_en.eq(bp.w_rd_en), w.rd_row.eq(1), w.rd_major.eq(bp.w_rd_major),
                                  w.rd_group.eq(bp.w_rd_group), bp.w_rd_data.eq(w.rd_data)]

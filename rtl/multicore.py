@@ -229,12 +229,13 @@ class MultiCoreForward(wiring.Component):
 
 
 def default_placement(cfg: SpikeforgeConfig) -> Placement:
-    """The placement a ``MultiCoreTop`` of ``cfg`` runs: one slice per core, every layer on cores
-    of its own, in proportion to its work (``hardware.neuron_cost``; ``spikeforge.mapper.place_by_layer``)."""
-    from spikeforge.mapper import place_by_layer
+    """The placement a ``MultiCoreTop`` of ``cfg`` runs: the neurons cut at lane groups so that the
+    busiest core has the least work (``hardware.neuron_cost``; ``spikeforge.mapper.place_pipeline``):
+    a core holds one slice, whole consecutive layers, or the end of one layer and the start of the next."""
+    from spikeforge.mapper import place_pipeline
 
     hw = cfg.hardware
-    return place_by_layer(cfg.network.layers, hw.cores, hw.core_neurons, hw.core_synapses, align=hw.lanes,
+    return place_pipeline(cfg.network.layers, hw.cores, hw.core_neurons, hw.core_synapses, align=hw.lanes,
                           neuron_cost=hw.neuron_cost or None)
 
 

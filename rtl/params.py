@@ -56,7 +56,7 @@ class CoreParams:
         lo, hi = n.membrane_range(cfg.formats)
         return cls(
             lanes=cfg.hardware.lanes,
-            max_inputs=max(cfg.network.layers[:-1]),
+            max_inputs=max(cfg.network.fan_ins),
             max_neurons=max(cfg.network.layers[1:]),
             timesteps=cfg.network.timesteps,
             weight_bits=cfg.formats.weight_bits,
@@ -79,7 +79,7 @@ class CoreParams:
             error_rounding=cfg.training.error_rounding,
             update_rounding=cfg.training.update_rounding,
             max_batch=cfg.training.batch_size,
-            min_groups=min(-(-x // cfg.hardware.lanes) for x in cfg.network.layers),
+            min_groups=min(-(-x // cfg.hardware.lanes) for x in (*cfg.network.layers, *cfg.network.fan_ins)),
             compact=cfg.hardware.large_memories == "single_port",
         )
 

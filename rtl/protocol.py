@@ -123,13 +123,17 @@ class Region:
 def info_words(cfg: SpikeforgeConfig) -> list[int]:
     """The INFO region: what a host needs to check it talks to the core it was configured for."""
     f, L = cfg.formats, cfg.network.layers
+    # a core holding the end of one layer and the start of the next: each LIF layer's fan-in follows
     return [MAGIC, PROTOCOL_VERSION, cfg.hardware.lanes, cfg.network.timesteps, len(L), *L,
-            f.pixel_bits, f.weight_bits, f.membrane_bits, f.error_bits, f.grad_bits]
+            f.pixel_bits, f.weight_bits, f.membrane_bits, f.error_bits, f.grad_bits, *cfg.network.inputs]
 
 
 def regions(cfg: SpikeforgeConfig) -> list[Region]:
     f, L, T = cfg.formats, cfg.network.layers, cfg.network.timesteps
     n = len(L) - 1
+    fan_ins = cfg.network.fan_ins
+    # spike bitmap k: the inputs of LIF layer k (k < n), the outputs of the last layer (k = n)
+    bitmaps = [*fan_ins, L[-1]]
     out = [
         Region(RegionId.INFO, "info", 1, len(info_words(cfg)), False, 32, False),
         Region(RegionId.CONFIG, "config", 1, len(CONFIG_FIELDS), True, 32, False),
@@ -138,9 +142,9 @@ def regions(cfg: SpikeforgeConfig) -> list[Region]:
         Region(RegionId.PIXELS, "pixels", 1, L[0], True, f.pixel_bits, False),
         Region(RegionId.MEMBRANES, "membranes", T, L[-1], False, f.membrane_bits, True),
     ]
-    out += [Region(RegionId.WEIGHTS + l, f"weights{l}", L[l + 1], L[l], True, f.weight_bits, True) for l in range(n)]
-    out += [Region(RegionId.GRADIENTS + l, f"gradients{l}", L[l + 1], L[l], False, f.grad_bits, True) for l in range(n)]
-    out += [Region(RegionId.SPIKES + k, f"spikes{k}", T, L[k], k == 0, 1, False) for k in range(n + 1)]
+    out += [Region(RegionId.WEIGHTS + l, f"weights{l}", L[l + 1], fan_ins[l], True, f.weight_bits, True) for l in range(n)]
+    out += [Region(RegionId.GRADIENTS + l, f"gradients{l}", L[l + 1], fan_ins[l], False, f.grad_bits, True) for l in range(n)]
+    out += [Region(RegionId.SPIKES + k, f"spikes{k}", T, bitmaps[k], k == 0, 1, False) for k in range(n + 1)]
     return out
 
 

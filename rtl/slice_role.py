@@ -1,16 +1,26 @@
 """What one core of a multi-core accelerator is to its neighbours (docs/multicore.md).
 
 A :class:`~spikeforge.rtl.core.Core` built with a :class:`SliceRole` computes what the placement
-gives it -- one slice of one layer, or whole consecutive layers; its config is that sub-network
-(:func:`core_config`) -- and talks to the other cores instead of only to the host:
+gives it -- one slice of one layer, whole consecutive layers, or the end of one layer and the
+start of the next (a *cross* core); its config is that sub-network (:func:`core_config`) -- and
+talks to the other cores instead of only to the host. Each layer the core holds has a
+:class:`LayerLink`:
 
-- a slice of a later layer collects its input spikes from the spike network (``spike_senders``
-  cores hold the layer below) instead of encoding pixels;
-- a slice with a next layer sends its spikes to the cores ``spike_dst`` hold;
-- a slice below the output layer receives its errors as partial sums from the ``error_senders``
-  cores of the layer above and rounds them once (ErrorInbox) instead of asking the readout;
-- a slice above the first layer sends its unrounded W^T delta partial sums to ``error_owners``,
-  the (core, lo, hi) slices of the layer below.
+- its input spikes come from the spike network (``spike_senders`` cores hold the layer below),
+  unless it is the first layer of the network (pixels) or the layer below it is whole on this core;
+- its spikes go to the cores ``spike_dst`` holding the next layer, unless that layer is whole on
+  this core or this is the output layer;
+- its errors arrive as partial sums from the ``error_senders`` cores of the layer above and are
+  rounded once (ErrorInbox), unless it is the output layer (readout) or the layer above is whole
+  on this core;
+- its unrounded W^T delta partial sums go to ``error_owners``, the (core, lo, hi) slices of the
+  layer below, unless that is the network's input or whole on this core.
+
+Two whole layers on one core meet locally (the one-core datapath). Any other pair of consecutive
+layers meets over the networks, the core addressing itself for its own part (the routers deliver
+a flit to its sender when the sender is in the range): so a cross core needs no datapath of its own,
+only a second inbox and outbox. Its flits then carry the sending layer (``tag_bits``), for the
+receiver to tell the two layers' flits apart.
 
 Everything here is a constant of the generated core, taken from the mapper's placement.
 """
@@ -19,79 +29,130 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from amaranth.utils import ceil_log2
+
 from spikeforge.config import SpikeforgeConfig
 from spikeforge.mapper import Placement, Slice
 
-__all__ = ["SliceRole", "core_config", "roles_of", "pipeline_stages"]
+__all__ = ["LayerLink", "SliceRole", "core_config", "roles_of", "pipeline_stages"]
+
+
+@dataclass(frozen=True)
+class LayerLink:
+    """How one layer a core holds meets the other cores (see the module docstring)."""
+
+    layer: int  # the layer in the network (0 = the first LIF layer)
+    lo: int  # the neurons held: lo .. hi-1
+    hi: int
+    layer_neurons: int  # neurons of the whole layer (spike flits carry indices in it)
+    spike_senders: int  # cores sending this layer's input spikes (0: pixels, or the layer below, here)
+    spike_dst: tuple[int, int] | None  # first and last core of the next layer (None: output, or local)
+    error_senders: int  # cores sending this layer's error partial sums (0: readout, or the layer above, here)
+    error_owners: tuple[tuple[int, int, int], ...] | None  # slices of the layer below (None: inputs, or local)
+    error_index_neurons: int  # the largest slice of this layer: error flits' group field covers it
 
 
 @dataclass(frozen=True)
 class SliceRole:
     core: int
-    layer: int  # the core's first LIF layer (0 = the network's first)
-    offset: int  # the first neuron the core holds of its last layer (0 unless it holds a slice)
-    layer_neurons: int  # neurons of the core's last layer, whole (spike flits carry indices in it)
-    spike_senders: int  # cores of the layer below (0: the first layer, inputs from pixels)
-    spike_dst: tuple[int, int] | None  # first and last core of the next layer (None: output layer)
-    error_senders: int  # cores of the layer above (0: the output layer, errors from the readout)
-    error_owners: tuple[tuple[int, int, int], ...] | None  # slices of the layer below (None: first layer)
-    error_index_neurons: int  # the largest slice of this layer: error flits' index field covers it
+    links: tuple[LayerLink, ...]  # one per layer the core holds, in layer order
     spike_width: int  # data bits of the spike network's flits
     error_width: int  # data bits of the error network's flits
     acc_bits: int  # width of the W^T delta partial sums on the error network
     buffers: int = 1  # samples whose state the core holds (hardware.sample_buffers); flits carry the bank
     stage: int = 0  # the core's place in the layer pipeline: 0 = the first layer's cores
-    stages: int = 1  # pipeline stages (groups of cores holding the same layers)
+    stages: int = 1  # pipeline stages (groups of cores ending with the same layer)
+    tag_bits: int = 0  # flits carry their sending layer in the top bits of their data (a cross core is in the build)
+
+    output: bool = False  # the core holds the output layer (its readout decides the class)
 
     @property
-    def output(self) -> bool:
-        return self.spike_dst is None
+    def layer(self) -> int:
+        """The core's first layer in the network."""
+        return self.links[0].layer
+
+    @property
+    def network_inputs(self) -> bool:
+        """The first layer's inputs come from the spike network (not from pixels)."""
+        return self.links[0].spike_senders > 0
 
 
 def core_config(cfg: SpikeforgeConfig, held: tuple[Slice, ...]) -> SpikeforgeConfig:
-    """The network a core computes: the inputs of its first slice, then its slices' neurons."""
+    """The network a core computes: the inputs of its first slice, then its slices' neurons (and,
+    when a slice takes a whole layer below of which the core holds only the end, each slice's
+    fan-in: ``network.inputs``)."""
+    layers = [held[0].fan_in, *(s.neurons for s in held)]
+    fan_ins = [s.fan_in for s in held]
+    inputs = fan_ins if fan_ins != layers[:-1] else []
     # the placement's profile (hardware.neuron_cost) is of the whole network, not of this part
-    return cfg.replace(network={"layers": [held[0].fan_in, *(s.neurons for s in held)]}, hardware={"neuron_cost": ()})
+    return cfg.replace(network={"layers": layers, "inputs": inputs}, hardware={"neuron_cost": ()})
+
+
+def _last_layers(placement: Placement) -> list[int]:
+    return [held[-1].layer for held in placement.cores]
 
 
 def pipeline_stages(placement: Placement) -> list[int]:
-    """Each core's pipeline stage: cores holding the same layers form one stage, in layer order."""
-    firsts = sorted({held[0].layer for held in placement.cores})
-    return [firsts.index(held[0].layer) for held in placement.cores]
+    """Each core's pipeline stage: cores whose last layer is the same form one stage, in layer
+    order (a cross core runs with the next layer's cores: its second slice waits for the spikes
+    of the first layer's other cores, and they wait for its error partial sums)."""
+    lasts = sorted(set(_last_layers(placement)))
+    return [lasts.index(l) for l in _last_layers(placement)]
+
+
+def _whole(placement: Placement, s: Slice) -> bool:
+    return s.lo == 0 and s.hi == placement.layers[s.layer + 1]
 
 
 def roles_of(placement: Placement, timesteps: int, acc_bits: int, buffers: int = 1, lanes: int = 1) -> list[SliceRole]:
-    """The role of each core of a layer-aligned ``placement`` (``spikeforge.mapper.place_by_layer``):
-    each core holds one slice, or whole consecutive layers. ``buffers``: samples in flight per core."""
+    """The role of each core of ``placement`` (``spikeforge.mapper.place_pipeline``): each core
+    holds one slice, whole consecutive layers, or the end of one layer and the start of the next.
+    ``buffers``: samples in flight per core."""
     from .inbox import error_flit_layout, spike_flit_layout
 
     layers = placement.layers
-    for c, held in enumerate(placement.cores):
-        whole = all(s.lo == 0 and s.hi == layers[s.layer + 1] for s in held)
-        consecutive = all(b.layer == a.layer + 1 for a, b in zip(held, held[1:]))
-        if len(held) > 1 and not (whole and consecutive):
-            raise ValueError(f"core {c} holds {' '.join(map(str, held))}: a core of the multi-core RTL holds one "
-                             f"slice or whole consecutive layers (spikeforge.mapper.place_by_layer)\n{placement.describe()}")
     n_lif = len(layers) - 1
+    for c, held in enumerate(placement.cores):
+        consecutive = all(b.layer == a.layer + 1 for a, b in zip(held, held[1:]))
+        whole = all(_whole(placement, s) for s in held)
+        cross = len(held) == 2 and consecutive and held[0].hi == layers[held[0].layer + 1] and held[1].lo == 0
+        if len(held) > 1 and not (consecutive and whole) and not cross:
+            raise ValueError(f"core {c} holds {' '.join(map(str, held))}: a core of the multi-core RTL holds one slice, "
+                             f"whole consecutive layers, or the end of one layer and the start of the next "
+                             f"(spikeforge.mapper.place_pipeline)\n{placement.describe()}")
     outputs = placement.cores_of_layer(n_lif - 1)
     if len(outputs) != 1:
         raise ValueError(f"the output layer must sit on one core (its readout decides the class); it is on cores {outputs}")
     slices = [s for held in placement.cores for s in held]
     largest = [max(s.neurons for s in slices if s.layer == l) for l in range(n_lif)]
-    spike_width = max(spike_flit_layout(timesteps, layers[l + 1], buffers).size for l in range(n_lif))
+    tagged = any(len(h) > 1 and not all(_whole(placement, s) for s in h) for h in placement.cores)
+    tag_bits = max(1, ceil_log2(n_lif)) if tagged else 0
+    spike_width = max(spike_flit_layout(timesteps, layers[l + 1], buffers).size for l in range(n_lif)) + tag_bits
     error_width = max(error_flit_layout(timesteps, -(-largest[l] // lanes), acc_bits, buffers, lanes).size
-                      for l in range(n_lif))
+                      for l in range(n_lif)) + tag_bits
     stages = pipeline_stages(placement)
+
+    def span(l: int) -> tuple[int, int]:
+        cores = placement.cores_of_layer(l)
+        return min(cores), max(cores)
+
     roles = []
     for c, held in enumerate(placement.cores):
-        first, last = held[0], held[-1]
-        below = placement.slices_of_layer(first.layer - 1) if first.layer > 0 else []
-        above = placement.cores_of_layer(last.layer + 1) if last.layer + 1 < n_lif else []
-        roles.append(SliceRole(
-            core=c, layer=first.layer, offset=last.lo, layer_neurons=layers[last.layer + 1],
-            spike_senders=len(below), spike_dst=(min(above), max(above)) if above else None,
-            error_senders=len(above),
-            error_owners=tuple((cb, sb.lo, sb.hi) for cb, sb in below) if below else None,
-            error_index_neurons=largest[last.layer], spike_width=spike_width, error_width=error_width,
-            acc_bits=acc_bits, buffers=buffers, stage=stages[c], stages=max(stages) + 1))
+        links = []
+        for j, s in enumerate(held):
+            l = s.layer
+            # the boundary to the layer below / above is local when both sides are whole here
+            local_below = j > 0 and _whole(placement, held[j - 1]) and _whole(placement, s)
+            local_above = j + 1 < len(held) and _whole(placement, held[j + 1]) and _whole(placement, s)
+            below = placement.slices_of_layer(l - 1) if l > 0 and not local_below else []
+            links.append(LayerLink(
+                layer=l, lo=s.lo, hi=s.hi, layer_neurons=layers[l + 1],
+                spike_senders=len(below),
+                spike_dst=span(l + 1) if l + 1 < n_lif and not local_above else None,
+                error_senders=len(placement.cores_of_layer(l + 1)) if l + 1 < n_lif and not local_above else 0,
+                error_owners=tuple((cb, sb.lo, sb.hi) for cb, sb in below) if below else None,
+                error_index_neurons=largest[l]))
+        roles.append(SliceRole(core=c, links=tuple(links), spike_width=spike_width, error_width=error_width,
+                               acc_bits=acc_bits, buffers=buffers, stage=stages[c], stages=max(stages) + 1,
+                               tag_bits=tag_bits, output=held[-1].layer == n_lif - 1))
     return roles

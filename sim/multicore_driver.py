@@ -1,7 +1,8 @@
 """The host side of the multi-core accelerator (rtl/multicore.py ``MultiCoreTop``).
 
-Each core has its own host port and regions (docs/host-protocol.md) for the one-layer network of
-what it holds (one slice, or whole consecutive layers); :class:`MultiCoreRtlBackend` is the training driver's backend over all of them:
+Each core has its own host port and regions (docs/host-protocol.md) for the network of what it
+holds (one slice, whole consecutive layers, or the end of one layer and the start of the next);
+:class:`MultiCoreRtlBackend` is the training driver's backend over all of them:
 
 - weights are loaded and read per core (the rows of its slices) and gathered per layer;
 - per sample, SAMPLE goes to the first layer's cores (pixels, seed) and to the output layer's
@@ -37,7 +38,7 @@ from spikeforge.rtl.protocol import RUN_BACKWARD, RUN_FORWARD, Op, RegionId, com
 from .driver import Client
 
 __all__ = ["MultiCoreRtlBackend", "LockstepBackend", "slice_lfsr_states", "pipeline_order", "one_forward_one_backward",
-           "check_pipeline_order"]
+           "check_pipeline_order", "check_placement_order", "placement_needs"]
 
 TransactAll = Callable[[list[tuple[object, list[int]]]], list[list[int]]]
 TransactStreams = Callable[[list[tuple[object, list[list[int]]]]], list[list[list[int]]]]
@@ -69,31 +70,61 @@ def one_forward_one_backward(warm: int, samples: int) -> list[tuple[str, int]]:
 
 
 def check_pipeline_order(stages: int, samples: int, buffers: int, order=pipeline_order) -> int:
-    """Replays :func:`pipeline_order` on every stage with the dependencies of the interconnect
+    """Replays :func:`pipeline_order` on every stage with the dependencies of a chain of stages
     (F(s) on stage k needs F(s) on k-1; B(s) on stage k needs B(s) on k+1) and one pass at a time
     per stage; returns the rounds taken, or raises if the stages would wait on each other forever
     or a stage would hold more than ``buffers`` samples."""
-    orders = [order(k, stages, samples, buffers) for k in range(stages)]
-    pos = [0] * stages
+    needs = [({k - 1} if k > 0 else set(), {k + 1} if k + 1 < stages else set()) for k in range(stages)]
+    return _replay([order(k, stages, samples, buffers) for k in range(stages)], needs, samples, buffers, "stage")
+
+
+def placement_needs(placement: Placement) -> list[tuple[set[int], set[int]]]:
+    """For each core of ``placement``: (the cores whose forward half of a sample must be over
+    before this core's can be -- they send it input spikes --, the cores whose backward half must
+    be over before this core's can be -- they send it error partial sums). A core's own part
+    (a cross core's two slices) is within its half."""
+    n_lif = len(placement.layers) - 1
+    needs = []
+    for c, held in enumerate(placement.cores):
+        fwd = {k for s in held if s.layer > 0 for k in placement.cores_of_layer(s.layer - 1)} - {c}
+        bwd = {k for s in held if s.layer + 1 < n_lif for k in placement.cores_of_layer(s.layer + 1)} - {c}
+        needs.append((fwd, bwd))
+    return needs
+
+
+def check_placement_order(placement: Placement, samples: int, buffers: int, order=pipeline_order) -> int:
+    """:func:`check_pipeline_order` for the cores of ``placement``, each running the order of its
+    stage (``pipeline_stages``), with the dependencies of its slices (:func:`placement_needs`):
+    a cross core, in the stage of its second slice, waits for the first slice's other cores."""
+    from spikeforge.rtl.slice_role import pipeline_stages
+
+    stages = pipeline_stages(placement)
+    orders = [order(k, max(stages) + 1, samples, buffers) for k in stages]
+    return _replay(orders, placement_needs(placement), samples, buffers, "core")
+
+
+def _replay(orders, needs, samples: int, buffers: int, what: str) -> int:
+    """Rounds of the halves in ``orders`` (one list per unit), each unit running one half per
+    round once the units its half needs (``needs[k]`` = forward, backward) have run theirs."""
+    pos = [0] * len(orders)
     done: set[tuple[int, str, int]] = set()
     rounds = 0
     while any(p < len(o) for p, o in zip(pos, orders)):
         moved = []
-        for k in range(stages):
-            if pos[k] == len(orders[k]):
+        for k, o in enumerate(orders):
+            if pos[k] == len(o):
                 continue
-            kind, s = orders[k][pos[k]]
-            need = (k - 1, "F", s) if kind == "F" and k > 0 else (k + 1, "B", s) if kind == "B" and k + 1 < stages else None
-            if need is None or need in done:
+            kind, s = o[pos[k]]
+            if all((j, kind, s) in done for j in needs[k][0 if kind == "F" else 1]):
                 moved.append((k, kind, s))
         if not moved:
-            raise RuntimeError(f"pipeline order deadlocks: stages at {[o[p] if p < len(o) else None for p, o in zip(pos, orders)]}")
+            raise RuntimeError(f"pipeline order deadlocks: {what}s at {[o[p] if p < len(o) else None for p, o in zip(pos, orders)]}")
         for k, kind, s in moved:
             done.add((k, kind, s))
             pos[k] += 1
             held = sum(1 for x in range(samples) if (k, "F", x) in done and (k, "B", x) not in done)
             if held > buffers:
-                raise RuntimeError(f"stage {k} holds {held} samples, more than {buffers} buffers")
+                raise RuntimeError(f"{what} {k} holds {held} samples, more than {buffers} buffers")
         rounds += 1
     return rounds
 
@@ -107,7 +138,8 @@ def slice_lfsr_states(cfg: SpikeforgeConfig, placement: Placement, stream_state:
     offsets = [0]
     for n_out, n_in in cfg.layer_shapes:
         offsets.append(offsets[-1] + n_out * n_in)
-    # a core's slices are one slice or whole consecutive layers: its weights are contiguous in the stream
+    # a core's slices are one slice, whole consecutive layers or the end of one layer and the start
+    # of the next: its weights are contiguous in the stream
     return [lfsr.jump(stream_state, (offsets[held[0].layer] + held[0].lo * held[0].fan_in) * bits)
             for held in placement.cores]
 

@@ -212,10 +212,10 @@ def cmd_map(args: argparse.Namespace) -> int:
         cfg, _ = read_nir(args.nir, cfg)
         source = f"{args.nir} (NIR; hardware from {cfg.name})"
     if args.rtl:
-        from spikeforge.mapper import place_by_layer
+        from spikeforge.mapper import place_pipeline
 
         hw = cfg.hardware
-        p = place_by_layer(cfg.network.layers, args.cores or hw.cores, hw.core_neurons, hw.core_synapses,
+        p = place_pipeline(cfg.network.layers, args.cores or hw.cores, hw.core_neurons, hw.core_synapses,
                            align=hw.lanes, neuron_cost=hw.neuron_cost or None)
     else:
         p = place_config(cfg, args.cores)
@@ -227,7 +227,8 @@ def cmd_map(args: argparse.Namespace) -> int:
         if args.rtl:
             basis = (f"work = neurons x hardware.neuron_cost {list(cfg.hardware.neuron_cost)}" if cfg.hardware.neuron_cost
                      else "synapses (no hardware.neuron_cost profile)")
-            print(f"layer-aligned (the multi-core RTL's placement); cores per layer in proportion to {basis}")
+            print(f"the multi-core RTL's placement: cut at groups of {hw.lanes} neurons for the least {basis} "
+                  "on the busiest core (a core may hold the end of one layer and the start of the next)")
         print(p.describe())
     return 0
 
@@ -376,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp_.add_argument("--nir", help="place this NIR graph's network instead of the config's")
     mp_.add_argument("--json", action="store_true")
     mp_.add_argument("--rtl", action="store_true",
-                     help="the layer-aligned placement the multi-core RTL runs (one slice or whole layers per core)")
+                     help="the placement the multi-core RTL runs (per core: one slice, whole layers, or the end of one layer and the start of the next)")
     mp_.set_defaults(func=cmd_map)
 
     f = sub.add_parser("federated", help="FedAvg training of several accelerator instances over torch.distributed (gloo)")

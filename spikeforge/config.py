@@ -92,6 +92,16 @@ class NetworkConfig:
 
     layers: tuple[int, ...] = (64, 128, 10)
     timesteps: int = 16
+    #: the fan-in of each LIF layer where it is not the previous entry of ``layers``; empty (the
+    #: default) for a whole network. Set by the multi-core mapper on the part of a network one core
+    #: holds when that is the end of one layer and the start of the next: the second slice takes
+    #: the whole first layer as inputs, not only the end this core holds (spikeforge/mapper.py).
+    inputs: tuple[int, ...] = ()
+
+    @property
+    def fan_ins(self) -> tuple[int, ...]:
+        """The number of inputs of each LIF layer."""
+        return tuple(self.inputs) if self.inputs else tuple(self.layers[:-1])
 
     def validate(self) -> None:
         if not isinstance(self.layers, (list, tuple)) or len(self.layers) < 2:
@@ -99,6 +109,17 @@ class NetworkConfig:
         for k, n in enumerate(self.layers):
             _check_int(f"network.layers[{k}]", n, 1, 4096)
         _check_int("network.timesteps", self.timesteps, 1, 256)
+        if self.inputs:
+            if not isinstance(self.inputs, (list, tuple)) or len(self.inputs) != len(self.layers) - 1:
+                _fail("network.inputs", self.inputs, f"must give one fan-in per LIF layer ({len(self.layers) - 1}) or be empty")
+            for k, n in enumerate(self.inputs):
+                _check_int(f"network.inputs[{k}]", n, 1, 4096)
+            if self.inputs[0] != self.layers[0]:
+                _fail("network.inputs", self.inputs, f"the first LIF layer's inputs are network.layers[0] = {self.layers[0]}")
+            for k in range(1, len(self.inputs)):
+                if self.inputs[k] < self.layers[k]:
+                    _fail("network.inputs", self.inputs, f"layer {k + 1} cannot take fewer inputs ({self.inputs[k]}) "
+                          f"than the {self.layers[k]} neurons of the layer below it")
 
 
 @dataclass(frozen=True)
@@ -168,7 +189,7 @@ class FormatConfig:
         _check_int("formats.input_acc_bits", self.input_acc_bits, 4, 48)
         _check_int("formats.grad_bits", self.grad_bits, 4, 62)
         wmin, wmax = -(1 << (self.weight_bits - 1)), (1 << (self.weight_bits - 1)) - 1
-        fan_in = max(net.layers[:-1])
+        fan_in = max(net.fan_ins)
         need = bits_for_range(fan_in * wmin, fan_in * wmax)
         if self.input_acc_bits < need:
             _fail(
@@ -339,7 +360,7 @@ class SpikeforgeConfig:
     def layer_shapes(self) -> list[tuple[int, int]]:
         """(fan_out, fan_in) of every LIF layer's weight matrix."""
         L = self.network.layers
-        return [(L[k + 1], L[k]) for k in range(len(L) - 1)]
+        return [(L[k + 1], n_in) for k, n_in in enumerate(self.network.fan_ins)]
 
     @property
     def threshold_q(self) -> int:
@@ -361,6 +382,8 @@ class SpikeforgeConfig:
         d: dict[str, Any] = {"name": self.name}
         for sec in _SECTIONS:
             d[sec] = {f.name: _plain(getattr(getattr(self, sec), f.name)) for f in fields(getattr(self, sec))}
+        if not self.network.inputs:  # a whole network: the dict (and the digest) as before the field existed
+            del d["network"]["inputs"]
         return d
 
     def digest(self) -> str:

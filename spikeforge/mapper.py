@@ -21,7 +21,7 @@ from typing import Any
 
 from spikeforge.config import SpikeforgeConfig
 
-__all__ = ["MappingError", "Slice", "Placement", "place", "place_by_layer", "place_config"]
+__all__ = ["MappingError", "Slice", "Placement", "place", "place_by_layer", "place_pipeline", "place_config"]
 
 
 class MappingError(ValueError):
@@ -202,6 +202,99 @@ def place_by_layer(layers: tuple[int, ...] | list[int], cores: int, core_neurons
         groups = most[l]
         cuts = [min(size, (i * groups // k) * align) for i in range(k)] + [size]
         held += [(Slice(l, lo, hi, fan_ins[l]),) for lo, hi in zip(cuts, cuts[1:])]
+    placement = Placement(layers, tuple(held))
+    _check_capacity(placement, core_neurons, core_synapses, need)
+    return placement
+
+
+def place_pipeline(layers: tuple[int, ...] | list[int], cores: int, core_neurons: int, core_synapses: int,
+                   align: int = 1, neuron_cost: list[int] | tuple[int, ...] | None = None) -> Placement:
+    """The placement the multi-core RTL runs: the LIF neurons, in layer order, cut into ``cores``
+    contiguous pieces at multiples of ``align`` (a core's neuron groups), so that the busiest core
+    carries the least work. A piece is one slice of one layer, whole consecutive layers, or the end
+    of one layer and the start of the next (a *cross* core: the layer-aligned cuts of
+    :func:`place_by_layer` leave a layer's cores unevenly loaded whenever its groups do not divide
+    among them, and the cross cut moves the remainder to the neighbouring layer). The output layer
+    stays on one core (its readout decides the class).
+
+    Work is neurons times ``neuron_cost`` of the layer (default its fan-in). Among the cuts with
+    the least work on the busiest core, the one with the fewest cross cores, then the evenest
+    (least sum of squared work), wins; so a count where layer-aligned cuts are as good gets them."""
+    layers = tuple(layers)
+    if len(layers) < 2:
+        raise MappingError(f"network.layers = {list(layers)}: need the input size and at least one LIF layer")
+    if not 1 <= cores <= 20:
+        raise MappingError(f"hardware.cores = {cores}: a spikeforge accelerator has 1 to 20 cores")
+    sizes, fan_ins = list(layers[1:]), list(layers[:-1])
+    n = len(sizes)
+    if neuron_cost:
+        if len(neuron_cost) != n or any(not isinstance(c, int) or c < 1 for c in neuron_cost):
+            raise MappingError(f"hardware.neuron_cost must give one integer >= 1 per LIF layer ({n}), got {list(neuron_cost)}")
+    cost = list(neuron_cost) if neuron_cost else fan_ins
+    total_syn = sum(s * f for s, f in zip(sizes, fan_ins))
+    need = max(-(-total_syn // core_synapses), -(-sum(sizes) // core_neurons))
+    # units: aligned groups of one layer, in order; the output layer is one unit (never cut)
+    units = []  # (layer, lo, hi)
+    for l, size in enumerate(sizes):
+        step = size if l == n - 1 else align
+        units += [(l, lo, min(size, lo + step)) for lo in range(0, size, step)]
+    N = len(units)
+    if cores > N:
+        raise MappingError(f"hardware.cores = {cores} but the layers {sizes} give at most {N} slices of {align} "
+                           f"neurons (hardware.lanes; the output layer stays whole)")
+    first = {i for i in range(N) if units[i][1] == 0}  # units that start a layer
+    last = {i + 1 for i in range(N) if units[i][2] == sizes[units[i][0]]}  # ends of units that end one
+    pre_w, pre_n, pre_s = [0], [0], [0]
+    for l, lo, hi in units:
+        pre_w.append(pre_w[-1] + (hi - lo) * cost[l])
+        pre_n.append(pre_n[-1] + hi - lo)
+        pre_s.append(pre_s[-1] + (hi - lo) * fan_ins[l])
+
+    def kind(i: int, j: int) -> str | None:
+        """'slice', 'whole' (consecutive whole layers), 'cross', or None (not a piece a core holds)."""
+        if pre_n[j] - pre_n[i] > core_neurons or pre_s[j] - pre_s[i] > core_synapses:
+            return None
+        span = units[j - 1][0] - units[i][0]
+        if span == 0:
+            return "slice"
+        if i in first and j in last:
+            return "whole"
+        return "cross" if span == 1 else None
+
+    kinds = {(i, j): kind(i, j) for i in range(N) for j in range(i + 1, N + 1)}
+    INF = float("inf")
+    # pass 1: the least work on the busiest core
+    best = [[INF] * (cores + 1) for _ in range(N + 1)]
+    best[N][0] = 0
+    for i in range(N - 1, -1, -1):
+        for k in range(1, cores + 1):
+            best[i][k] = min((max(pre_w[j] - pre_w[i], best[j][k - 1]) for j in range(i + 1, N + 1)
+                              if kinds[(i, j)] and best[j][k - 1] < INF), default=INF)
+    limit = best[0][cores]
+    if limit == INF:
+        raise MappingError(f"{cores} cores of {core_neurons} neurons and {core_synapses} synapses cannot hold the "
+                           f"layers {sizes}; this network needs at least {need} cores of this size")
+    # pass 2: under that limit, the fewest cross cores, then the evenest work
+    tie = [[(INF, INF, ())] * (cores + 1) for _ in range(N + 1)]
+    tie[N][0] = (0, 0, ())
+    for i in range(N - 1, -1, -1):
+        for k in range(1, cores + 1):
+            options = []
+            for j in range(i + 1, N + 1):
+                w = pre_w[j] - pre_w[i]
+                if not kinds[(i, j)] or w > limit or tie[j][k - 1][0] == INF:
+                    continue
+                c, sq, cuts = tie[j][k - 1]
+                options.append((c + (kinds[(i, j)] == "cross"), sq + w * w, (j, *cuts)))
+            if options:
+                tie[i][k] = min(options)
+    held, a = [], 0
+    for b in tie[0][cores][2]:
+        pieces: dict[int, list[int]] = {}
+        for l, lo, hi in units[a:b]:
+            pieces.setdefault(l, [lo, hi])[1] = hi
+        held.append(tuple(Slice(l, lo, hi, fan_ins[l]) for l, (lo, hi) in pieces.items()))
+        a = b
     placement = Placement(layers, tuple(held))
     _check_capacity(placement, core_neurons, core_synapses, need)
     return placement

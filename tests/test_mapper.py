@@ -101,24 +101,74 @@ def test_roles_refuse_what_the_rtl_cannot_run():
     from spikeforge.rtl.slice_role import roles_of
 
     L = (16, 8, 8, 4)
-    split_then_next = Placement(L, ((Slice(0, 0, 4, 16),), (Slice(0, 4, 8, 16), Slice(1, 0, 8, 8)), (Slice(2, 0, 4, 8),)))
-    with pytest.raises(ValueError, match="core 1 holds L1\\[4:8\\] L2\\[0:8\\]: a core of the multi-core RTL holds one slice"):
-        roles_of(split_then_next, 4, 20)
+    three_layers_cut = Placement(L, ((Slice(0, 0, 4, 16),), (Slice(0, 4, 8, 16), Slice(1, 0, 8, 8), Slice(2, 0, 2, 8)),
+                                     (Slice(2, 2, 4, 8),)))
+    with pytest.raises(ValueError, match="core 1 holds L1\\[4:8\\] L2\\[0:8\\] L3\\[0:2\\]: a core of the multi-core RTL holds one slice"):
+        roles_of(three_layers_cut, 4, 20)
     split_output = Placement(L, ((Slice(0, 0, 8, 16),), (Slice(1, 0, 8, 8),), (Slice(2, 0, 2, 8),), (Slice(2, 2, 4, 8),)))
     with pytest.raises(ValueError, match=r"output layer must sit on one core .* cores \[2, 3\]"):
         roles_of(split_output, 4, 20)
     ok = roles_of(Placement(L, ((Slice(0, 0, 4, 16),), (Slice(0, 4, 8, 16),), (Slice(1, 0, 8, 8), Slice(2, 0, 4, 8)))), 4, 20)
-    assert [(r.spike_senders, r.spike_dst, r.error_senders, r.error_owners) for r in ok] == [
-        (0, (2, 2), 1, None), (0, (2, 2), 1, None), (2, None, 0, ((0, 0, 4), (1, 4, 8)))]
+    assert [[(k.spike_senders, k.spike_dst, k.error_senders, k.error_owners) for k in r.links] for r in ok] == [
+        [(0, (2, 2), 1, None)], [(0, (2, 2), 1, None)],
+        [(2, None, 0, ((0, 0, 4), (1, 4, 8))), (0, None, 0, None)]]  # L2 and L3 whole here: they meet locally
+    assert [r.tag_bits for r in ok] == [0, 0, 0] and [r.output for r in ok] == [False, False, True]
 
 
-def test_cli_map_rtl_prints_the_layer_aligned_placement(capsys):
+def test_roles_of_a_cross_core_meet_over_the_network():
+    """A core holding the end of layer 1 and the start of layer 2 sends its layer-1 spikes to
+    every layer-2 core, itself included, takes its layer-2 inputs from every layer-1 core, itself
+    included, and likewise for the error partial sums; flits then carry their layer."""
+    from spikeforge.mapper import Placement, Slice
+    from spikeforge.rtl.slice_role import roles_of
+
+    L = (16, 8, 8, 4)
+    p = Placement(L, ((Slice(0, 0, 4, 16),), (Slice(0, 4, 8, 16), Slice(1, 0, 4, 8)), (Slice(1, 4, 8, 8),),
+                      (Slice(2, 0, 4, 8),)))
+    roles = roles_of(p, 4, 20, lanes=4)
+    a, b = roles[1].links
+    assert (a.spike_senders, a.spike_dst, a.error_senders, a.error_owners) == (0, (1, 2), 2, None)
+    assert (b.spike_senders, b.spike_dst, b.error_senders, b.error_owners) == (2, (3, 3), 1, ((0, 0, 4), (1, 4, 8)))
+    assert all(r.tag_bits == 2 for r in roles) and roles[1].stage == 1 and roles[0].stage == 0
+
+
+def test_place_pipeline_cuts_across_layer_boundaries_where_that_balances_the_cores():
+    """The RTL's placement: deep-20core on 8 cores with layer-aligned cuts leaves a 48-neuron
+    slice of layer 2 on one core (16 groups do not divide by 3); cutting across the boundaries
+    moves the remainder to the neighbouring layer: the busiest core's work drops by a sixth.
+    On 20 cores the layer-aligned cut is already as good, and stays (no cross core); a core
+    never holds parts of three layers, and the output layer stays whole."""
+    from spikeforge.mapper import place_by_layer, place_pipeline
+
+    L, cost = (64, 128, 128, 128, 10), [94, 346, 324, 136]
+
+    def busiest(p):
+        return max(sum(s.neurons * cost[s.layer] for s in h) for h in p.cores)
+
+    p8 = place_pipeline(L, 8, 1 << 20, 1 << 30, 8, cost)
+    assert [" ".join(map(str, h)) for h in p8.cores] == [
+        "L1[0:128]", "L2[0:32]", "L2[32:64]", "L2[64:104]", "L2[104:128] L3[0:16]", "L3[16:56]", "L3[56:96]",
+        "L3[96:128] L4[0:10]"]
+    assert busiest(p8) == 13840 < busiest(place_by_layer(L, 8, 1 << 20, 1 << 30, 8, cost)) == 16608
+    p20 = place_pipeline(L, 20, 1 << 20, 1 << 30, 8, cost)
+    assert p20 == place_by_layer(L, 20, 1 << 20, 1 << 30, 8, cost)
+    for n in range(1, 21):
+        p = place_pipeline(L, n, 1 << 20, 1 << 30, 8, cost)
+        assert sum(s.neurons for h in p.cores for s in h) == sum(L[1:])
+        assert all(len(h) <= 2 or all(s.lo == 0 and s.hi == L[s.layer + 1] for s in h) for h in p.cores)
+        assert len(p.cores_of_layer(3)) == 1
+        assert busiest(p) <= busiest(place_by_layer(L, n, 1 << 20, 1 << 30, 8, cost))
+    with pytest.raises(MappingError, match="needs at least 11 cores"):
+        place_pipeline(L, 8, 64, 4096, 8, cost)
+
+
+def test_cli_map_rtl_prints_the_rtl_placement(capsys):
     from spikeforge.cli import main
 
     assert main(["map", "--config", "configs/deep-20core.toml", "--rtl"]) == 0
     out = capsys.readouterr().out
     assert "  10       16      2048  L2[112:128]\n" in out and "  19       10      1280  L4[0:10]" in out
-    assert "in proportion to work = neurons x hardware.neuron_cost [94, 346, 324, 136]" in out
+    assert "for the least work = neurons x hardware.neuron_cost [94, 346, 324, 136] on the busiest core" in out
 
 
 

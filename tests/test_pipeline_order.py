@@ -26,3 +26,30 @@ def test_pipeline_order_never_deadlocks_and_stays_within_the_buffers():
         check_pipeline_order(3, 4, 4, order=growing)
     with pytest.raises(RuntimeError, match="more than 1 buffers"):
         check_pipeline_order(3, 4, 1, order=lambda k, S, n, b: pipeline_order(k, S, n, 3))
+
+
+def test_cross_core_placements_pipeline_without_deadlock():
+    """Placements with cores holding the end of one layer and the start of the next (the
+    mapper's cuts for 2..20 cores of deep-20core, and small ones): each core runs its stage's
+    order (a cross core in its second slice's stage) and waits for the cores its slices take
+    spikes and errors from; every batch completes within the buffers. A warm-up growing upward
+    deadlocks on them as on a chain of stages (the check can fail)."""
+    from spikeforge.mapper import place_pipeline
+    from spikeforge.rtl.slice_role import pipeline_stages
+    from spikeforge.sim.multicore_driver import check_placement_order, one_forward_one_backward, placement_needs
+
+    cost = [94, 346, 324, 136]
+    for cores in range(2, 21):
+        placement = place_pipeline((64, 128, 128, 128, 10), cores, 1 << 20, 1 << 30, 8, cost)
+        for buffers in (1, 2, 4):
+            assert check_placement_order(placement, 32, buffers) >= 64
+    placement = place_pipeline((64, 32, 32, 32, 10), 4, 1 << 20, 1 << 30, 4)
+    assert [len(h) for h in placement.cores] == [1, 2, 2, 2]
+    assert pipeline_stages(placement) == [0, 1, 2, 3]
+    assert placement_needs(placement)[2] == ({0, 1}, {3})  # L2[4:32] L3[0:8]: L1 from cores 0, 1; L4 errors from 3
+
+    def growing(stage, stages, samples, buffers):  # a warm-up growing upward: stage 1 waits for F(1) of stage 0
+        return one_forward_one_backward(1 if stage == 0 else 2, samples)
+
+    with pytest.raises(RuntimeError, match="deadlocks"):
+        check_placement_order(placement, 4, 4, order=growing)
