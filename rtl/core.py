@@ -58,8 +58,9 @@ __all__ = ["Core"]
 class Core(wiring.Component):
     """``role``: None for a one-core accelerator; a :class:`~spikeforge.rtl.slice_role.SliceRole`
     makes this core part of a multi-core accelerator (``cfg`` is then the network of what the core
-    holds: one slice of a layer, or whole consecutive layers): it gains the interconnect ports
-    ``spike_send``/``spike_receive`` and ``error_send``/``error_receive`` (docs/multicore.md)."""
+    holds: one slice of a layer, whole consecutive layers, or the end of one layer and the start of
+    the next): it gains the interconnect ports ``spike_send``/``spike_receive`` and
+    ``error_send``/``error_receive`` (docs/multicore.md)."""
 
     def __init__(self, cfg: SpikeforgeConfig, weights_init: list[dict] | None = None, role=None):
         self.cfg = cfg

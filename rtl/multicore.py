@@ -2,10 +2,11 @@
 the forward-only stage that came first (:class:`MultiCoreForward`).
 
 :class:`MultiCoreTop` is the multi-core accelerator: one :class:`~spikeforge.rtl.core.Core` per
-slice of the placement (``spikeforge.mapper.place_by_layer``), each behind its own host interface
+piece of the placement (``spikeforge.mapper.place_pipeline``: one slice, whole consecutive layers,
+or the end of one layer and the start of the next), each behind its own host interface
 (``cmd_k`` / ``rsp_k``: docs/host-protocol.md, the core's own regions), joined by the spike and
-error networks of rtl/noc.py. A core is the one-core design computing the one-layer network of its
-slice, with the inboxes and outboxes of its :class:`~spikeforge.rtl.slice_role.SliceRole`:
+error networks of rtl/noc.py. A core is the one-core design computing the network of what it
+holds, with the inboxes and outboxes of its :class:`~spikeforge.rtl.slice_role.SliceRole`:
 
     host ─► core 0 (L1[0:32]) ─┐ spikes          errors ┌─ core 5 (L2[..]) ◄─ host
     host ─► core 1 (L1[32:64]) ┴─► spike network ─► ... ─┘ ◄─ error network ◄─ ...
@@ -240,8 +241,8 @@ def default_placement(cfg: SpikeforgeConfig) -> Placement:
 
 
 class MultiCoreTop(wiring.Component):
-    """``cfg``'s network on the cores of ``placement`` (default: ``place_by_layer`` on
-    ``hardware.cores``: one slice, or whole consecutive layers, per core). Ports: ``cmd_k`` / ``rsp_k`` of each core's host
+    """``cfg``'s network on the cores of ``placement`` (default: :func:`default_placement` on
+    ``hardware.cores``). Ports: ``cmd_k`` / ``rsp_k`` of each core's host
     interface, ``misroute`` (spike network, error network: a core addressed a flit wrongly) and
     ``rw_collision`` (any core's no_rw_check memories, for simulation).
 

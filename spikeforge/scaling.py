@@ -22,8 +22,9 @@ most ``buffers`` samples, so samples pipeline through the cores within a batch. 
 batch starts when its last backward pass ends. These figures are the model's, labelled as such
 in the report; :func:`bench_scaling_rtl` measures the multi-core RTL, whose cores hold
 ``hardware.sample_buffers`` samples and run the host's static one-forward-one-backward order
-(sim/multicore_driver.py ``pipeline_order``) on a layer-aligned placement, where the model
-schedules dynamically on any cut.
+(sim/multicore_driver.py ``pipeline_order``) on the placement of ``place_pipeline`` (cuts at
+lane groups, a core holding at most the end of one layer and the start of the next), where the
+model schedules dynamically on any cut.
 
 Off-chip traffic per training sample: this dataflow keeps weights, gradients and every
 per-timestep state on chip, so the host moves the sample in and the prediction out. The dense
