@@ -1065,12 +1065,14 @@ class Core(wiring.Component):
         # of this core's slice of the layer
         fed = self._inbox_fed()
         offsets = [self.role.links[l].lo // P if fed[l + 1] else 0 for l in range(n)]
-        spk_addr = Signal(range(T * max(self.bitmap_groups[1:]) + 1))
+        apart = any(fed[1:])  # (elsewhere the spikes sit where the surrogates do: one address for both)
+        spk_addr = Signal(range(T * max(self.bitmap_groups[1:]) + 1)) if apart else addr
         spk_base = Signal.like(spk_addr)
         for l in range(n):
             with m.If(layer == l):
-                m.d.comb += [t_base.eq(times_const(t, out_groups[l])),
-                             spk_base.eq(times_const(t, self.bitmap_groups[l + 1]) + offsets[l])]
+                m.d.comb += t_base.eq(times_const(t, out_groups[l]))
+                if apart:
+                    m.d.comb += spk_base.eq(times_const(t, self.bitmap_groups[l + 1]) + offsets[l])
         m.d.comb += [readout.err_group.eq(fe_g), ein.valid.eq(fe_valid)]
         for l in range(n):
             with m.If(layer == l):
@@ -1085,11 +1087,15 @@ class Core(wiring.Component):
                 else:
                     m.d.comb += ein.payload.error.eq(err_q)
         with m.If(feed_start):
-            m.d.sync += [active.eq(1), fe_g.eq(0), fe_valid.eq(0), addr.eq(t_base), spk_addr.eq(spk_base)]
+            m.d.sync += [active.eq(1), fe_g.eq(0), fe_valid.eq(0), addr.eq(t_base)]
+            if apart:
+                m.d.sync += spk_addr.eq(spk_base)
         with m.Elif(adv):
             m.d.sync += [fe_valid.eq(fe_g < G), err_q.eq(readout.err_data)]
             with m.If(fe_g < G):
-                m.d.sync += [fe_g.eq(fe_g + 1), addr.eq(addr + 1), spk_addr.eq(spk_addr + 1)]
+                m.d.sync += [fe_g.eq(fe_g + 1), addr.eq(addr + 1)]
+                if apart:
+                    m.d.sync += spk_addr.eq(spk_addr + 1)
             with m.Else():
                 m.d.sync += active.eq(0)
 

@@ -28,6 +28,9 @@ def test_toml_round_trip(tmp_path):
         ("network", {"layers": [64]}, "network.layers"),
         ("network", {"timesteps": 0}, "network.timesteps"),
         ("network", {"timesteps": "16"}, "network.timesteps"),
+        ("network", {"layers": [64, 16, 8], "inputs": [64]}, "network.inputs"),
+        ("network", {"layers": [64, 16, 8], "inputs": [32, 64]}, "network.inputs"),
+        ("network", {"layers": [64, 16, 8], "inputs": [64, 8]}, "network.inputs"),
         ("neuron", {"threshold": 0}, "neuron.threshold"),
         ("neuron", {"threshold": 40000}, "neuron.threshold"),
         ("neuron", {"beta": 0.9}, "neuron.beta"),
@@ -88,3 +91,25 @@ def test_bad_toml_and_missing_file(tmp_path):
         load_config(p)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_network_inputs_give_a_cross_cores_fan_ins_and_leave_whole_networks_alone():
+    """``network.inputs`` (set by the multi-core mapper on a core holding the end of one layer and
+    the start of the next) makes a layer's fan-in the whole layer below; a whole network's dict,
+    digest and TOML are as before the field existed."""
+    from spikeforge.mapper import Slice
+    from spikeforge.rtl.protocol import RegionId, info_words, region_by_id
+    from spikeforge.rtl.slice_role import core_config
+
+    cfg = load_config(DIGITS)
+    assert "inputs" not in cfg.to_dict()["network"] and "inputs" not in to_toml(cfg)
+    assert cfg.network.fan_ins == (64, 128) and cfg.layer_shapes == [(128, 64), (10, 128)]
+    deep = load_config("configs/deep-20core.toml")
+    cross = core_config(deep, (Slice(1, 104, 128, 128), Slice(2, 0, 16, 128)))
+    assert list(cross.network.layers) == [128, 24, 16] and cross.network.fan_ins == (128, 128)
+    assert cross.layer_shapes == [(24, 128), (16, 128)] and cross.to_dict()["network"]["inputs"] == [128, 128]
+    regions = region_by_id(cross)
+    assert (regions[RegionId.WEIGHTS + 1].rows, regions[RegionId.WEIGHTS + 1].cols) == (16, 128)
+    assert regions[RegionId.SPIKES + 1].cols == 128 and regions[RegionId.SPIKES + 2].cols == 16
+    assert info_words(cross)[-2:] == [128, 128] and len(info_words(cross)) == len(info_words(deep)) - 2 + 2
+    assert core_config(deep, (Slice(1, 0, 16, 128),)).network.inputs == ()  # one slice: no fan-ins needed
