@@ -164,6 +164,11 @@ class Core(wiring.Component):
         B = self.banks
         fp_bank = Signal(range(B), name="fp_bank")
         bp_bank = Signal(range(B), name="bp_bank")
+        # a lagging core's first layer runs its backward pass a sample behind the second's (the
+        # SliceRole's `lag`): that layer has its own backward bank
+        lag = self.role is not None and self.role.lag
+        bp_bank_lo = Signal(range(B), name="bp_bank_lo") if lag else bp_bank
+        bp_banks = [bp_bank_lo] + [bp_bank] * (self.n_layers - 1)
         spike_mems = [self.collisions.memory(shape=P, depth=B * T * g, init=[]) for g in self.bitmap_groups]
         surr_mems = [self.collisions.memory(shape=P * p.surrogate_bits, depth=B * T * g, init=[]) for g in self.out_groups]
         for k, mem in enumerate(spike_mems):
@@ -185,7 +190,7 @@ class Core(wiring.Component):
         m.d.comb += [spike_wr[0].en.eq(Cat(enc.spk_en for _ in range(P))),
                      spike_wr[0].addr.eq(self._in_bank(enc.spk_addr, fp_bank, self.bitmap_groups[0])),
                      spike_wr[0].data.eq(enc.spk_data)]
-        net = self._network(m, spike_wr, fp_bank, bp_bank)
+        net = self._network(m, spike_wr, fp_bank, bp_banks)
         # the output layer's membranes of every timestep, for the host (the FP engine keeps only
         # the latest timestep)
         m.submodules.membranes = mem_trace = self.collisions.memory(shape=data.ArrayLayout(signed(p.membrane_bits), P),
@@ -277,7 +282,8 @@ class Core(wiring.Component):
                 m.d.sync += out_g.eq(out_g + 1)
 
         in_groups = Signal(range(max(self.in_groups) + 1))
-        scan_bank = Mux(backward, bp_bank, fp_bank) if B > 1 else 0
+        bwd_bank = Mux(layer == 0, bp_bank_lo, bp_bank) if lag else bp_bank  # the current layer's
+        scan_bank = Mux(backward, bwd_bank, fp_bank) if B > 1 else 0
         for l in range(self.n_layers):
             with m.If(layer == l):
                 # t * groups per layer as shift-adds: the group counts are constants
@@ -290,7 +296,7 @@ class Core(wiring.Component):
         m.d.comb += readout.label.eq(label)
         lr_shift = Signal(32, init=cfg.training.lr_shift)  # CONFIG.lr_shift, checked at UPDATE
         bwd = self._backward(m, readout, events, wg_events, spike_mems, surr_mems, spike_wr, surr_wr, layer, backward, t,
-                             lr_shift, net, bp_bank)
+                             lr_shift, net, bwd_bank)
 
         # ---- sequencer ------------------------------------------------------------------------
         sample_loaded = Signal()
@@ -317,6 +323,9 @@ class Core(wiring.Component):
         in_flight = Signal(range(self.banks + 1), name="in_flight")
         forward_only = Signal()  # this run stops after its forward pass (RUN_FORWARD)
         releasing = Signal(range(self.banks), name="releasing")  # the input bitmap bank to clear
+        # lagging core: samples whose second layer's backward pass is done and first layer's not
+        lagging = Signal(range(self.banks + 1), name="lagging")
+        whole_run = Signal()  # a whole TRAIN (forward and backward of one sample): nothing lags
 
         def next_bank(bank):
             return Mux(bank == self.banks - 1, 0, bank + 1) if self.banks > 1 else bank
@@ -344,11 +353,14 @@ class Core(wiring.Component):
             m.next = "EPS_WAIT" if error_in[n - 1] is not None else "BP_START"
 
         def backward_done():
-            """The backward pass of the sample in bank bp_bank is over: its state is free (the
-            bank moves on in the cycle the end marker, stamped with the bank, is sent)."""
+            """The backward pass of the sample in bank bp_bank (a lagging core's first layer: in
+            bank bp_bank_lo) is over: its state is free (the bank moves on in the cycle the end
+            marker, stamped with the bank, is sent)."""
             m.d.sync += backward.eq(0)
             if pipelined:
-                m.d.sync += [bp_bank.eq(next_bank(bp_bank)), in_flight.eq(in_flight - 1)]
+                m.d.sync += [bp_bank_lo.eq(next_bank(bp_bank_lo)), in_flight.eq(in_flight - 1)]
+            if lag:
+                m.d.sync += lagging.eq(lagging - 1)
 
         def forward_done():
             """The forward pass of the sample in bank fp_bank is over (the prediction is out)."""
@@ -368,6 +380,8 @@ class Core(wiring.Component):
             with m.Else():
                 if pipelined:  # nothing comes back for an inferred sample: its state is free now
                     m.d.sync += bp_bank.eq(next_bank(bp_bank))
+                if lag:
+                    m.d.sync += bp_bank_lo.eq(next_bank(bp_bank_lo))
                 if any_spike_in:
                     m.d.sync += releasing.eq(fp_bank)
                     m.next = "RELEASE"
@@ -389,10 +403,20 @@ class Core(wiring.Component):
                     m.next = "UPDATE"
                 if pipelined:  # the backward half of the oldest sample in flight (checked: there is one)
                     with m.Elif(self.run & self.run_train & ((self.chk_region & RUN_BACKWARD) != 0)):
-                        backward_from_top()
+                        if lag:
+                            m.d.sync += whole_run.eq(0)
+                            with m.If(in_flight != lagging):
+                                backward_from_top()
+                            with m.Else():  # every sample's second layer is done: the lagging first layer alone
+                                m.d.sync += [backward.eq(1), layer.eq(0), t.eq(T - 1)]
+                                m.next = "EPS_WAIT"
+                        else:
+                            backward_from_top()
                 with m.Elif(self.run):
                     if pipelined:
                         m.d.sync += forward_only.eq((self.chk_region & RUN_FORWARD) != 0)
+                    if lag:
+                        m.d.sync += whole_run.eq((self.chk_region & RUN_FORWARD) == 0)
                     m.d.comb += readout.clear.eq(1)
                     m.d.sync += [training.eq(self.run_train), label.eq(self.label)]
                     if spike_in[0] is not None:  # a later layer's slice: inputs from the spike network
@@ -502,7 +526,7 @@ class Core(wiring.Component):
                     with m.If(t == 0):
                         with m.If(layer == 0):
                             if any_spike_in:
-                                m.d.sync += releasing.eq(bp_bank)
+                                m.d.sync += releasing.eq(bp_bank_lo)
                                 m.next = "RELEASE"
                             elif error_out[0] is not None:  # the layer below's cores may round now
                                 backward_done()
@@ -531,6 +555,14 @@ class Core(wiring.Component):
                         with m.Else():  # (its partial sums for this core's own slice come back through the network)
                             m.d.sync += [layer.eq(layer - 1), t.eq(T - 1)]
                             m.next = "EPS_WAIT" if any(ib is not None for ib in error_in[:-1]) else "BP_START"
+                            if lag:
+                                # the second layer's pass is over; the first layer's runs for the
+                                # sample before (its partial sums from every core of the second
+                                # layer are in by now), or none is waiting and this half is over
+                                m.d.sync += [bp_bank.eq(next_bank(bp_bank)), lagging.eq(lagging + 1)]
+                                with m.If((lagging == 0) & ~whole_run):
+                                    m.d.sync += backward.eq(0)
+                                    m.next = "IDLE"
             with m.State("UPDATE"):
                 m.d.comb += [phase["update"].eq(1), bwd["update_start"].eq(1)]
                 m.next = "UPDATE_WAIT"
@@ -865,7 +897,7 @@ class Core(wiring.Component):
         links = self.role.links if self.role is not None else ()
         return [k < len(links) and links[k].spike_senders > 0 for k in range(self.n_layers + 1)]
 
-    def _network(self, m, spike_wr, fp_bank, bp_bank) -> SimpleNamespace:
+    def _network(self, m, spike_wr, fp_bank, bp_banks) -> SimpleNamespace:
         """A slice core's inboxes and outboxes, one of each kind per layer at most (lists of
         ``n_layers``, None where a layer meets its neighbour on this core or has none; all None on
         a one-core accelerator). The spike inboxes write the layers' input bitmaps here; the FP
@@ -897,14 +929,14 @@ class Core(wiring.Component):
                 m.submodules[f"error_inbox{l}"] = net.error_in[l] = ei = ErrorInbox(
                     T, L[l + 1], r.acc_bits, p.error_bits, p.error_shift, p.error_rounding, link.error_senders,
                     index_neurons=link.error_index_neurons, banks=r.buffers, lanes=P)
-                m.d.comb += ei.bank.eq(bp_bank)
+                m.d.comb += ei.bank.eq(bp_banks[l])
             if link.error_owners is not None:
                 # a timestep's partial sums leave the BP engine as a burst, one input group per cycle;
                 # buffered, they go out while the engine works on the next timestep
                 m.submodules[f"error_outbox{l}"] = net.error_out[l] = eo = ErrorOutbox(
                     P, r.acc_bits, T, list(link.error_owners), r.core, banks=r.buffers, buffer=self.in_groups[l])
                 if r.buffers > 1:
-                    m.d.comb += eo.bank.eq(bp_bank)
+                    m.d.comb += eo.bank.eq(bp_banks[l])
         for l in range(1, n):  # a boundary is local on both sides or on the network on both sides
             assert (net.spike_in[l] is None) == (net.spike_out[l - 1] is None) == (net.error_in[l - 1] is None) \
                 == (net.error_out[l] is None), f"core {r.core}: layers {l - 1} and {l} meet half locally"

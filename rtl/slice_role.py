@@ -34,7 +34,7 @@ from amaranth.utils import ceil_log2
 from spikeforge.config import SpikeforgeConfig
 from spikeforge.mapper import Placement, Slice
 
-__all__ = ["LayerLink", "SliceRole", "core_config", "roles_of", "pipeline_stages"]
+__all__ = ["LayerLink", "SliceRole", "core_config", "roles_of", "pipeline_stages", "lagging_cores"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,9 @@ class SliceRole:
     tag_bits: int = 0  # flits carry their sending layer in the top bits of their data (a cross core is in the build)
 
     output: bool = False  # the core holds the output layer (its readout decides the class)
+    #: a cross core whose second slice's layer has other cores, with samples in flight: its first
+    #: slice's backward pass runs one sample behind the second's (see :func:`roles_of`)
+    lag: bool = False
 
     @property
     def layer(self) -> int:
@@ -100,6 +103,24 @@ def pipeline_stages(placement: Placement) -> list[int]:
     return [lasts.index(l) for l in _last_layers(placement)]
 
 
+def lagging_cores(placement: Placement, buffers: int) -> list[bool]:
+    """Which cores run their first slice's backward pass a sample behind their second's: the cross
+    cores whose second slice's layer also has other cores, when a bank is free for the extra
+    sample (``buffers`` above the core's warm-up).
+
+    Such a core's first slice takes its errors from every core of the second slice's layer, and
+    those run their backward passes of a sample while this core runs its second slice's: the first
+    slice would wait, idle, for the slowest of them. A sample behind, it finds them all in. (With
+    one sample in flight there is nothing to lag behind; a second slice alone on its layer sends
+    this core's first slice everything itself.)"""
+    stages = pipeline_stages(placement)
+    # the extra sample must fit beside the core's warm-up (sim/multicore_driver.py pipeline_order),
+    # which lowering would make the warm-ups grow upward: a wait cycle
+    return [len(held) == 2 and not (_whole(placement, held[0]) and _whole(placement, held[1]))
+            and len(placement.cores_of_layer(held[1].layer)) > 1 and max(stages) + 1 - stage < buffers
+            for held, stage in zip(placement.cores, stages)]
+
+
 def _whole(placement: Placement, s: Slice) -> bool:
     return s.lo == 0 and s.hi == placement.layers[s.layer + 1]
 
@@ -131,6 +152,7 @@ def roles_of(placement: Placement, timesteps: int, acc_bits: int, buffers: int =
     error_width = max(error_flit_layout(timesteps, -(-largest[l] // lanes), acc_bits, buffers, lanes).size
                       for l in range(n_lif)) + tag_bits
     stages = pipeline_stages(placement)
+    lags = lagging_cores(placement, buffers)
 
     def span(l: int) -> tuple[int, int]:
         cores = placement.cores_of_layer(l)
@@ -154,5 +176,6 @@ def roles_of(placement: Placement, timesteps: int, acc_bits: int, buffers: int =
                 error_index_neurons=largest[l]))
         roles.append(SliceRole(core=c, links=tuple(links), spike_width=spike_width, error_width=error_width,
                                acc_bits=acc_bits, buffers=buffers, stage=stages[c], stages=max(stages) + 1,
-                               tag_bits=tag_bits, output=held[-1].layer == n_lif - 1))
+                               tag_bits=tag_bits, output=held[-1].layer == n_lif - 1,
+                               lag=lags[c]))
     return roles

@@ -38,13 +38,13 @@ from spikeforge.rtl.protocol import RUN_BACKWARD, RUN_FORWARD, Op, RegionId, com
 from .driver import Client
 
 __all__ = ["MultiCoreRtlBackend", "LockstepBackend", "slice_lfsr_states", "pipeline_order", "one_forward_one_backward",
-           "check_pipeline_order", "check_placement_order", "placement_needs"]
+           "check_pipeline_order", "check_placement_order"]
 
 TransactAll = Callable[[list[tuple[object, list[int]]]], list[list[int]]]
 TransactStreams = Callable[[list[tuple[object, list[list[int]]]]], list[list[list[int]]]]
 
 
-def pipeline_order(stage: int, stages: int, samples: int, buffers: int) -> list[tuple[str, int]]:
+def pipeline_order(stage: int, stages: int, samples: int, buffers: int, lag: bool = False) -> list[tuple[str, int | None]]:
     """The halves a core of pipeline ``stage`` (0 = the first layer's cores) runs for a batch of
     ``samples``, in order: ("F", s) forward, ("B", s) backward (one-forward-one-backward).
 
@@ -54,8 +54,17 @@ def pipeline_order(stage: int, stages: int, samples: int, buffers: int) -> list[
     to have run it, which needs this stage's forward pass of that sample; with the warm-up not
     growing from one stage to the next, no stage ever waits for a pass that waits for it
     (:func:`check_pipeline_order` replays the dependencies). The core holds at most the warm-up's
-    samples in flight, never more than ``buffers``."""
-    return one_forward_one_backward(max(1, min(buffers, stages - stage, samples)), samples)
+    samples in flight, never more than ``buffers``.
+
+    A lagging core (``lag``: rtl/slice_role.py ``lagging_cores``) runs its first slice's backward
+    pass a sample behind: its ("B", s) is the second slice's pass of s and the first slice's of
+    s - 1, it holds one sample more (its warm-up is at most ``buffers`` - 1), and a last ("B",
+    None) after the batch runs the first slice's pass of the last sample."""
+    warm = max(1, min(buffers - (1 if lag else 0), stages - stage, samples))
+    order: list[tuple[str, int | None]] = list(one_forward_one_backward(warm, samples))
+    if lag:
+        order.append(("B", None))
+    return order
 
 
 def one_forward_one_backward(warm: int, samples: int) -> list[tuple[str, int]]:
@@ -78,29 +87,53 @@ def check_pipeline_order(stages: int, samples: int, buffers: int, order=pipeline
     return _replay([order(k, stages, samples, buffers) for k in range(stages)], needs, samples, buffers, "stage")
 
 
-def placement_needs(placement: Placement) -> list[tuple[set[int], set[int]]]:
-    """For each core of ``placement``: (the cores whose forward half of a sample must be over
-    before this core's can be -- they send it input spikes --, the cores whose backward half must
-    be over before this core's can be -- they send it error partial sums). A core's own part
-    (a cross core's two slices) is within its half."""
-    n_lif = len(placement.layers) - 1
-    needs = []
-    for c, held in enumerate(placement.cores):
-        fwd = {k for s in held if s.layer > 0 for k in placement.cores_of_layer(s.layer - 1)} - {c}
-        bwd = {k for s in held if s.layer + 1 < n_lif for k in placement.cores_of_layer(s.layer + 1)} - {c}
-        needs.append((fwd, bwd))
-    return needs
-
-
 def check_placement_order(placement: Placement, samples: int, buffers: int, order=pipeline_order) -> int:
-    """:func:`check_pipeline_order` for the cores of ``placement``, each running the order of its
-    stage (``pipeline_stages``), with the dependencies of its slices (:func:`placement_needs`):
-    a cross core, in the stage of its second slice, waits for the first slice's other cores."""
-    from spikeforge.rtl.slice_role import pipeline_stages
+    """:func:`check_pipeline_order` for the cores of ``placement``: each runs the order of its stage
+    (``pipeline_stages``; lagging cores as ``lagging_cores`` says), waiting for the cores its slices
+    take spikes and errors from (a lagging core's first slice for the sample before). Returns the
+    rounds taken; raises if the cores would wait on each other forever or a core would hold more
+    than ``buffers`` samples."""
+    from spikeforge.rtl.slice_role import lagging_cores, pipeline_stages
 
-    stages = pipeline_stages(placement)
-    orders = [order(k, max(stages) + 1, samples, buffers) for k in stages]
-    return _replay(orders, placement_needs(placement), samples, buffers, "core")
+    stages, lags = pipeline_stages(placement), lagging_cores(placement, buffers)
+    n_lif = len(placement.layers) - 1
+    orders = [order(k, max(stages) + 1, samples, buffers, lag) for k, lag in zip(stages, lags)]
+
+    def part(core: int, layer: int) -> str:
+        """The event that says core's slice of layer has run its backward pass."""
+        return "L" if lags[core] and placement.cores[core][0].layer == layer else "B"
+
+    def needs(c: int, kind: str, s: int | None) -> list[tuple[int, str, int]]:
+        held = placement.cores[c]
+        if kind == "F":
+            return [(k, "F", s) for sl in held if sl.layer > 0 for k in placement.cores_of_layer(sl.layer - 1) if k != c]
+        work = [(held[1], s), (held[0], s - 1 if s is not None else samples - 1)] if lags[c] else [(sl, s) for sl in held]
+        return [(k, part(k, sl.layer + 1), x) for sl, x in work if x is not None and x >= 0 and sl.layer + 1 < n_lif
+                for k in placement.cores_of_layer(sl.layer + 1) if k != c]
+
+    def makes(c: int, kind: str, s: int | None) -> list[tuple[str, int]]:
+        if kind == "F":
+            return [("F", s)]
+        if not lags[c]:
+            return [("B", s)]
+        return ([("B", s)] if s is not None else []) + [("L", x) for x in [s - 1 if s is not None else samples - 1] if x >= 0]
+
+    done: set[tuple[int, str, int]] = set()
+    pos = [0] * len(orders)
+    rounds = 0
+    while any(p < len(o) for p, o in zip(pos, orders)):
+        moved = [k for k, o in enumerate(orders) if pos[k] < len(o) and all(d in done for d in needs(k, *o[pos[k]]))]
+        if not moved:
+            raise RuntimeError(f"pipeline order deadlocks: cores at {[o[p] if p < len(o) else None for p, o in zip(pos, orders)]}")
+        for k in moved:
+            done.update((k, e, x) for e, x in makes(k, *orders[k][pos[k]]))
+            pos[k] += 1
+            over = "L" if lags[k] else "B"
+            held = sum(1 for x in range(samples) if (k, "F", x) in done and (k, over, x) not in done)
+            if held > buffers:
+                raise RuntimeError(f"core {k} holds {held} samples, more than {buffers} buffers")
+        rounds += 1
+    return rounds
 
 
 def _replay(orders, needs, samples: int, buffers: int, what: str) -> int:
@@ -152,7 +185,7 @@ class MultiCoreRtlBackend:
 
     def __init__(self, cfg: SpikeforgeConfig, placement: Placement, clients: Sequence[Client], transact_all: TransactAll,
                  weights: list[torch.Tensor] | None = None, transact_streams: TransactStreams | None = None):
-        from spikeforge.rtl.slice_role import pipeline_stages
+        from spikeforge.rtl.slice_role import lagging_cores, pipeline_stages
 
         if len(clients) != placement.n_cores:
             raise ValueError(f"{len(clients)} clients for {placement.n_cores} cores")
@@ -162,6 +195,9 @@ class MultiCoreRtlBackend:
             raise ValueError("pipelined training (hardware.sample_buffers > 1) needs transact_streams")
         self.transact_streams = transact_streams
         self.stages = pipeline_stages(placement)
+        self.lags = lagging_cores(placement, self.buffers)
+        if self.buffers > 1:  # a placement whose cores would wait on each other is refused before any command
+            check_placement_order(placement, cfg.training.batch_size, self.buffers)
         self.held = placement.cores
         n_lif = len(cfg.network.layers) - 1
         self.first = placement.cores_of_layer(0)
@@ -252,7 +288,7 @@ class MultiCoreRtlBackend:
         streams = []
         for k, client in enumerate(self.clients):
             words, ops = [], []
-            for kind, s in pipeline_order(self.stages[k], stages, n, self.buffers):
+            for kind, s in pipeline_order(self.stages[k], stages, n, self.buffers, self.lags[k]):
                 if kind == "F":
                     sample = self._sample_words(k, pixels[s], int(labels[s]), int(seeds[s]))
                     if sample is not None:

@@ -36,7 +36,8 @@ def test_cross_core_placements_pipeline_without_deadlock():
     deadlocks on them as on a chain of stages (the check can fail)."""
     from spikeforge.mapper import place_pipeline
     from spikeforge.rtl.slice_role import pipeline_stages
-    from spikeforge.sim.multicore_driver import check_placement_order, one_forward_one_backward, placement_needs
+    from spikeforge.rtl.slice_role import lagging_cores
+    from spikeforge.sim.multicore_driver import check_placement_order, one_forward_one_backward, pipeline_order
 
     cost = [94, 346, 324, 136]
     for cores in range(2, 21):
@@ -46,10 +47,23 @@ def test_cross_core_placements_pipeline_without_deadlock():
     placement = place_pipeline((64, 32, 32, 32, 10), 4, 1 << 20, 1 << 30, 4)
     assert [len(h) for h in placement.cores] == [1, 2, 2, 2]
     assert pipeline_stages(placement) == [0, 1, 2, 3]
-    assert placement_needs(placement)[2] == ({0, 1}, {3})  # L2[4:32] L3[0:8]: L1 from cores 0, 1; L4 errors from 3
+    assert lagging_cores(placement, 4) == [False, True, True, False]  # L4 is whole on core 3: it lags nothing
+    assert lagging_cores(placement, 1) == [False] * 4
+    # a lagging core holds a sample more: its warm-up is one less, and one more backward half ends its batch
+    assert pipeline_order(0, 4, 8, 4, lag=True)[:4] == [("F", 0), ("F", 1), ("F", 2), ("B", 0)]
+    assert pipeline_order(0, 4, 8, 4, lag=True)[-1] == ("B", None)
 
-    def growing(stage, stages, samples, buffers):  # a warm-up growing upward: stage 1 waits for F(1) of stage 0
-        return one_forward_one_backward(1 if stage == 0 else 2, samples)
+    def growing(stage, stages, samples, buffers, lag=False):  # a warm-up growing upward
+        return one_forward_one_backward(1 if stage == 0 else 2, samples) + ([("B", None)] if lag else [])
 
     with pytest.raises(RuntimeError, match="deadlocks"):
         check_placement_order(placement, 4, 4, order=growing)
+
+    def lag_ignored(stage, stages, samples, buffers, lag=False):  # a lagging core warming up to every bank overfills
+        if not lag:
+            return pipeline_order(stage, stages, samples, buffers)
+        return one_forward_one_backward(buffers, samples) + [("B", None)]
+
+    with pytest.raises(RuntimeError, match="more than 4 buffers|deadlocks"):
+        check_placement_order(place_pipeline((64, 128, 128, 128, 10), 4, 1 << 20, 1 << 30, 8, cost), 8, 4,
+                              order=lag_ignored)
