@@ -16,9 +16,19 @@ C. **error out**: for each input group, ε'[t] = sat_error(round(acc >> error_sh
    accumulator's full width, for the receiving cores to add before the one rounding.
 
 Cycles per timestep: G (A) + nnz(δ[t])·H (B) + H (C) plus a few cycles of pipeline fill.
+
+With ``overlap=True`` the accumulators have two banks and C is a process of its own: at the end
+of B the engine hands its bank to C and is done, so the next timestep's A and B (into the other
+bank) run while C puts out and clears this one; ``round_start`` marks the hand-over (whoever
+stamps the outputs latches the timestep then) and ``rounding`` stays high until the last output
+has been taken. Per timestep that hides C's H cycles, which on a multi-core slice are as many
+as its whole share of the propagation. Two banks cost a memory and a multiplexer in the
+accumulate's path: the one-core build keeps one bank (its clock target has no room for the mux).
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -69,11 +79,15 @@ def accumulator_bits(p: CoreParams) -> int:
 
 
 class BpEngine(wiring.Component):
-    def __init__(self, params: CoreParams, partial: bool = False):
+    def __init__(self, params: CoreParams, partial: bool = False, overlap: bool = False):
         if not isinstance(params, CoreParams):
             raise TypeError(f"BpEngine needs CoreParams, got {type(params).__name__}")
+        if overlap and params.compact:
+            raise ValueError("BpEngine: overlap=True needs the dual-port layout (the compact one has no room for a "
+                             "second accumulator bank)")
         self.p = p = params
         self.partial = partial
+        self.overlap = overlap
         self.in_groups_max = -(-p.max_inputs // p.lanes)
         self.gbits = group_bits(p)
         self.acc_bits = accumulator_bits(p)
@@ -99,6 +113,10 @@ class BpEngine(wiring.Component):
                 # them may start while the propagation and the error out go on
                 "deltas_out": Out(1),
                 "busy": Out(1),
+                # overlap: a pulse as C takes the bank B has just filled; high until its last
+                # error has left error_out
+                "round_start": Out(1),
+                "rounding": Out(1),
                 "stalled": Out(1),
                 "event": Out(1),  # one non-zero δ propagated
             }
@@ -129,14 +147,40 @@ class BpEngine(wiring.Component):
         # read at q3, written at q4: the next item's read meets the write, of another group when
         # every layer has two or more (watched), else through a transparent port
         spread = p.min_groups >= 2
-        m.submodules.acc_mem = acc_mem = (self.collisions.memory if spread else Memory)(
-            shape=data.ArrayLayout(signed(self.acc_bits), P), depth=H, init=[])
-        a_wr = acc_mem.write_port()
-        if spread:
-            a_rd = acc_mem.read_port()
-            self.collisions.watch(m, "bp_acc", a_rd, a_wr)
+
+        def acc_bank(name):
+            m.submodules[name] = acc_mem = (self.collisions.memory if spread else Memory)(
+                shape=data.ArrayLayout(signed(self.acc_bits), P), depth=H, init=[])
+            wr = acc_mem.write_port()
+            if spread:
+                rd = acc_mem.read_port()
+                self.collisions.watch(m, name, rd, wr)
+            else:
+                rd = acc_mem.read_port(transparent_for=(wr,))
+            return rd, wr
+
+        # the accumulate (B) and the error out (C) each see one read and one write port: the same
+        # bank's, or with overlap, each its own bank's (the two swap at every hand-over)
+        a_bank, r_bank, r_active = Signal(name="acc_bank"), Signal(name="round_bank"), Signal(name="round_active")
+        if not self.overlap:
+            b_rd, b_wr = c_rd, c_wr = acc_bank("acc_mem")
         else:
-            a_rd = acc_mem.read_port(transparent_for=(a_wr,))
+            banks = [acc_bank(f"acc_mem{i}") for i in range(2)]
+
+            def port_view(rd, wr, side):
+                return (SimpleNamespace(addr=Signal.like(rd.addr, name=f"{side}_rd_addr"), en=Signal(name=f"{side}_rd_en"),
+                                        data=Signal.like(rd.data, name=f"{side}_rd_data")),
+                        SimpleNamespace(addr=Signal.like(wr.addr, name=f"{side}_wr_addr"), en=Signal(name=f"{side}_wr_en"),
+                                        data=Signal.like(wr.data, name=f"{side}_wr_data")))
+
+            (b_rd, b_wr), (c_rd, c_wr) = port_view(*banks[0], "acc"), port_view(*banks[0], "round")
+            for i, (rd, wr) in enumerate(banks):
+                acc_here = a_bank == i  # else the error out's (C only ever takes the other bank)
+                m.d.comb += [rd.addr.eq(Mux(acc_here, b_rd.addr, c_rd.addr)), rd.en.eq(Mux(acc_here, b_rd.en, c_rd.en)),
+                             wr.addr.eq(Mux(acc_here, b_wr.addr, c_wr.addr)), wr.en.eq(Mux(acc_here, b_wr.en, c_wr.en)),
+                             wr.data.eq(Mux(acc_here, b_wr.data, c_wr.data))]
+            m.d.comb += [b_rd.data.eq(Mux(a_bank, banks[1][0].data, banks[0][0].data)),
+                         c_rd.data.eq(Mux(r_bank, banks[1][0].data, banks[0][0].data))]
         m.d.comb += d_rd.en.eq(0)  # DELTA and FETCH read it
         # groups with a non-zero δ, in order: the propagation walks only these
         m.submodules.nz_mem = nz_mem = self.collisions.memory(shape=unsigned(self.gbits), depth=G, init=[])
@@ -277,9 +321,9 @@ class BpEngine(wiring.Component):
                          q3_group.eq(q2_group), q3_delta.eq(q2_delta)]
         m.d.sync += [q4_prod[k].eq(q3_w[k] * q3_delta) for k in range(P)]
         with m.If(q4_valid):
-            m.d.comb += [a_wr.en.eq(1), a_wr.addr.eq(q4_group)]
+            m.d.comb += [b_wr.en.eq(1), b_wr.addr.eq(q4_group)]
             for k in range(P):
-                m.d.comb += a_wr.data[k].eq(a_rd.data[k] + q4_prod[k])
+                m.d.comb += b_wr.data[k].eq(b_rd.data[k] + q4_prod[k])
         m.d.sync += q0_valid.eq(0)
         draining = Signal()
         m.d.comb += draining.eq(q0_valid | q1_valid | q2_valid | q3_valid | q4_valid)
@@ -294,22 +338,35 @@ class BpEngine(wiring.Component):
             m.d.sync += [eo.valid.eq(1), eo.payload.group.eq(c_group)]
             for k in range(P):
                 if self.partial:
-                    m.d.sync += eo.payload.delta[k].eq(a_rd.data[k])
+                    m.d.sync += eo.payload.delta[k].eq(c_rd.data[k])
                     continue
-                r = arith.round_shift(m, a_rd.data[k], p.error_shift, p.error_rounding, f"eps_r_{k}")
+                r = arith.round_shift(m, c_rd.data[k], p.error_shift, p.error_rounding, f"eps_r_{k}")
                 m.d.sync += eo.payload.delta[k].eq(arith.saturate(m, r, emin, emax, p.error_bits, f"eps_s_{k}"))
-            m.d.comb += [a_wr.en.eq(1), a_wr.addr.eq(c_group), a_wr.data.eq(0)]
+            m.d.comb += [c_wr.en.eq(1), c_wr.addr.eq(c_group), c_wr.data.eq(0)]
         with m.Elif(eo_adv):
             m.d.sync += eo.valid.eq(0)
+        if self.overlap:
+            # C on its own: reads group r_h of the handed-over bank a cycle before putting it out
+            r_h, r_groups = Signal(self.gbits, name="round_group"), Signal(self.gbits, name="round_groups")
+            m.d.comb += [self.rounding.eq(r_active | eo.valid), c_rd.addr.eq(r_h)]
+            with m.If(r_active):
+                m.d.comb += [c_rd.en.eq(eo_adv), self.busy.eq(1)]
+                with m.If(eo_adv):
+                    m.d.sync += c_valid.eq(0)
+                    with m.If(r_h < r_groups):
+                        m.d.sync += [c_valid.eq(1), c_group.eq(r_h), r_h.eq(r_h + 1)]
+                    with m.Elif(~c_valid):
+                        m.d.sync += r_active.eq(0)
 
         # ---------------- control ---------------------------------------------------------------
         m.d.comb += [self.w_rd_major.eq(Cat(lane, cur_group) if P > 1 else cur_group), self.w_rd_group.eq(h)]
-        m.d.comb += [d_rd.addr.eq(s0_group), a_rd.addr.eq(Mux(q3_valid, q3_group, h)), nz_rd.addr.eq(nz_index),
-                     a_rd.en.eq(q3_valid)]  # the accumulate's read (ROUND reads too)
+        m.d.comb += [d_rd.addr.eq(s0_group), nz_rd.addr.eq(nz_index), b_rd.en.eq(q3_valid)]  # the accumulate's read
+        m.d.comb += b_rd.addr.eq(q3_group if self.overlap else Mux(q3_valid, q3_group, h))  # (ROUND reads too)
         ein = self.error_in
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.done.eq(~out.valid & ~eo.valid)
+                # (with overlap, C's outputs are the rounding's business)
+                m.d.comb += self.done.eq(~out.valid & (1 if self.overlap else ~eo.valid))
                 with m.If(self.start):
                     m.d.sync += [first.eq(self.first), propagate.eq(self.propagate), group.eq(0),
                                  nz_count.eq(0), nz_index.eq(0), self.deltas_out.eq(0)]
@@ -364,15 +421,24 @@ class BpEngine(wiring.Component):
                     m.d.sync += h.eq(h + 1)
             with m.State("ROUND"):
                 m.d.comb += self.busy.eq(1)
-                # the accumulate pipeline may still be draining into ROUND: its acc reads go on
-                m.d.comb += a_rd.en.eq(eo_adv | q3_valid)
-                with m.If(eo_adv):
-                    m.d.sync += c_valid.eq(0)
-                    with m.If(~draining & (h < self.in_groups)):
-                        m.d.sync += [c_valid.eq(1), c_group.eq(h), h.eq(h + 1)]
-                    with m.Elif(~draining & ~c_valid):
+                if self.overlap:
+                    # the bank is complete once the accumulate has drained; C takes it when it has
+                    # put out the one before
+                    with m.If(~draining & ~r_active):
+                        m.d.comb += self.round_start.eq(1)
+                        m.d.sync += [r_active.eq(1), r_bank.eq(a_bank), a_bank.eq(~a_bank), r_h.eq(0),
+                                     r_groups.eq(self.in_groups)]
                         m.next = "IDLE"
-                with m.Else():
-                    m.d.comb += self.stalled.eq(1)
+                else:
+                    # the accumulate pipeline may still be draining into ROUND: its acc reads go on
+                    m.d.comb += b_rd.en.eq(eo_adv | q3_valid)
+                    with m.If(eo_adv):
+                        m.d.sync += c_valid.eq(0)
+                        with m.If(~draining & (h < self.in_groups)):
+                            m.d.sync += [c_valid.eq(1), c_group.eq(h), h.eq(h + 1)]
+                        with m.Elif(~draining & ~c_valid):
+                            m.next = "IDLE"
+                    with m.Else():
+                        m.d.comb += self.stalled.eq(1)
         self.collisions.drive(m)
         return m

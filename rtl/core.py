@@ -521,8 +521,9 @@ class Core(wiring.Component):
                 # propagates them (it reads weights and its own accumulators, WG the δ buffer and
                 # the gradients: nothing shared); BP's next timestep rewrites the δ buffer, so it
                 # waits for both. The phase is BP's while it runs, WG's once it alone is left.
-                m.d.comb += [phase["bp"].eq(~bp_drained), phase["wg"].eq(bp_drained)]
-                with m.If(bp_drained & wg_drained):
+                bp_left = ~bp_drained | ((t == 0) & ~bwd["rounded"])  # (a layer's last errors still leaving)
+                m.d.comb += [phase["bp"].eq(bp_left), phase["wg"].eq(~bp_left)]
+                with m.If(~bp_left & wg_drained):
                     with m.If(t == 0):
                         with m.If(layer == 0):
                             if any_spike_in:
@@ -1005,7 +1006,10 @@ class Core(wiring.Component):
         P, T, L, n = p.lanes, self.T, cfg.network.layers, self.n_layers
         in_groups, out_groups = self.in_groups, self.out_groups
         # a slice above the first layer sends unrounded partial sums; the cores below round them
-        m.submodules.bp = bp = BpEngine(p, partial=any(eo is not None for eo in net.error_out))
+        # a multi-core core puts out a timestep's errors while its next timestep runs (two
+        # accumulator banks); the one-core build keeps one bank, for its clock target
+        m.submodules.bp = bp = BpEngine(p, partial=any(eo is not None for eo in net.error_out),
+                                        overlap=self.role is not None and not p.compact)
         self.collisions.include(bp.collisions)
         shifts = [cfg.training.lr_shift_at(e) for e in range(cfg.training.epochs)]
         # one WG engine for every layer: the layers accumulate and update one after another, so
@@ -1135,6 +1139,17 @@ class Core(wiring.Component):
         # (a slice's partial sums to the error outbox instead, which may hold the engine back)
         eps_into_core = bp.error_out.payload.delta  # ε' for the layer below on this core
         m.d.comb += [bp.delta_out.ready.eq(1), bp.error_out.ready.eq(1)]
+        # the timestep the error out is putting out: with overlap, the core is a timestep on by
+        # then, so it is latched as BP hands the bank over; and a layer's backward pass is over
+        # only once its last errors have left (`rounded`, registered like the other waits)
+        t_err = Signal.like(t, name="t_err") if bp.overlap else t
+        rounded = Signal(name="bp_rounded")
+        if bp.overlap:
+            with m.If(bp.round_start):
+                m.d.sync += t_err.eq(t)
+            m.d.sync += rounded.eq(~bp.rounding & ~bp.round_start)
+        else:
+            m.d.comb += rounded.eq(1)
         if bp.partial:
             # a layer whose layer below has slices elsewhere sends partial sums to their cores; a
             # layer above a whole layer here rounds and saturates them here, as the one-core BP
@@ -1145,7 +1160,7 @@ class Core(wiring.Component):
                 items = eo.items
                 with m.If(layer == l):
                     m.d.comb += [items.valid.eq(bp.error_out.valid), bp.error_out.ready.eq(items.ready)]
-                m.d.comb += [items.payload.group.eq(bp.error_out.payload.group), eo.t.eq(t)]
+                m.d.comb += [items.payload.group.eq(bp.error_out.payload.group), eo.t.eq(t_err)]
                 for k in range(P):  # sign-extended to the network's width
                     m.d.comb += items.payload.delta[k].eq(bp.error_out.payload.delta[k])
             if eps_wr:
@@ -1159,10 +1174,10 @@ class Core(wiring.Component):
         m.d.comb += [self.bp_obs_valid.eq(bp.delta_out.valid), self.bp_obs_layer.eq(layer),
                      self.bp_obs.eq(bp.delta_out.payload)]
         # t * groups of the layer below, registered: t and the layer are set at BP_START, and BP
-        # emits its first ε' several cycles later
+        # emits its first ε' several cycles later (with overlap: taken as BP hands the bank over)
         eps_base = Signal(range(T * max([out_groups[l] for l in local] or [1]) + 1))
         for l in local:
-            with m.If(layer == l + 1):
+            with m.If((layer == l + 1) & (bp.round_start if bp.overlap else 1)):
                 m.d.sync += eps_base.eq(times_const(t, out_groups[l]))
         for l in range(1, n):
             if l - 1 not in eps_wr:
@@ -1229,4 +1244,5 @@ class Core(wiring.Component):
                 m.d.comb += update_lfsr.take.eq(wg.draw_take)
         return {"bp": bp, "feed_start": feed_start, "feed_idle": ~active & ~fe_valid, "wg_busy": wg_busy,
                 "update_start": update_start, "updating": updating, "wg": wg, "update_lfsr": update_lfsr,
-                "wg_here": wg_here, "host_lfsr_load": host_lfsr_load, "eps_clear": eps_clear, "eps_last": eps_last}
+                "wg_here": wg_here, "host_lfsr_load": host_lfsr_load, "eps_clear": eps_clear, "eps_last": eps_last,
+                "rounded": rounded}

@@ -18,8 +18,8 @@ from spikeforge.sim.amaranth_bench import assert_same, send, simulate
 
 
 class BpHarness(Elaboratable):
-    def __init__(self, params: CoreParams, weights: torch.Tensor, partial: bool = False):
-        self.bp = BpEngine(params, partial=partial)
+    def __init__(self, params: CoreParams, weights: torch.Tensor, partial: bool = False, overlap: bool = False):
+        self.bp = BpEngine(params, partial=partial, overlap=overlap)
         n_out, n_in = weights.shape
         init = {(j, i): int(weights[j, i]) for j in range(n_out) for i in range(n_in)}
         self.wmem = SkewedMemory(lanes=params.lanes, width=params.weight_bits,
@@ -38,18 +38,19 @@ class BpHarness(Elaboratable):
         return m
 
 
-def run_bp(cfg, weights, error_in, surr, spikes, seed, stall=0.3, partial=False):
-    """error_in/surr/spikes: (T, N) for one sample; returns delta (T, N), error_out (T, N_in), cycles."""
+def run_bp(cfg, weights, error_in, surr, spikes, seed, stall=0.3, partial=False, overlap=False):
+    """error_in/surr/spikes: (T, N) for one sample; returns delta (T, N), error_out (T, N_in) and
+    stats (busy cycles, events, cycles until the last output)."""
     p = CoreParams.from_config(cfg)
     P = p.lanes
     T, n_out = error_in.shape
     n_in = weights.shape[1]
     G, H = -(-n_out // P), -(-n_in // P)
-    dut = BpHarness(p, weights, partial)
+    dut = BpHarness(p, weights, partial, overlap)
     bp = dut.bp
     rng = random.Random(seed)
     deltas, errors = {}, {}
-    stats = {"busy": 0, "events": 0}
+    stats = {"busy": 0, "events": 0, "cycles": 0, "round_starts": 0}
 
     def lanes(x, t, g):
         return [int(x[t, g * P + k]) if g * P + k < n_out else 0 for k in range(P)]
@@ -74,11 +75,13 @@ def run_bp(cfg, weights, error_in, surr, spikes, seed, stall=0.3, partial=False)
         while len(errors) < T * H or len(deltas) < T * G:
             ctx.set(bp.delta_out.ready, int(rng.random() >= stall))
             ctx.set(bp.error_out.ready, int(rng.random() >= stall))
-            _, _, dv, dr, dp, ev, er, ep, busy, event = await ctx.tick().sample(
+            _, _, dv, dr, dp, ev, er, ep, busy, event, rs = await ctx.tick().sample(
                 bp.delta_out.valid, bp.delta_out.ready, bp.delta_out.payload,
-                bp.error_out.valid, bp.error_out.ready, bp.error_out.payload, bp.busy, bp.event)
+                bp.error_out.valid, bp.error_out.ready, bp.error_out.payload, bp.busy, bp.event, bp.round_start)
             stats["busy"] += busy
             stats["events"] += event
+            stats["cycles"] += 1
+            stats["round_starts"] += rs
             if dv and dr:
                 deltas[(T - 1 - n_d // G, dp.group)] = [dp.delta[k] for k in range(P)]
                 n_d += 1
@@ -96,7 +99,7 @@ def run_bp(cfg, weights, error_in, surr, spikes, seed, stall=0.3, partial=False)
     return d[:, :n_out], e[:, :n_in], stats
 
 
-def check(cfg, seed, density, replay):
+def check(cfg, seed, density, replay, overlap=False):
     g = torch.Generator().manual_seed(seed)
     n_out, n_in = cfg.layer_shapes[-1]
     T = cfg.network.timesteps
@@ -108,7 +111,7 @@ def check(cfg, seed, density, replay):
     err = torch.randint(-emax - 1, emax + 1, (T, 1, n_out), generator=g, dtype=torch.int64)
     err = err * (torch.rand(T, 1, n_out, generator=g) < density)  # sparse errors: zero δ costs nothing
     lb = model.layer_backward(cfg, weights, fw, x, err, need_error_out=True)
-    d, e, stats = run_bp(cfg, weights, err[:, 0], fw.surr[:, 0], fw.spikes[:, 0], seed)
+    d, e, stats = run_bp(cfg, weights, err[:, 0], fw.surr[:, 0], fw.spikes[:, 0], seed, overlap=overlap)
     assert_same((("delta", d, lb.delta[:, 0]), ("error_out", e, lb.error_out[:, 0])), seed, replay)
     assert stats["events"] == int((lb.delta != 0).sum()), "one propagation event per non-zero δ"
     return stats
@@ -139,14 +142,17 @@ def case_config(case: int, timesteps: int, large_memories: str = "dual_port", mi
 
 
 # single_port: the small-FPGA layout (CoreParams.compact), where the accumulate's operands
-# travel through a block RAM delay line
-@pytest.mark.parametrize("layout", ["dual_port", "single_port"])
+# travel through a block RAM delay line; overlap: dual_port with two accumulator banks, the
+# error out running beside the next timestep (the multi-core cores' build)
+@pytest.mark.parametrize("layout", ["dual_port", "single_port", "overlap"])
 @pytest.mark.parametrize("case", range(len(CASES)))
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_random_configs_exact(case, seed, layout):
-    cfg = case_config(case, timesteps=5, large_memories=layout)
-    check(cfg, seed + 10 * case, [0.1, 0.5, 1.0][seed],
-          f"pytest 'tests/test_bp_engine.py::test_random_configs_exact[{seed}-{case}-{layout}]'")
+    overlap = layout == "overlap"
+    cfg = case_config(case, timesteps=5, large_memories="dual_port" if overlap else layout)
+    stats = check(cfg, seed + 10 * case, [0.1, 0.5, 1.0][seed],
+                  f"pytest 'tests/test_bp_engine.py::test_random_configs_exact[{seed}-{case}-{layout}]'", overlap)
+    assert stats["round_starts"] == (5 if overlap else 0), "one hand-over to the error out per timestep"
 
 
 @pytest.mark.parametrize("density", [0.1, 0.5, 1.0])
@@ -178,8 +184,9 @@ def test_busy_cycles_follow_the_work_bound(density):
     assert ratio <= 1.25
 
 
+@pytest.mark.parametrize("overlap", [False, True])
 @pytest.mark.parametrize("case", [0, 2, 3])
-def test_partial_mode_sends_the_unrounded_sums(case):
+def test_partial_mode_sends_the_unrounded_sums(case, overlap):
     """A slice of a layer on a multi-core accelerator sends sum_j W[j, i] delta[t, j] unrounded:
     exactly golden ``error_partial`` of its rows; rounding happens at the receiver."""
     cfg = case_config(case, timesteps=4, min_error_shift=3)
@@ -192,8 +199,32 @@ def test_partial_mode_sends_the_unrounded_sums(case):
     emax = (1 << (cfg.formats.error_bits - 1)) - 1
     err = torch.randint(-emax - 1, emax + 1, (T, 1, n_out), generator=g, dtype=torch.int64)
     delta = model.layer_delta(cfg, fw, err)
-    d, e, _ = run_bp(cfg, weights, err[:, 0], fw.surr[:, 0], fw.spikes[:, 0], case, partial=True)
+    d, e, _ = run_bp(cfg, weights, err[:, 0], fw.surr[:, 0], fw.spikes[:, 0], case, partial=True, overlap=overlap)
     want = model.error_partial(cfg, weights, delta)[:, 0]
     assert_same((("delta", d, delta[:, 0]), ("partial", e, want)), case,
-                f"pytest 'tests/test_bp_engine.py::test_partial_mode_sends_the_unrounded_sums[{case}]'")
+                f"pytest 'tests/test_bp_engine.py::test_partial_mode_sends_the_unrounded_sums[{case}-{overlap}]'")
     assert not torch.equal(want, model.error_finish(cfg, want)), "the case should need rounding"
+
+
+def test_overlap_hides_the_error_out():
+    """With two accumulator banks the next timestep's δ and propagation run while the error out
+    puts out the last one's: over T timesteps, at least (T-1)·H cycles fewer, the same outputs."""
+    cfg = case_config(1, timesteps=6).replace(network={"layers": [20, 6]})  # 2 lanes: H = 10, G = 3
+    g = torch.Generator().manual_seed(7)
+    n_out, n_in = cfg.layer_shapes[-1]
+    T, H = 6, -(-n_in // 2)
+    weights = torch.randint(-64, 64, (n_out, n_in), generator=g, dtype=torch.int64)
+    x = (torch.rand(T, 1, n_in, generator=g) < 0.5).to(torch.int64)
+    fw = model.lif_forward(cfg, weights, x)
+    err = torch.randint(-2000, 2000, (T, 1, n_out), generator=g, dtype=torch.int64)
+    runs = {ov: run_bp(cfg, weights, err[:, 0], fw.surr[:, 0], fw.spikes[:, 0], 7, stall=0.0, overlap=ov)
+            for ov in (False, True)}
+    (d0, e0, s0), (d1, e1, s1) = runs[False], runs[True]
+    assert torch.equal(d0, d1) and torch.equal(e0, e1)
+    print(f"\n  cycles: one bank {s0['cycles']}, two banks {s1['cycles']} (H = {H}, T = {T})")
+    assert s1["cycles"] <= s0["cycles"] - (T - 1) * H
+
+
+def test_overlap_needs_the_dual_port_layout():
+    with pytest.raises(ValueError, match="dual-port"):
+        BpEngine(CoreParams.from_config(case_config(0, 4, large_memories="single_port")), overlap=True)
