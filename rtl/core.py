@@ -323,9 +323,10 @@ class Core(wiring.Component):
         in_flight = Signal(range(self.banks + 1), name="in_flight")
         forward_only = Signal()  # this run stops after its forward pass (RUN_FORWARD)
         releasing = Signal(range(self.banks), name="releasing")  # the input bitmap bank to clear
-        # lagging core: samples whose second layer's backward pass is done and first layer's not
-        lagging = Signal(range(self.banks + 1), name="lagging")
-        whole_run = Signal()  # a whole TRAIN (forward and backward of one sample): nothing lags
+        if lag:
+            # samples whose second layer's backward pass is done and first layer's not
+            lagging = Signal(range(self.banks + 1), name="lagging")
+            whole_run = Signal()  # a whole TRAIN (forward and backward of one sample): nothing lags
 
         def next_bank(bank):
             return Mux(bank == self.banks - 1, 0, bank + 1) if self.banks > 1 else bank

@@ -70,11 +70,6 @@ class SliceRole:
     lag: bool = False
 
     @property
-    def layer(self) -> int:
-        """The core's first layer in the network."""
-        return self.links[0].layer
-
-    @property
     def network_inputs(self) -> bool:
         """The first layer's inputs come from the spike network (not from pixels)."""
         return self.links[0].spike_senders > 0
@@ -116,13 +111,21 @@ def lagging_cores(placement: Placement, buffers: int) -> list[bool]:
     stages = pipeline_stages(placement)
     # the extra sample must fit beside the core's warm-up (sim/multicore_driver.py pipeline_order),
     # which lowering would make the warm-ups grow upward: a wait cycle
-    return [len(held) == 2 and not (_whole(placement, held[0]) and _whole(placement, held[1]))
-            and len(placement.cores_of_layer(held[1].layer)) > 1 and max(stages) + 1 - stage < buffers
+    return [_cross(placement, held) and len(placement.cores_of_layer(held[1].layer)) > 1
+            and max(stages) + 1 - stage < buffers
             for held, stage in zip(placement.cores, stages)]
 
 
 def _whole(placement: Placement, s: Slice) -> bool:
     return s.lo == 0 and s.hi == placement.layers[s.layer + 1]
+
+
+def _cross(placement: Placement, held: tuple[Slice, ...]) -> bool:
+    """The core holds the end of one layer and the start of the next, not both whole (two whole
+    layers meet locally, as on one core)."""
+    return (len(held) == 2 and held[1].layer == held[0].layer + 1
+            and held[0].hi == placement.layers[held[0].layer + 1] and held[1].lo == 0
+            and not (_whole(placement, held[0]) and _whole(placement, held[1])))
 
 
 def roles_of(placement: Placement, timesteps: int, acc_bits: int, buffers: int = 1, lanes: int = 1) -> list[SliceRole]:
@@ -136,8 +139,7 @@ def roles_of(placement: Placement, timesteps: int, acc_bits: int, buffers: int =
     for c, held in enumerate(placement.cores):
         consecutive = all(b.layer == a.layer + 1 for a, b in zip(held, held[1:]))
         whole = all(_whole(placement, s) for s in held)
-        cross = len(held) == 2 and consecutive and held[0].hi == layers[held[0].layer + 1] and held[1].lo == 0
-        if len(held) > 1 and not (consecutive and whole) and not cross:
+        if len(held) > 1 and not (consecutive and whole) and not _cross(placement, held):
             raise ValueError(f"core {c} holds {' '.join(map(str, held))}: a core of the multi-core RTL holds one slice, "
                              f"whole consecutive layers, or the end of one layer and the start of the next "
                              f"(spikeforge.mapper.place_pipeline)\n{placement.describe()}")
@@ -146,7 +148,7 @@ def roles_of(placement: Placement, timesteps: int, acc_bits: int, buffers: int =
         raise ValueError(f"the output layer must sit on one core (its readout decides the class); it is on cores {outputs}")
     slices = [s for held in placement.cores for s in held]
     largest = [max(s.neurons for s in slices if s.layer == l) for l in range(n_lif)]
-    tagged = any(len(h) > 1 and not all(_whole(placement, s) for s in h) for h in placement.cores)
+    tagged = any(_cross(placement, h) for h in placement.cores)
     tag_bits = max(1, ceil_log2(n_lif)) if tagged else 0
     spike_width = max(spike_flit_layout(timesteps, layers[l + 1], buffers).size for l in range(n_lif)) + tag_bits
     error_width = max(error_flit_layout(timesteps, -(-largest[l] // lanes), acc_bits, buffers, lanes).size
