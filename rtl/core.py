@@ -310,6 +310,10 @@ class Core(wiring.Component):
         # still shows the engine idle from before: a start clears it.
         bp_drained, wg_drained = Signal(), Signal()
         bp_deltas = Signal()  # the timestep's δ are all in the δ buffer: WG may start
+        # BP is through the timestep; at a layer's end (t = 0), its last errors have left too
+        bp_through = Signal()
+        rounded = bwd["rounded"]
+        m.d.comb += bp_through.eq(bp_drained & ((t != 0) | rounded) if rounded is not None else bp_drained)
         enc_start = Signal()  # a registered pulse: the run decision does not reach into the encoder
         decide = Signal()  # the same for the readout's decision
         m.d.sync += [enc_start.eq(0), decide.eq(0)]
@@ -522,9 +526,8 @@ class Core(wiring.Component):
                 # propagates them (it reads weights and its own accumulators, WG the δ buffer and
                 # the gradients: nothing shared); BP's next timestep rewrites the δ buffer, so it
                 # waits for both. The phase is BP's while it runs, WG's once it alone is left.
-                bp_left = ~bp_drained | ((t == 0) & ~bwd["rounded"])  # (a layer's last errors still leaving)
-                m.d.comb += [phase["bp"].eq(bp_left), phase["wg"].eq(~bp_left)]
-                with m.If(~bp_left & wg_drained):
+                m.d.comb += [phase["bp"].eq(~bp_through), phase["wg"].eq(bp_through)]
+                with m.If(bp_through & wg_drained):
                     with m.If(t == 0):
                         with m.If(layer == 0):
                             if any_spike_in:
@@ -1143,14 +1146,12 @@ class Core(wiring.Component):
         # the timestep the error out is putting out: with overlap, the core is a timestep on by
         # then, so it is latched as BP hands the bank over; and a layer's backward pass is over
         # only once its last errors have left (`rounded`, registered like the other waits)
-        t_err = Signal.like(t, name="t_err") if bp.overlap else t
-        rounded = Signal(name="bp_rounded")
+        t_err, rounded = t, None
         if bp.overlap:
+            t_err, rounded = Signal.like(t, name="t_err"), Signal(name="bp_rounded")
             with m.If(bp.round_start):
                 m.d.sync += t_err.eq(t)
             m.d.sync += rounded.eq(~bp.rounding & ~bp.round_start)
-        else:
-            m.d.comb += rounded.eq(1)
         if bp.partial:
             # a layer whose layer below has slices elsewhere sends partial sums to their cores; a
             # layer above a whole layer here rounds and saturates them here, as the one-core BP
@@ -1178,7 +1179,7 @@ class Core(wiring.Component):
         # emits its first ε' several cycles later (with overlap: taken as BP hands the bank over)
         eps_base = Signal(range(T * max([out_groups[l] for l in local] or [1]) + 1))
         for l in local:
-            with m.If((layer == l + 1) & (bp.round_start if bp.overlap else 1)):
+            with m.If((layer == l + 1) & bp.round_start if bp.overlap else layer == l + 1):
                 m.d.sync += eps_base.eq(times_const(t, out_groups[l]))
         for l in range(1, n):
             if l - 1 not in eps_wr:
