@@ -161,10 +161,11 @@ class BpEngine(wiring.Component):
 
         # the accumulate (B) and the error out (C) each see one read and one write port: the same
         # bank's, or with overlap, each its own bank's (the two swap at every hand-over)
-        a_bank, r_bank, r_active = Signal(name="acc_bank"), Signal(name="round_bank"), Signal(name="round_active")
         if not self.overlap:
             b_rd, b_wr = c_rd, c_wr = acc_bank("acc_mem")
         else:
+            # B's bank, the bank C puts out, and whether C has one
+            a_bank, r_bank, r_active = Signal(name="acc_bank"), Signal(name="round_bank"), Signal(name="round_active")
             banks = [acc_bank(f"acc_mem{i}") for i in range(2)]
 
             def port_view(rd, wr, side):

@@ -1179,7 +1179,8 @@ class Core(wiring.Component):
         # emits its first ε' several cycles later (with overlap: taken as BP hands the bank over)
         eps_base = Signal(range(T * max([out_groups[l] for l in local] or [1]) + 1))
         for l in local:
-            with m.If((layer == l + 1) & bp.round_start if bp.overlap else layer == l + 1):
+            latch = (layer == l + 1) & bp.round_start if bp.overlap else layer == l + 1
+            with m.If(latch):
                 m.d.sync += eps_base.eq(times_const(t, out_groups[l]))
         for l in range(1, n):
             if l - 1 not in eps_wr:
