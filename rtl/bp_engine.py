@@ -83,6 +83,7 @@ class BpEngine(wiring.Component):
         if not isinstance(params, CoreParams):
             raise TypeError(f"BpEngine needs CoreParams, got {type(params).__name__}")
         if overlap and params.compact:
+            self._MustUse__silence = True  # refused: never to be elaborated
             raise ValueError("BpEngine: overlap=True needs the dual-port layout (the compact one has no room for a "
                              "second accumulator bank)")
         self.p = p = params
